@@ -1,0 +1,181 @@
+"""The encode stage: frame batches of several streams -> frame rows and clip rows (Arrow).
+
+Plain Python (no Ray): the runtime's encode actor wraps one EncodeStage; tests and the
+benchmark drive it directly. Frames of all streams in a call go through the model together.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from streamvl import store
+from streamvl.adapters import AdapterSpec, ClipBatch, VideoAdapter
+from streamvl.config import IndexConfig
+from streamvl.errors import PluginError
+from streamvl.models import LoadedModel, load_model
+from streamvl.plugins import Plugins
+from streamvl.types import FrameBatch, Window
+from streamvl.windows import Windower
+
+
+@dataclass(frozen=True)
+class StreamProgress:
+    """What one encode call did for one stream: frames embedded, last pts, whether it ended."""
+
+    stream_id: str
+    frames: int
+    clips: int
+    last_pts: float | None
+    final: bool
+
+
+def fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """[N, D] float -> Arrow fixed_size_list<float32>[D] without a Python loop."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+
+
+class EncodeStage:
+    """Owns the frozen model, the adapters, column providers and per-stream windows."""
+
+    def __init__(self, config: IndexConfig, plugins: Plugins | None = None, model: LoadedModel | None = None):
+        self.config = config
+        self.model = model if model is not None else load_model(config.model)
+        self.plugins = plugins if plugins is not None else Plugins()
+        self.specs: dict[str, AdapterSpec] = {name: self.plugins.adapter(name) for name in config.adapters}
+        self.adapters: dict[str, VideoAdapter] = {n: _build(s, self.model) for n, s in self.specs.items()}
+        self.providers = list(self.plugins.column_providers.values())
+        self.keep_frames = any(s.needs_frames for s in self.specs.values())
+        extra = [f for p in self.providers for f in p.fields]
+        meta = self.model.meta()
+        self.frames_schema = store.frames_schema(self.model.embed_dim, meta)
+        self.clips_schema = store.clips_schema(self.model.embed_dim, extra, meta)
+        self._windows: dict[str, Windower] = {}
+
+    def process(self, batches: Sequence[FrameBatch]) -> tuple[pa.Table, pa.Table, list[StreamProgress]]:
+        """Embed all frames in one pass, advance each stream's windows, embed completed clips."""
+        batches = [b for b in batches if b is not None]
+        features = self._embed_frames(batches)
+        windows: list[Window] = []
+        progress = []
+        for batch, feats in zip(batches, features):
+            windower = self._windower(batch.stream_id)
+            done = windower.push(batch.pts, feats, batch.frames if self.keep_frames else None)
+            if batch.final:
+                done += windower.flush()
+                del self._windows[batch.stream_id]
+            windows += done
+            last = float(batch.pts[-1]) if len(batch) else None
+            progress.append(StreamProgress(batch.stream_id, len(batch), len(done), last, batch.final))
+        return self._frame_rows(batches, features), self._clip_rows(windows), progress
+
+    def finish(self, stream_id: str) -> pa.Table:
+        """A stream ended early (error, removal): embed its tail window so good frames are kept."""
+        windower = self._windows.pop(stream_id, None)
+        return self._clip_rows(windower.flush() if windower else [])
+
+    def _windower(self, stream_id: str) -> Windower:
+        if stream_id not in self._windows:
+            clips, fps = self.config.clips, self.config.sampling.fps
+            self._windows[stream_id] = Windower(stream_id, clips.window, clips.stride, 1.0 / fps, self.keep_frames)
+        return self._windows[stream_id]
+
+    def _embed_frames(self, batches: Sequence[FrameBatch]) -> list[np.ndarray]:
+        """Frames of every batch through the image tower in chunks of encode_batch; split back."""
+        sizes = [len(b) for b in batches]
+        if not sum(sizes):
+            return [np.zeros((0, self.model.embed_dim), np.float32) for _ in batches]
+        frames = np.concatenate([b.frames for b in batches if len(b)])
+        step = self.config.runtime.encode_batch
+        chunks = [self.model.encode_images(frames[i : i + step]).numpy() for i in range(0, len(frames), step)]
+        return np.split(np.concatenate(chunks), np.cumsum(sizes)[:-1])
+
+    def _frame_rows(self, batches: Sequence[FrameBatch], features: list[np.ndarray]) -> pa.Table:
+        if not self.config.store_frames or not batches:
+            return self.frames_schema.empty_table()
+        n = sum(len(b) for b in batches)
+        wallclock = [b.wallclock if b.wallclock is not None else np.full(len(b), np.nan) for b in batches]
+        columns = {
+            "stream_id": pa.array([b.stream_id for b in batches for _ in range(len(b))], pa.string()),
+            "pts": pa.array(np.concatenate([b.pts for b in batches]), pa.float64()),
+            "wallclock": pa.array(np.concatenate(wallclock), pa.float64(), from_pandas=True),
+            "embedding": fixed_size_list(np.concatenate(features) if n else np.zeros((0, self.model.embed_dim))),
+            "model": pa.array([self.model.name] * n, pa.string()),
+        }
+        return pa.Table.from_pydict(columns, schema=self.frames_schema)
+
+    def _clip_rows(self, windows: list[Window]) -> pa.Table:
+        if not windows:
+            return self.clips_schema.empty_table()
+        tables = [self._adapter_rows(name, windows) for name in self.adapters]
+        return pa.concat_tables(tables)
+
+    def _adapter_rows(self, name: str, windows: list[Window]) -> pa.Table:
+        embeddings = self._embed_windows(name, windows)
+        batch = ClipBatch(
+            adapter_name=name,
+            adapter=self.adapters[name],
+            stream_ids=[w.stream_id for w in windows],
+            starts=np.array([w.start for w in windows], np.float64),
+            ends=np.array([w.end for w in windows], np.float64),
+            embeddings=embeddings,
+        )
+        columns: dict[str, object] = {
+            "stream_id": batch.stream_ids,
+            "start": batch.starts,
+            "end": batch.ends,
+            "adapter": [name] * len(batch),
+            "embedding": fixed_size_list(embeddings),
+            "model": [self.model.name] * len(batch),
+        }
+        for provider in self.providers:
+            columns |= _provider_columns(provider, batch)
+        return pa.Table.from_pydict(columns, schema=self.clips_schema)
+
+    def _embed_windows(self, name: str, windows: list[Window]) -> np.ndarray:
+        """Adapter pass, grouped by window length so every call sees a dense [B, T, D] tensor."""
+        import torch
+
+        adapter, needs_frames = self.adapters[name], self.specs[name].needs_frames
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, w in enumerate(windows):
+            groups[len(w.features)].append(i)
+        out = np.zeros((len(windows), self.model.embed_dim), np.float32)
+        with torch.inference_mode():
+            for idx in groups.values():
+                feats = torch.from_numpy(np.stack([windows[i].features for i in idx]))
+                frames = self._window_frames([windows[i] for i in idx]) if needs_frames else None
+                try:
+                    out[idx] = adapter.encode_video(feats, frames).float().numpy()
+                except Exception as exc:
+                    raise PluginError(f"encode_video failed: {exc}", plugin=name, stream_id=windows[idx[0]].stream_id) from exc
+        return out
+
+    def _window_frames(self, windows: list[Window]) -> "torch.Tensor":
+        """Preprocessed frames [B, T, 3, S, S] for adapters that re-run the vision tower."""
+        stacked = np.stack([w.frames for w in windows])
+        b, t = stacked.shape[:2]
+        return self.model.preprocess(stacked.reshape(b * t, *stacked.shape[2:])).reshape(b, t, 3, *stacked.shape[-3:-1])
+
+
+def _build(spec: AdapterSpec, model: LoadedModel) -> VideoAdapter:
+    try:
+        return spec.factory(model, {})
+    except Exception as exc:
+        raise PluginError(f"building adapter failed: {exc}", plugin=spec.name) from exc
+
+
+def _provider_columns(provider, batch: ClipBatch) -> dict[str, object]:
+    try:
+        values = provider.compute(batch)
+    except Exception as exc:
+        raise PluginError(f"clip column provider failed: {exc}", plugin=provider.name) from exc
+    expected = {f.name for f in provider.fields}
+    if set(values) != expected or any(len(v) != len(batch) for v in values.values()):
+        raise PluginError(f"provider must return columns {sorted(expected)} with {len(batch)} values each", plugin=provider.name)
+    return dict(values)

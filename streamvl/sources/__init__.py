@@ -1,0 +1,11 @@
+"""Sources: open a URI, sample frames by presentation time, resize in FFmpeg. No Ray, no torch.
+
+    infos = expand_sources(["videos/", "rtsp://cam/1"])
+    with open_source(infos[0], SamplingConfig(fps=1, size=224)) as source:
+        for batch in source: ...   # FrameBatch, last one final=True
+"""
+
+from streamvl.sources.discover import VIDEO_EXTENSIONS, expand_sources, stream_id_for
+from streamvl.sources.source import Source, open_source
+
+__all__ = ["VIDEO_EXTENSIONS", "Source", "expand_sources", "open_source", "stream_id_for"]

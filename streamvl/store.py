@@ -1,0 +1,419 @@
+"""The LanceDB store: table schemas, idempotent upserts, the streams checkpoint table, search reads.
+
+Tables (all plain Arrow types, readable by any lancedb/pyarrow client without streamvl):
+  frames   one row per sampled frame: stream_id, pts, wallclock, embedding, model
+  clips    one row per (stream, adapter, clip start): times, embedding, model, plugin columns
+  streams  one row per stream: status, progress, last committed pts (the resume checkpoint)
+
+Writes are `merge_insert` upserts on KEYS, so replaying a batch after a crash changes nothing.
+Model metadata ('streamvl.model', 'streamvl.weights', ...) is Arrow schema metadata, fixed when
+a table is created; LanceDB keeps it across merge_insert and optimize.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streamvl.errors import StoreError
+
+FRAMES, CLIPS, STREAMS = "frames", "clips", "streams"
+KEYS: dict[str, list[str]] = {FRAMES: ["stream_id", "pts"], CLIPS: ["stream_id", "adapter", "start"], STREAMS: ["stream_id"]}
+EMBEDDING = "embedding"
+STATUSES = ("queued", "running", "done", "error")
+MODEL_KEY = "streamvl.model"
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def _req(name: str, type_: pa.DataType) -> pa.Field:
+    return pa.field(name, type_, nullable=False)
+
+
+def embedding_field(dim: int) -> pa.Field:
+    """`embedding`: fixed_size_list<float32>[dim], the vector column LanceDB searches."""
+    if int(dim) <= 0:
+        raise ValueError(f"embedding dim must be positive, got {dim}")
+    return _req(EMBEDDING, pa.list_(pa.float32(), int(dim)))
+
+
+def _schema(fields: Sequence[pa.Field], meta: Mapping[str, str] | None) -> pa.Schema:
+    return pa.schema(fields, metadata={str(k): str(v) for k, v in (meta or {}).items()} or None)
+
+
+def frames_schema(dim: int, meta: Mapping[str, str] | None = None) -> pa.Schema:
+    fields = [_req("stream_id", pa.string()), _req("pts", pa.float64()), pa.field("wallclock", pa.float64()),
+              embedding_field(dim), _req("model", pa.string())]
+    return _schema(fields, meta)
+
+
+def clips_schema(dim: int, extra: Sequence[pa.Field] = (), meta: Mapping[str, str] | None = None) -> pa.Schema:
+    """The clips table; `extra` are plugin columns (ColumnProvider.fields), appended in order."""
+    fields = [_req("stream_id", pa.string()), _req("start", pa.float64()), _req("end", pa.float64()),
+              _req("adapter", pa.string()), embedding_field(dim), _req("model", pa.string())]
+    taken = {f.name for f in fields}
+    for f in extra:
+        if f.name in taken:
+            raise StoreError(f"table {CLIPS!r}: plugin column {f.name!r} clashes with an existing column")
+        taken.add(f.name)
+    return _schema([*fields, *extra], meta)
+
+
+def streams_schema(meta: Mapping[str, str] | None = None) -> pa.Schema:
+    fields = [_req("stream_id", pa.string()), _req("uri", pa.string()), _req("status", pa.string()),
+              _req("frames_indexed", pa.int64()), pa.field("last_committed_pts", pa.float64()),
+              pa.field("error", pa.string()), _req("model", pa.string()),
+              _req("updated_at", pa.timestamp("us", tz="UTC"))]
+    return _schema(fields, meta)
+
+
+# ---------------------------------------------------------------- SQL filter literals
+
+
+def sql_str(value: str) -> str:
+    """A single-quoted SQL string literal ('' escapes a quote; backslashes are literal)."""
+    if not isinstance(value, str):
+        raise StoreError(f"filter value must be a string, got {type(value).__name__}")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_float(value: float) -> str:
+    x = float(value)
+    if not math.isfinite(x):
+        raise StoreError(f"filter time must be finite, got {value!r}")
+    return repr(x)
+
+
+def clip_filter(adapter: str, stream_ids: Sequence[str] | None = None,
+                start: float | None = None, end: float | None = None) -> str:
+    """Prefilter for clips: this adapter, these streams, clips overlapping [start, end]."""
+    parts = [f"adapter = {sql_str(adapter)}"]
+    if stream_ids is not None:
+        parts.append(f"stream_id IN ({', '.join(sql_str(s) for s in stream_ids)})")
+    if start is not None:
+        parts.append(f"`end` >= {sql_float(start)}")
+    if end is not None:
+        parts.append(f"`start` <= {sql_float(end)}")
+    return " AND ".join(parts)
+
+
+# ---------------------------------------------------------------- conforming data to a table
+
+
+def _dim(schema: pa.Schema, table: str) -> int:
+    idx = schema.get_field_index(EMBEDDING)
+    if idx < 0 or not pa.types.is_fixed_size_list(schema.field(idx).type):
+        raise StoreError(f"table {table!r}: column {EMBEDDING!r} must be fixed_size_list<float32>[dim]")
+    return schema.field(idx).type.list_size
+
+
+def _data_dims(col: pa.ChunkedArray) -> set[int]:
+    if pa.types.is_fixed_size_list(col.type):
+        return {col.type.list_size}
+    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        return {int(n) for n in pc.unique(pc.list_value_length(col)).to_pylist() if n is not None}
+    raise StoreError(f"column {EMBEDDING!r} must be a list of floats, got {col.type}")
+
+
+def _check_dim(table: str, col: pa.ChunkedArray, expected: int) -> None:
+    got = _data_dims(col)
+    if got - {expected}:
+        raise StoreError(f"table {table!r}, column {EMBEDDING!r}: expected dim {expected}, got {sorted(got)}")
+
+
+def _conform_column(table: str, data: pa.Table, field: pa.Field) -> pa.ChunkedArray | pa.Array:
+    if field.name not in data.column_names:
+        if not field.nullable:
+            raise StoreError(f"table {table!r}: missing required column {field.name!r} (expected {field.type})")
+        return pa.nulls(data.num_rows, field.type)
+    col = data.column(field.name)
+    if field.name == EMBEDDING:
+        _check_dim(table, col, field.type.list_size)
+    try:
+        col = col.cast(field.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise StoreError(f"table {table!r}, column {field.name!r}: expected {field.type}, got {col.type} ({exc})") from exc
+    if not field.nullable and col.null_count:
+        raise StoreError(f"table {table!r}, column {field.name!r}: {col.null_count} null value(s) in a required column")
+    return col
+
+
+def conform(table: str, data: pa.Table, target: pa.Schema) -> pa.Table:
+    """`data` cast to `target` (column order, types, nulls for absent nullable columns)."""
+    unknown = [n for n in data.column_names if target.get_field_index(n) < 0]
+    if unknown:
+        raise StoreError(f"table {table!r} has no column(s) {unknown}; it has {target.names}")
+    return pa.Table.from_arrays([_conform_column(table, data, f) for f in target], schema=target)
+
+
+def _check_model(table: str, data: pa.Schema, target: pa.Schema) -> None:
+    """Rows embedded by another model must not land in a table (cosine across models is noise)."""
+    new, old = (dict(s.metadata or {}).get(MODEL_KEY.encode()) for s in (data, target))
+    if new is not None and old is not None and new != old:
+        raise StoreError(f"table {table!r} holds embeddings of model {old.decode()!r}; "
+                         f"refusing rows from model {new.decode()!r} (use another database)")
+
+
+def dedupe_last(data: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """Keep the last row per key: merge_insert inserts in-batch duplicates twice."""
+    rows = pa.array(np.arange(data.num_rows, dtype=np.int64))
+    groups = data.select(list(keys)).append_column("__row", rows).group_by(list(keys), use_threads=False)
+    last = groups.aggregate([("__row", "max")])["__row_max"]
+    if len(last) == data.num_rows:
+        return data
+    return data.take(np.sort(last.to_numpy()))
+
+
+def _creation_schema(table: str, schema: pa.Schema) -> pa.Schema:
+    """The schema a new table gets from its first batch: keys required, embedding float32."""
+    missing = [k for k in KEYS[table] if schema.get_field_index(k) < 0]
+    if missing:
+        raise StoreError(f"table {table!r}: missing required column(s) {missing}")
+    for i, f in enumerate(schema):
+        if f.name in KEYS[table]:
+            schema = schema.set(i, f.with_nullable(False))
+        elif f.name == EMBEDDING:
+            if not pa.types.is_fixed_size_list(f.type):
+                raise StoreError(f"table {table!r}: a new table needs {EMBEDDING!r} as fixed_size_list, got {f.type} "
+                                 f"(build data with {table}_schema(dim, ...))")
+            schema = schema.set(i, embedding_field(f.type.list_size))
+    return schema
+
+
+def embeddings_array(col: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """A fixed_size_list column -> float32 [N, dim]."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+
+
+@contextmanager
+def _lance_errors(table: str, action: str) -> Iterator[None]:
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:  # lancedb raises ValueError/RuntimeError/OSError with its own messages
+        raise StoreError(f"{action} on table {table!r} failed: {exc}") from exc
+
+
+def _check_table(table: str) -> list[str]:
+    try:
+        return KEYS[table]
+    except KeyError:
+        raise StoreError(f"unknown table {table!r}; streamvl tables are {sorted(KEYS)}") from None
+
+
+# ---------------------------------------------------------------- the store
+
+
+class Store:
+    """A LanceDB database of streamvl tables. Connects on first use; picklable (by URI).
+
+    read_consistency_s: how stale a read may be with respect to other processes' writes
+    (0 = every read checks for new versions; None = never, LanceDB's own default).
+    """
+
+    def __init__(self, uri: str | Path, *, read_consistency_s: float | None = 0.0) -> None:
+        self.uri = str(uri)
+        self.read_consistency_s = read_consistency_s
+        self._db: Any = None
+        self._tables: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"uri": self.uri, "read_consistency_s": self.read_consistency_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["uri"], read_consistency_s=state["read_consistency_s"])
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    # -- connection and table handles
+
+    @property
+    def db(self) -> Any:
+        if self._db is None:
+            self._db = self._connect()
+        return self._db
+
+    def _connect(self) -> Any:
+        import lancedb
+
+        interval = None if self.read_consistency_s is None else dt.timedelta(seconds=self.read_consistency_s)
+        try:
+            if "://" not in self.uri:
+                Path(self.uri).mkdir(parents=True, exist_ok=True)
+            return lancedb.connect(self.uri, read_consistency_interval=interval)
+        except Exception as exc:
+            raise StoreError(f"cannot open LanceDB database {self.uri!r}: {exc}") from exc
+
+    def table_names(self) -> list[str]:
+        names: list[str] = []
+        token = None
+        with _lance_errors("*", "list tables"):
+            while True:
+                page = self.db.list_tables(page_token=token)
+                names.extend(page.tables)
+                token = page.page_token
+                if not token:
+                    return sorted(names)
+
+    def _open(self, table: str) -> Any | None:
+        """The table handle, or None if the table does not exist yet."""
+        if table in self._tables:
+            return self._tables[table]
+        try:
+            handle = self.db.open_table(table)
+        except Exception as exc:
+            if table not in self.table_names():
+                return None
+            raise StoreError(f"open table {table!r} failed: {exc}") from exc
+        self._tables[table] = handle
+        return handle
+
+    def _create(self, table: str, schema: pa.Schema) -> Any:
+        """Create an empty table; if another writer just created it, open theirs."""
+        try:
+            handle = self.db.create_table(table, schema=_creation_schema(table, schema))
+        except StoreError:
+            raise
+        except Exception as exc:
+            handle = self._open(table)
+            if handle is None:
+                raise StoreError(f"create table {table!r} failed: {exc}") from exc
+        self._tables[table] = handle
+        return handle
+
+    # -- writes
+
+    def upsert(self, table: str, data: pa.Table) -> int:
+        """Insert or replace rows by KEYS[table]; creates the table from data.schema if missing.
+
+        Returns the number of rows written (after dropping in-batch duplicates, last wins).
+        """
+        keys = _check_table(table)
+        if data.num_rows == 0:
+            return 0
+        handle = self._open(table)
+        if handle is None:  # (not `or`: a LanceTable with no rows is falsy)
+            handle = self._create(table, data.schema)
+        _check_model(table, data.schema, handle.schema)
+        rows = dedupe_last(conform(table, data, handle.schema), keys)
+        with _lance_errors(table, "upsert"):
+            handle.merge_insert(keys).when_matched_update_all().when_not_matched_insert_all().execute(rows)
+        return rows.num_rows
+
+    def record_stream(self, stream_id: str, uri: str, status: str, *, frames_indexed: int = 0,
+                      last_committed_pts: float | None = None, error: str | None = None, model: str = "") -> None:
+        """Write the whole row of one stream (every field is replaced, including the checkpoint)."""
+        if status not in STATUSES:
+            raise StoreError(f"table {STREAMS!r}: status must be one of {STATUSES}, got {status!r}", stream_id=stream_id)
+        row = {"stream_id": [stream_id], "uri": [uri], "status": [status], "frames_indexed": [int(frames_indexed)],
+               "last_committed_pts": [None if last_committed_pts is None else float(last_committed_pts)],
+               "error": [error], "model": [model], "updated_at": [dt.datetime.now(dt.timezone.utc)]}
+        self.upsert(STREAMS, pa.table(row, schema=streams_schema()))
+
+    def optimize(self, *, keep_versions_s: float | None = None) -> dict[str, int]:
+        """Compact each table's small fragments (one per upsert) and update indices.
+
+        Old versions are deleted once older than keep_versions_s (LanceDB's default: 7 days);
+        0 is safe only when no other process reads the tables. Returns fragments per table.
+        """
+        older = None if keep_versions_s is None else dt.timedelta(seconds=keep_versions_s)
+        fragments = {}
+        for name in self.table_names():
+            handle = self._open(name)
+            with _lance_errors(name, "optimize"):
+                handle.optimize(cleanup_older_than=older)
+                fragments[name] = int(handle.stats()["fragment_stats"]["num_fragments"])
+        return fragments
+
+    # -- reads
+
+    def count(self, table: str) -> int:
+        handle = self._open(table)
+        if handle is None:
+            return 0
+        with _lance_errors(table, "count"):
+            return int(handle.count_rows())
+
+    def streams(self) -> list[dict[str, Any]]:
+        handle = self._open(STREAMS)
+        if handle is None:
+            return []
+        with _lance_errors(STREAMS, "read"):
+            rows = handle.to_arrow().to_pylist()
+        return sorted(rows, key=lambda r: r["stream_id"])
+
+    def stream(self, stream_id: str) -> dict[str, Any] | None:
+        handle = self._open(STREAMS)
+        if handle is None:
+            return None
+        with _lance_errors(STREAMS, "read"):
+            rows = handle.search().where(f"stream_id = {sql_str(stream_id)}").limit(None).to_arrow().to_pylist()
+        return rows[0] if rows else None
+
+    def meta(self) -> dict[str, str]:
+        """Schema metadata of the clips table (else frames): 'streamvl.model', 'streamvl.weights', ..."""
+        for table in (CLIPS, FRAMES):
+            handle = self._open(table)
+            if handle is not None and handle.schema.metadata:
+                return {k.decode(): v.decode() for k, v in handle.schema.metadata.items()}
+        return {}
+
+    def search_clips(self, vector: np.ndarray, k: int, *, adapter: str, stream_ids: Sequence[str] | None = None,
+                     start: float | None = None, end: float | None = None,
+                     candidates: int | None = None) -> list[dict[str, Any]]:
+        """The k clips nearest to `vector` by cosine, prefiltered; dicts with `score` = 1 - distance.
+
+        candidates: with an ANN index on clips.embedding, re-rank this many rows exactly
+        (refine_factor); a table without an index is searched exhaustively and ignores it.
+        """
+        handle = self._open(CLIPS)
+        if handle is None or k <= 0 or (stream_ids is not None and len(stream_ids) == 0):
+            return []
+        query = _query_vector(vector, _dim(handle.schema, CLIPS))
+        columns = [n for n in handle.schema.names if n != EMBEDDING]
+        with _lance_errors(CLIPS, "vector search"):
+            builder = (handle.search(query, vector_column_name=EMBEDDING).distance_type("cosine")
+                       .where(clip_filter(adapter, stream_ids, start, end), prefilter=True)
+                       .select([*columns, "_distance"]).limit(int(k)))
+            if candidates and candidates > k:
+                builder = builder.refine_factor(math.ceil(candidates / k))
+            rows = builder.to_arrow().to_pylist()
+        return sorted((_scored(r) for r in rows), key=lambda r: (-r["score"], r["stream_id"], r["start"]))
+
+    def frames_for(self, stream_id: str, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
+        """Frame times float64 [N] (sorted) and embeddings float32 [N, D] with start <= pts <= end."""
+        handle = self._open(FRAMES)
+        if handle is None:
+            return np.empty(0, np.float64), np.empty((0, 0), np.float32)
+        dim = _dim(handle.schema, FRAMES)
+        where = f"stream_id = {sql_str(stream_id)} AND pts >= {sql_float(start)} AND pts <= {sql_float(end)}"
+        with _lance_errors(FRAMES, "read"):
+            got = handle.search().where(where).select(["pts", EMBEDDING]).limit(None).to_arrow()
+        pts = got["pts"].to_numpy().astype(np.float64, copy=False)
+        order = np.argsort(pts, kind="stable")
+        return pts[order], embeddings_array(got[EMBEDDING], dim)[order]
+
+
+def _query_vector(vector: np.ndarray, dim: int) -> np.ndarray:
+    q = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if q.shape[0] != dim:
+        raise StoreError(f"table {CLIPS!r}, column {EMBEDDING!r}: query vector has dim {q.shape[0]}, expected {dim}")
+    if not np.all(np.isfinite(q)) or not np.any(q):
+        raise StoreError(f"table {CLIPS!r}: query vector must be finite and non-zero")
+    return q
+
+
+def _scored(row: dict[str, Any]) -> dict[str, Any]:
+    row["score"] = 1.0 - float(row.pop("_distance"))
+    return row

@@ -1,0 +1,72 @@
+"""Small frozen value types that flow between stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Sampled, resized frames of one stream.
+
+    pts: seconds from stream start, float64 [N]; frames: uint8 [N, H, W, 3] RGB.
+    wallclock: UTC epoch seconds [N] for live streams, else None.
+    seq: 0-based batch number within the stream; final: no batch follows.
+    """
+
+    stream_id: str
+    uri: str
+    pts: np.ndarray
+    frames: np.ndarray
+    seq: int = 0
+    final: bool = False
+    wallclock: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.frames.ndim != 4 or self.frames.shape[-1] != 3:
+            raise ValueError(f"frames must be [N,H,W,3], got {self.frames.shape}")
+        if self.frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8, got {self.frames.dtype}")
+        if self.pts.shape != (self.frames.shape[0],):
+            raise ValueError(f"pts {self.pts.shape} does not match {self.frames.shape[0]} frames")
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """One stream to index: a stable id and the URI it is read from."""
+
+    stream_id: str
+    uri: str
+    duration: float | None = None  # seconds, when the container declares it
+
+
+@dataclass(frozen=True)
+class Window:
+    """A clip window over sampled frames of one stream: features [T, D], frames optional."""
+
+    stream_id: str
+    start: float
+    end: float
+    features: np.ndarray
+    frames: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result: a time range of a stream and its similarity score."""
+
+    stream_id: str
+    uri: str
+    start: float
+    end: float
+    score: float
+    adapter: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"stream_id": self.stream_id, "uri": self.uri, "start": self.start, "end": self.end, "score": self.score}

@@ -1,0 +1,77 @@
+"""Shared fixtures: a small synthetic video corpus (built once per session) and the real clips."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.videos import (  # pyproject sets pytest's pythonpath to the repo root
+    VideoSpec,
+    make_audio_only,
+    make_corrupt,
+    make_text_as_mp4,
+    make_truncated,
+    make_video,
+    make_zero_byte,
+)
+
+_REPO = Path(__file__).resolve().parents[1]
+
+SHARED_VIDEOS = _REPO.parent / "shared" / "data" / "videos"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Good videos live in good/ (with a nested subdir), broken ones in bad/."""
+
+    root: Path
+    good: Path
+    bad: Path
+    h264_mp4: VideoSpec  # 640x360, 25 fps, 4 s
+    mpeg4_avi: VideoSpec  # 320x240, 25 fps, 4 s
+    vp9_webm: VideoSpec  # 320x240, 25 fps, 3 s
+    mjpeg_mkv: VideoSpec  # 320x240, 25 fps, 3 s (in good/nested/)
+    vfr_mp4: VideoSpec  # h264, irregular pts with a 2.3 s gap, ~8 s
+    truncated: VideoSpec  # h264 mp4, moov first, cut to half its bytes
+    corrupt: VideoSpec  # h264 mp4, random bytes mid-file
+    zero_byte: Path
+    text_mp4: Path
+    audio_only: Path  # wav: a valid container without video
+
+    @property
+    def good_videos(self) -> list[VideoSpec]:
+        return [self.h264_mp4, self.mpeg4_avi, self.vp9_webm, self.mjpeg_mkv, self.vfr_mp4]
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    root = tmp_path_factory.mktemp("videos")
+    good, bad = root / "good", root / "bad"
+    (good / "nested").mkdir(parents=True)
+    bad.mkdir()
+    (good / "notes.txt").write_text("not a video")
+    return Corpus(
+        root=root,
+        good=good,
+        bad=bad,
+        h264_mp4=make_video(good / "h264.mp4", size=(640, 360), fps=25, seconds=4.0),
+        mpeg4_avi=make_video(good / "mpeg4.avi", codec="mpeg4", size=(320, 240), seconds=4.0),
+        vp9_webm=make_video(good / "vp9.webm", codec="libvpx-vp9", size=(320, 240), seconds=3.0),
+        mjpeg_mkv=make_video(good / "nested" / "mjpeg.mkv", codec="mjpeg", size=(320, 240), seconds=3.0),
+        vfr_mp4=make_video(good / "vfr.mp4", size=(160, 120), fps=25, seconds=8.0, vfr=True),
+        truncated=make_truncated(bad / "truncated.mp4"),
+        corrupt=make_corrupt(bad / "corrupt.mp4"),
+        zero_byte=make_zero_byte(bad / "zero.mp4"),
+        text_mp4=make_text_as_mp4(bad / "text.mp4"),
+        audio_only=make_audio_only(bad / "audio.wav"),
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_videos() -> Path:
+    """The real clips in <repo>/../shared/data/videos; skips when that folder is absent."""
+    if not SHARED_VIDEOS.is_dir() or not any(SHARED_VIDEOS.iterdir()):
+        pytest.skip(f"real clips not found at {SHARED_VIDEOS} (shared data not mounted)")
+    return SHARED_VIDEOS

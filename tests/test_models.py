@@ -1,0 +1,84 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from streamvl.errors import ModelLoadError
+from streamvl.models import DEFAULT_SPEC, load_model, parse_spec
+
+
+def test_parse_spec():
+    assert parse_spec("ViT-B-32@laion2b_s34b_b79k").kind == "tag"
+    assert parse_spec("ViT-B-32@/w/model.safetensors").kind == "file"
+    assert parse_spec("streamvl-tiny@random:7").value == "7"
+    assert parse_spec("default").text == DEFAULT_SPEC
+    for bad in ("ViT-B-32", "@x", "ViT-B-32@random:x"):
+        with pytest.raises(ModelLoadError, match="spec"):
+            parse_spec(bad)
+
+
+def test_random_default_is_loud_and_seeded():
+    model = load_model("streamvl-tiny@random:0")
+    assert model.random_weights and "RANDOM" in model.name and model.warning()
+    assert model.meta()["streamvl.weights"] == "RANDOM"
+    assert load_model.__wrapped__("streamvl-tiny@random:0").weights_sha256 == model.weights_sha256  # same seed, same weights
+    assert load_model.__wrapped__("streamvl-tiny@random:1").weights_sha256 != model.weights_sha256
+
+
+def test_frozen_and_normalised_embeddings():
+    model = load_model("streamvl-tiny@random:0")
+    assert not any(p.requires_grad for p in model.model.parameters())
+    frames = np.random.default_rng(0).integers(0, 255, (5, 64, 64, 3), dtype=np.uint8)
+    emb = model.encode_images(frames)
+    assert emb.shape == (5, model.embed_dim)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(5), atol=1e-5)
+    assert model.encode_text(["a red circle", "a blue star"]).shape == (2, model.embed_dim)
+
+
+def test_preprocess_uses_model_mean_std_and_resizes():
+    model = load_model("streamvl-tiny@random:0")
+    grey = np.full((2, 64, 64, 3), 128, np.uint8)
+    x = model.preprocess(grey)
+    expected = (128 / 255 - torch.tensor(model.mean)) / torch.tensor(model.std)
+    assert torch.allclose(x[0, :, 0, 0], expected, atol=1e-5)
+    assert model.preprocess(np.zeros((1, 90, 160, 3), np.uint8)).shape == (1, 3, 64, 64)
+
+
+def test_local_safetensors_roundtrip(tmp_path):
+    from safetensors.torch import save_file
+
+    source = load_model("streamvl-tiny@random:3")
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source.model.state_dict().items()}, str(path))
+    loaded = load_model(f"streamvl-tiny@{path}")
+    assert loaded.weights_sha256 == source.weights_sha256 and not loaded.random_weights
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("streamvl-tiny@/nonexistent/w.safetensors", "not found"),
+    ("no-such-arch@random", "unknown architecture"),
+    ("ViT-B-32@no_such_tag", "no pretrained tag"),
+])
+def test_load_errors_name_the_spec(spec, needle):
+    with pytest.raises(ModelLoadError, match=needle) as info:
+        load_model(spec)
+    assert spec.split("@")[0] in str(info.value)
+
+
+def test_corrupt_weights_file(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        load_model(f"streamvl-tiny@{bad}")
+
+
+def test_tag_without_internet_names_spec():
+    """The real open_clip download path, offline: a clear ModelLoadError naming the spec."""
+    code = "from streamvl.models import load_model\nload_model('ViT-B-32@openai')"
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "ModelLoadError" in proc.stderr and "'ViT-B-32@openai'" in proc.stderr and "internet" in proc.stderr
