@@ -32,7 +32,8 @@ def run(*args, env, timeout=600, check=True):
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray head on loopback with the job server; stopped afterwards."""
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    # Ray >= 2.5x enables token auth for new clusters: server and client share ~/.ray/auth_token.
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_port(), free_port()
     run(BIN / "ray", "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
