@@ -42,7 +42,66 @@ def search(text: str, db: str, **options) -> list[Hit]:
 
 
 def streams(db: str) -> list[dict]:
-    """Rows of the `streams` table: status, frames indexed, last committed pts, error."""
+    """Rows of the `streams` table: status, frames indexed, last committed pts, error, and for
+    live streams lag, reconnects and gaps. Streams requested from a serve-index job but not
+    picked up yet are listed with status "requested"."""
     from streamvl.store import Store
 
-    return Store(db).streams()
+    store = Store(db)
+    rows = store.streams()
+    have = {r["stream_id"] for r in rows}
+    for req in store.requests():
+        if req["stream_id"] not in have and req["action"] == "run":
+            rows.append({"stream_id": req["stream_id"], "uri": req["uri"], "status": "requested", "frames_indexed": 0,
+                         "last_committed_pts": None, "error": None, "updated_at": req["requested_at"]})
+    return sorted(rows, key=lambda r: r["stream_id"])
+
+
+# -- live indexing: a long-running serve-index job and its control rows --------------------------
+
+
+def serve(config: IndexConfig, stop: Callable[[], bool] | None = None, poll_s: float = 1.0,
+          on_start: Callable[[object], None] | None = None) -> "IndexReport":
+    """Run a serve-index job on config.db until stop() is true (default: until interrupted).
+
+    Streams are added and removed while it runs with add_stream/remove_stream (or the CLI's
+    `streamvl streams add/remove`), which write the desired state to the `stream_requests` table;
+    the job polls it every poll_s seconds. After a restart every requested stream resumes from its
+    checkpoint. on_start(run) is called once the job is up (run.info["warning"]: the model warning).
+    """
+    from streamvl.runtime import serve_index
+
+    return serve_index(config, stop or (lambda: False), poll_s, on_start)
+
+
+def add_stream(db: str, uri: str, stream_id: str | None = None, fps: float | None = None,
+               transport: str | None = None) -> str:
+    """Ask the serve-index job on `db` to index `uri` (rtsp/tcp/udp/HLS URL or a file); returns its id.
+
+    Adding a stream that exists already restarts it if it ended (from its checkpoint)."""
+    from streamvl.errors import ConfigError
+    from streamvl.sources import expand_sources
+    from streamvl.store import Store
+
+    if transport not in (None, "udp", "tcp"):
+        raise ConfigError(f"transport must be 'udp' or 'tcp', got {transport!r}", uri=uri)
+    if fps is not None and not fps > 0:
+        raise ConfigError(f"fps must be > 0, got {fps}", uri=uri)
+    infos = expand_sources([uri], [stream_id] if stream_id else None)
+    if len(infos) != 1:
+        raise ConfigError(f"{uri!r} names {len(infos)} streams; add them one by one", uri=uri)
+    info = infos[0]
+    Store(db).request_stream(info.stream_id, info.uri, "run", fps=fps, transport=transport)
+    return info.stream_id
+
+
+def remove_stream(db: str, stream_id: str) -> None:
+    """Ask the serve-index job on `db` to stop indexing a stream (the others keep running)."""
+    from streamvl.errors import ConfigError
+    from streamvl.store import Store
+
+    store = Store(db)
+    known = {r["stream_id"]: r["uri"] for r in [*store.streams(), *store.requests()]}
+    if stream_id not in known:
+        raise ConfigError(f"no stream {stream_id!r} in {db}", stream_id=stream_id)
+    store.request_stream(stream_id, known[stream_id], "remove")

@@ -50,6 +50,37 @@ class RuntimeConfig(BaseModel):
     decode_cpus: float = Field(0.25, gt=0, description="Ray CPUs per decode actor (I/O bound)")
     sink_cpus: float = Field(0.1, gt=0, description="Ray CPUs per sink actor")
     encode_cpus: float = Field(1.0, gt=0, description="Ray CPUs for the encode actor")
+    actor_restarts: int = Field(3, ge=0, description="Ray restarts of the encode and sink actors after a crash")
+    max_rewinds: int = Field(3, ge=0, description="replays of a stream from its checkpoint without progress before it fails")
+    checkpoint_interval_s: float = Field(1.0, ge=0, description="min seconds between checkpoint rows of a stream")
+    resume: bool = Field(True, description="continue each stream from its committed checkpoint; done streams are skipped")
+
+
+class LiveConfig(BaseModel):
+    """Live sources (rtsp, tcp, udp, live HLS): stalls, reconnects, batching for freshness."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    open_timeout_s: float = Field(10.0, gt=0, description="seconds one connection attempt may take")
+    stall_timeout_s: float = Field(5.0, gt=0, description="no frame for this long: the stream is reconnected")
+    backoff_initial_s: float = Field(0.5, gt=0, description="first wait between reconnect attempts")
+    backoff_max_s: float = Field(10.0, gt=0, description="cap of the exponential backoff")
+    connect_give_up_s: float = Field(30.0, gt=0, description="a stream that never delivered a frame fails after this")
+    give_up_s: float | None = Field(None, gt=0, description="a stalled stream fails after this (None: retry forever)")
+    max_batch_delay_s: float = Field(0.5, ge=0, description="a live batch is sent once its first frame is this old")
+    rtsp_transport: str = Field("auto", pattern="^(auto|udp|tcp)$", description="rtsp lower transport")
+
+
+class StoreConfig(BaseModel):
+    """Table upkeep under continuous appends (run by the sink actors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    optimize_every_s: float = Field(60.0, gt=0, description="compact a table's fragments at most this often")
+    optimize_every_writes: int = Field(50, ge=1, description="... or after this many writes, whichever is first")
+    keep_versions_s: float = Field(300.0, ge=0, description="old table versions kept this long (running readers)")
+    index_min_rows: int = Field(20000, ge=256, description="clips rows before an ANN index is built")
+    index_type: str = Field("IVF_PQ", description="LanceDB vector index type for clips.embedding")
 
 
 class IndexConfig(BaseModel):
@@ -60,9 +91,14 @@ class IndexConfig(BaseModel):
     db: str = DEFAULT_DB
     model: str = "default"
     adapters: list[str] = Field(default_factory=lambda: ["meanpool"], min_length=1)
+    adapter_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='per-adapter options, e.g. {"prompt": {"checkpoint": "ckpt/prompt.safetensors"}}'
+    )
     sampling: SamplingConfig = SamplingConfig()
     clips: ClipConfig = ClipConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    live: LiveConfig = LiveConfig()
+    store: StoreConfig = StoreConfig()
     store_frames: bool = True
 
 

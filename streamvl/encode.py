@@ -32,6 +32,11 @@ class StreamProgress:
     clips: int
     last_pts: float | None
     final: bool
+    seen: int = 0  # frames of the stream pushed so far (the next frame's grid index)
+    next_window: int = 0  # checkpoint: where the first window not yet emitted starts
+    resume_after: float | None = None  # checkpoint: time of the frame before it
+    last_wallclock: float | None = None  # arrival of the last frame (live)
+    error: str | None = None  # the batch was refused: it does not continue this stream's windows
 
 
 def fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
@@ -48,7 +53,9 @@ class EncodeStage:
         self.model = model if model is not None else load_model(config.model)
         self.plugins = plugins if plugins is not None else Plugins()
         self.specs: dict[str, AdapterSpec] = {name: self.plugins.adapter(name) for name in config.adapters}
-        self.adapters: dict[str, VideoAdapter] = {n: _build(s, self.model) for n, s in self.specs.items()}
+        self.adapters: dict[str, VideoAdapter] = {
+            n: _build(s, self.model, config.adapter_options.get(n, {})) for n, s in self.specs.items()
+        }
         self.providers = list(self.plugins.column_providers.values())
         self.keep_frames = any(s.needs_frames for s in self.specs.values())
         extra = [f for p in self.providers for f in p.fields]
@@ -58,32 +65,56 @@ class EncodeStage:
         self._windows: dict[str, Windower] = {}
 
     def process(self, batches: Sequence[FrameBatch]) -> tuple[pa.Table, pa.Table, list[StreamProgress]]:
-        """Embed all frames in one pass, advance each stream's windows, embed completed clips."""
-        batches = [b for b in batches if b is not None]
+        """Embed all frames in one pass, advance each stream's windows, embed completed clips.
+
+        A batch that does not continue its stream's windows (after a restart of this stage or of
+        the stream's decoder) is refused: no rows, and its progress carries `error`.
+        """
+        progress = []
+        accepted = []
+        for batch in (b for b in batches if b is not None):
+            refused = self._sync(batch)
+            if refused is None:
+                accepted.append(batch)
+            else:
+                progress.append(StreamProgress(batch.stream_id, 0, 0, None, False, error=refused))
+        batches = accepted
         features = self._embed_frames(batches)
         windows: list[Window] = []
-        progress = []
         for batch, feats in zip(batches, features):
-            windower = self._windower(batch.stream_id)
+            windower = self._windows[batch.stream_id]
             done = windower.push(batch.pts, feats, batch.frames if self.keep_frames else None)
             if batch.final:
                 done += windower.flush()
                 del self._windows[batch.stream_id]
             windows += done
-            last = float(batch.pts[-1]) if len(batch) else None
-            progress.append(StreamProgress(batch.stream_id, len(batch), len(done), last, batch.final))
+            progress.append(_progress(batch, windower, len(done)))
         return self._frame_rows(batches, features), self._clip_rows(windows), progress
+
+    def _sync(self, batch: FrameBatch) -> str | None:
+        """Attach the batch to its stream's windows: a decoder's first batch (seq 0) starts them
+        at its grid index (a resume point); later batches must continue them frame by frame."""
+        windower = self._windows.get(batch.stream_id)
+        if batch.seq == 0:
+            try:
+                self._windows[batch.stream_id] = self._new_windower(batch)
+            except ValueError as exc:
+                return str(exc)
+            return None
+        if windower is None or windower.seen != batch.first_index:
+            expected = "a decoder restart (seq 0)" if windower is None else f"frame {windower.seen}"
+            return f"out of sync: batch {batch.seq} starts at frame {batch.first_index}, windows expect {expected}"
+        return None
+
+    def _new_windower(self, batch: FrameBatch) -> Windower:
+        clips, fps = self.config.clips, batch.fps or self.config.sampling.fps
+        return Windower(batch.stream_id, clips.window, clips.stride, 1.0 / fps, self.keep_frames,
+                        start_index=batch.first_index)
 
     def finish(self, stream_id: str) -> pa.Table:
         """A stream ended early (error, removal): embed its tail window so good frames are kept."""
         windower = self._windows.pop(stream_id, None)
         return self._clip_rows(windower.flush() if windower else [])
-
-    def _windower(self, stream_id: str) -> Windower:
-        if stream_id not in self._windows:
-            clips, fps = self.config.clips, self.config.sampling.fps
-            self._windows[stream_id] = Windower(stream_id, clips.window, clips.stride, 1.0 / fps, self.keep_frames)
-        return self._windows[stream_id]
 
     def _embed_frames(self, batches: Sequence[FrameBatch]) -> list[np.ndarray]:
         """Frames of every batch through the image tower in chunks of encode_batch; split back."""
@@ -117,25 +148,9 @@ class EncodeStage:
 
     def _adapter_rows(self, name: str, windows: list[Window]) -> pa.Table:
         embeddings = self._embed_windows(name, windows)
-        batch = ClipBatch(
-            adapter_name=name,
-            adapter=self.adapters[name],
-            stream_ids=[w.stream_id for w in windows],
-            starts=np.array([w.start for w in windows], np.float64),
-            ends=np.array([w.end for w in windows], np.float64),
-            embeddings=embeddings,
-        )
-        columns: dict[str, object] = {
-            "stream_id": batch.stream_ids,
-            "start": batch.starts,
-            "end": batch.ends,
-            "adapter": [name] * len(batch),
-            "embedding": fixed_size_list(embeddings),
-            "model": [self.model.name] * len(batch),
-        }
-        for provider in self.providers:
-            columns |= _provider_columns(provider, batch)
-        return pa.Table.from_pydict(columns, schema=self.clips_schema)
+        return clip_rows(self.clips_schema, self.model.name, name, self.adapters[name], self.providers,
+                         [w.stream_id for w in windows], np.array([w.start for w in windows], np.float64),
+                         np.array([w.end for w in windows], np.float64), embeddings)
 
     def _embed_windows(self, name: str, windows: list[Window]) -> np.ndarray:
         """Adapter pass, grouped by window length so every call sees a dense [B, T, D] tensor."""
@@ -163,9 +178,35 @@ class EncodeStage:
         return self.model.preprocess(stacked.reshape(b * t, *stacked.shape[2:])).reshape(b, t, 3, *stacked.shape[-3:-1])
 
 
-def _build(spec: AdapterSpec, model: LoadedModel) -> VideoAdapter:
+def clip_rows(schema: pa.Schema, model_name: str, name: str, adapter: VideoAdapter, providers: Sequence,
+              stream_ids: list[str], starts: np.ndarray, ends: np.ndarray, embeddings: np.ndarray) -> pa.Table:
+    """`clips` rows of one adapter: keys, times, embeddings, model, and every provider's columns."""
+    batch = ClipBatch(adapter_name=name, adapter=adapter, stream_ids=stream_ids, starts=starts, ends=ends,
+                      embeddings=embeddings)
+    columns: dict[str, object] = {
+        "stream_id": batch.stream_ids,
+        "start": batch.starts,
+        "end": batch.ends,
+        "adapter": [name] * len(batch),
+        "embedding": fixed_size_list(embeddings),
+        "model": [model_name] * len(batch),
+    }
+    for provider in providers:
+        columns |= _provider_columns(provider, batch)
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def _progress(batch: FrameBatch, windower: Windower, clips: int) -> StreamProgress:
+    last = float(batch.pts[-1]) if len(batch) else None
+    wall = float(batch.wallclock[-1]) if batch.wallclock is not None and len(batch.wallclock) else None
+    next_window, resume_after = windower.checkpoint()
+    return StreamProgress(batch.stream_id, len(batch), clips, last, batch.final, seen=windower.seen,
+                          next_window=next_window, resume_after=resume_after, last_wallclock=wall)
+
+
+def _build(spec: AdapterSpec, model: LoadedModel, options: dict | None = None) -> VideoAdapter:
     try:
-        return spec.factory(model, {})
+        return spec.factory(model, dict(options or {}))
     except Exception as exc:
         raise PluginError(f"building adapter failed: {exc}", plugin=spec.name) from exc
 

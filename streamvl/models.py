@@ -1,17 +1,22 @@
 """open_clip model loading from one spec string, cached per process.
 
 Specs:
-  ``default``          the embedded default model (see DEFAULT_SPEC)
+  ``default``          the shipped default model (see DEFAULT_SPEC and SHIPPED)
+  ``ARCH@NAME``        a model shipped in streamvl/assets (SHIPPED), e.g. ``streamvl-shapes@v1``:
+                       compact safetensors + JSON, rebuilt exactly and checked against its sha256
   ``ARCH@TAG``         an open_clip pretrained tag, e.g. ``ViT-B-32@laion2b_s34b_b79k`` (downloads)
-  ``ARCH@PATH``        a local ``.safetensors`` file (read without pickle) or an open_clip
-                       checkpoint (``.pt``/``.bin``, read with torch's weights-only loader)
+  ``ARCH@PATH``        a local ``.safetensors`` file (read without pickle; a compact file with its JSON
+                       beside it, as jobs/pretrain_synthetic.py writes, is rebuilt and checked like a
+                       shipped one) or an open_clip checkpoint (``.pt``/``.bin``, torch's weights-only loader)
   ``ARCH@random[:SEED]`` seeded random weights (for tests and for pipelines without weights)
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import hashlib
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,7 +26,12 @@ import numpy as np
 from streamvl.errors import ModelLoadError
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
+ASSET_DIR = Path(__file__).parent / "assets"
 RANDOM_SPEC = "streamvl-tiny@random:0"
+# Models that ship with the package: spec -> asset stem in ASSET_DIR (stem.safetensors + stem.json).
+SHIPPED: dict[str, str] = {"streamvl-shapes@v1": "streamvl-shapes-v1"}
+# The shapes-world model (issue 3) is not shipped yet: until its asset exists, the default is
+# seeded random weights, and every output says so.
 DEFAULT_SPEC = RANDOM_SPEC
 RANDOM_WARNING = "RANDOM WEIGHTS: embeddings carry no meaning; search results are noise"
 
@@ -32,8 +42,8 @@ class ModelSpec:
 
     text: str
     arch: str
-    kind: str  # "random" | "file" | "tag"
-    value: str  # seed, path or tag
+    kind: str  # "random" | "file" | "tag" | "shipped"
+    value: str  # seed, path, tag or asset stem
 
     @property
     def random_weights(self) -> bool:
@@ -46,6 +56,8 @@ def parse_spec(spec: str) -> ModelSpec:
     arch, sep, source = text.partition("@")
     if not sep or not arch or not source:
         raise ModelLoadError(f"model spec {spec!r} must be 'default', 'ARCH@TAG', 'ARCH@PATH' or 'ARCH@random[:SEED]'")
+    if text in SHIPPED:
+        return ModelSpec(text, arch, "shipped", SHIPPED[text])
     if source == "random" or source.startswith("random:"):
         seed = source.partition(":")[2] or "0"
         if not seed.isdigit():
@@ -97,15 +109,7 @@ class LoadedModel:
 
     def preprocess(self, frames: np.ndarray) -> "torch.Tensor":
         """uint8 [N, H, W, 3] -> normalised float [N, 3, S, S], as batched tensor ops."""
-        import torch
-        import torch.nn.functional as F
-
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = _resize_center_crop(x, self.image_size, F)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return preprocess_frames(frames, self.image_size, self.mean, self.std)
 
     def encode_images(self, frames: np.ndarray) -> "torch.Tensor":
         """uint8 frames -> L2-normalised image embeddings [N, D]."""
@@ -122,6 +126,17 @@ class LoadedModel:
             return self.model.encode_text(self.tokenizer(list(texts)), normalize=True)
 
 
+def preprocess_frames(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]) -> "torch.Tensor":
+    """uint8 [N, H, W, 3] -> float [N, 3, size, size], resized if needed and normalised (also used in pretraining)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-2:] != (size, size):
+        x = _resize_center_crop(x, size, F)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
 def _resize_center_crop(x: "torch.Tensor", size: int, F: Any) -> "torch.Tensor":
     """Fallback for frames not already sized by the source: shorter side to size, centre crop."""
     h, w = x.shape[-2:]
@@ -134,8 +149,87 @@ def _resize_center_crop(x: "torch.Tensor", size: int, F: Any) -> "torch.Tensor":
 def _register_configs() -> None:
     import open_clip
 
-    if "streamvl-tiny" not in open_clip.list_models():
+    known = set(open_clip.list_models())
+    if any(path.stem not in known for path in CONFIG_DIR.glob("*.json")):
         open_clip.add_model_config(CONFIG_DIR)
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init():
+    """open_clip warns that a model without `pretrained` is random: not true when weights follow."""
+    root, quiet = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
+def bare_model(arch: str) -> Any:
+    """An open_clip module of architecture `arch` with throwaway random weights, for weights to be loaded into.
+
+    Uses a forked torch RNG, so building it does not move the caller's random state.
+    """
+    import open_clip
+    import torch
+
+    _register_configs()
+    with torch.random.fork_rng(), _quiet_random_init():
+        return open_clip.create_model(arch, pretrained=None, pretrained_text=False)
+
+
+def _create_shipped(spec: ModelSpec) -> Any:
+    """A model packaged in ASSET_DIR (compact format)."""
+    from streamvl import weights
+
+    stem = ASSET_DIR / spec.value
+    missing = [p.name for p in weights.files(stem) if not p.is_file()]
+    if missing:
+        raise ModelLoadError(f"model spec {spec.text!r}: packaged weights missing from {ASSET_DIR}: {missing}")
+    return _create_compact(spec, stem)
+
+
+def _is_compact(path: Path) -> bool:
+    """A .safetensors file with a streamvl compact-format JSON beside it (as jobs/pretrain_synthetic.py writes)."""
+    from streamvl import weights
+
+    sidecar = weights.files(path.parent / path.stem)[1]
+    try:
+        return path.suffix == ".safetensors" and json.loads(sidecar.read_text()).get("format") == weights.FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def _create_compact(spec: ModelSpec, stem: Path) -> Any:
+    """Rebuild a compact model exactly; any mismatch is a ModelLoadError, never a different model."""
+    import open_clip
+
+    from streamvl import weights
+
+    try:
+        state, record = weights.load(stem)
+    except Exception as exc:
+        raise ModelLoadError(f"model spec {spec.text!r}: cannot read compact weights {stem}: {exc}") from exc
+    if record.get("model_cfg") != open_clip.get_model_config(spec.arch):
+        raise ModelLoadError(f"model spec {spec.text!r}: the {spec.arch} architecture config differs from the one the "
+                             f"weights were trained with (model_configs/{spec.arch}.json edited, or another arch?)")
+    model = bare_model(spec.arch)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"model spec {spec.text!r}: compact weights do not fit {spec.arch}: {exc}") from exc
+    digest = weights.state_digest(model.state_dict())
+    if digest != record.get("sha256"):
+        raise ModelLoadError(
+            f"model spec {spec.text!r}: rebuilt weights have sha256 {digest[:16]}..., {stem.name}.json records "
+            f"{str(record.get('sha256'))[:16]}... (file edited, or the seeded token-embedding init changed); refusing to load"
+        )
+    return model
 
 
 def _create(spec: ModelSpec) -> Any:
@@ -146,6 +240,8 @@ def _create(spec: ModelSpec) -> Any:
     _register_configs()
     if spec.arch not in open_clip.list_models():
         raise ModelLoadError(f"model spec {spec.text!r}: unknown architecture {spec.arch!r}")
+    if spec.kind == "shipped":
+        return _create_shipped(spec)
     if spec.kind == "random":
         torch.manual_seed(int(spec.value))
         return open_clip.create_model(spec.arch, pretrained=None, pretrained_text=False)
@@ -153,6 +249,8 @@ def _create(spec: ModelSpec) -> Any:
         path = Path(spec.value).expanduser()
         if not path.is_file():
             raise ModelLoadError(f"model spec {spec.text!r}: weights file {path} not found")
+        if _is_compact(path):
+            return _create_compact(spec, path.parent / path.stem)
         try:
             return open_clip.create_model(spec.arch, pretrained=str(path), weights_only=True)
         except Exception as exc:
@@ -170,31 +268,46 @@ def _create(spec: ModelSpec) -> Any:
 
 
 def _weights_digest(model: Any) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    from streamvl.weights import state_digest
+
+    return state_digest(model.state_dict())[:16]
+
+
+def _shipped_meta(spec: ModelSpec) -> dict[str, str]:
+    """Table metadata naming a packaged model (empty for other kinds)."""
+    if spec.kind != "shipped":
+        return {}
+    return {"streamvl.weights_name": spec.value,
+            "streamvl.weights_about": "tiny open_clip pretrained on synthetic shapes-world stills (static captions); "
+                                      "not a general-purpose image-language model"}
 
 
 @functools.lru_cache(maxsize=4)
 def load_model(spec: str = "default") -> LoadedModel:
     """Load (once per process) the frozen model for `spec`."""
+    parsed = parse_spec(spec)
+    return wrap_model(_create(parsed), parsed)
+
+
+def wrap_model(model: Any, spec: ModelSpec, freeze: bool = True) -> LoadedModel:
+    """Put an open_clip module in eval mode, freeze it (unless a training loop only wants a view) and
+    attach tokenizer and preprocessing constants."""
     import open_clip
 
-    parsed = parse_spec(spec)
-    model = _create(parsed).eval()
-    model.requires_grad_(False)
+    model = model.eval()
+    if freeze:
+        model.requires_grad_(False)
     pp = open_clip.get_model_preprocess_cfg(model)
     size = pp.get("size", model.visual.image_size)
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
     return LoadedModel(
-        spec=parsed,
+        spec=spec,
         model=model,
-        tokenizer=open_clip.get_tokenizer(parsed.arch),
+        tokenizer=open_clip.get_tokenizer(spec.arch),
         image_size=int(size),
         mean=tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN)),
         std=tuple(pp.get("std", open_clip.OPENAI_DATASET_STD)),
         embed_dim=int(model.text_projection.shape[1]) if hasattr(model, "text_projection") else int(model.visual.output_dim),
         weights_sha256=_weights_digest(model),
+        extra_meta=_shipped_meta(spec),
     )

@@ -59,15 +59,15 @@ def _to_hit(row: dict[str, Any], uris: dict[str, str]) -> Hit:
 
 def search_vectors(store: Store, vector: np.ndarray, *, k: int = 10, adapter: str = "meanpool",
                    stream_ids: Sequence[str] | None = None, start: float | None = None,
-                   end: float | None = None) -> list[Hit]:
+                   end: float | None = None, tags: Sequence[str] | None = None) -> list[Hit]:
     """vector search on clips (fetch enough candidates, e.g. max(4k, 50), so merging still leaves k),
-    fill Hit.uri from the streams table, merge_segments, return top k."""
+    fill Hit.uri from the streams table, merge_segments, return top k. tags: clips must carry all of them."""
     if k <= 0:
         return []
     uris = {s["stream_id"]: s["uri"] for s in store.streams()}
     fetch = max(4 * k, 50)
     for _ in range(_MAX_ROUNDS):
-        rows = store.search_clips(vector, fetch, adapter=adapter, stream_ids=stream_ids, start=start, end=end)
+        rows = store.search_clips(vector, fetch, adapter=adapter, stream_ids=stream_ids, start=start, end=end, tags=tags)
         merged = merge_segments([_to_hit(r, uris) for r in rows])
         if len(merged) >= k or len(rows) < fetch:  # enough segments, or every matching clip fetched
             break
@@ -96,16 +96,23 @@ def indexed_model(store: Store, model: str | None = None) -> str:
 
 def search(text: str, db: str, *, k: int = 10, adapter: str = "meanpool", stream_ids: Sequence[str] | None = None,
            start: float | None = None, end: float | None = None, rerank: str | None = None,
-           model: str | None = None, plugins: Plugins | None = None) -> list[Hit]:
-    """Text query against the index at `db`: embed with the indexing model's adapter, search, merge, rerank."""
+           model: str | None = None, plugins: Plugins | None = None, tags: Sequence[str] | None = None,
+           adapter_options: dict[str, Any] | None = None) -> list[Hit]:
+    """Text query against the index at `db`: embed with the indexing model's adapter, search, merge, rerank.
+
+    adapter_options: the adapter's options (e.g. {"checkpoint": ...}); use the ones the index was built with.
+    tags: only clips tagged with every one of these (see `streamvl_clip_columns`, e.g. the alpro plugin).
+    """
     store = Store(db)
     plugins = plugins if plugins is not None else Plugins()
     spec = indexed_model(store, model)
     adapter_spec = plugins.adapter(adapter)  # fails fast (PluginError) before loading the model
     reranker = plugins.reranker(rerank) if rerank else None
-    adapter_obj = adapter_spec.factory(models.load_model(spec), {})
+    adapter_obj = adapter_spec.factory(models.load_model(spec), dict(adapter_options or {}))
     qvec = _as_vector(adapter_obj.encode_text([text]))[0]
-    hits = search_vectors(store, qvec, k=k, adapter=adapter, stream_ids=stream_ids, start=start, end=end)
+    hits = search_vectors(store, qvec, k=k, adapter=adapter, stream_ids=stream_ids, start=start, end=end, tags=tags)
     if reranker is None:
         return hits
-    return reranker.rerank(RerankContext(query=text, query_embedding=qvec, adapter=adapter_obj, store=store), hits)
+    context = RerankContext(query=text, query_embedding=qvec, adapter=adapter_obj, store=store,
+                            options=dict(adapter_options or {}))
+    return reranker.rerank(context, hits)

@@ -4,6 +4,7 @@ Tables (all plain Arrow types, readable by any lancedb/pyarrow client without st
   frames   one row per sampled frame: stream_id, pts, wallclock, embedding, model
   clips    one row per (stream, adapter, clip start): times, embedding, model, plugin columns
   streams  one row per stream: status, progress, last committed pts (the resume checkpoint)
+  segments one row per localised segment: stream_id, start, end, label, score, adapter
 
 Writes are `merge_insert` upserts on KEYS, so replaying a batch after a crash changes nothing.
 Model metadata ('streamvl.model', 'streamvl.weights', ...) is Arrow schema metadata, fixed when
@@ -24,11 +25,17 @@ import pyarrow.compute as pc
 
 from streamvl.errors import StoreError
 
-FRAMES, CLIPS, STREAMS = "frames", "clips", "streams"
-KEYS: dict[str, list[str]] = {FRAMES: ["stream_id", "pts"], CLIPS: ["stream_id", "adapter", "start"], STREAMS: ["stream_id"]}
+FRAMES, CLIPS, STREAMS, SEGMENTS = "frames", "clips", "streams", "segments"
+KEYS: dict[str, list[str]] = {FRAMES: ["stream_id", "pts"], CLIPS: ["stream_id", "adapter", "start"], STREAMS: ["stream_id"],
+                              SEGMENTS: ["stream_id", "adapter", "start", "end", "label"]}
 EMBEDDING = "embedding"
-STATUSES = ("queued", "running", "done", "error")
+TAGS = "tags"  # list<string> clip column written by tagging plugins (alpro); `search --tag` filters on it
+STATUSES = ("queued", "running", "reconnecting", "done", "error", "removed", "stopped")
+# Live indexing: per-stream events (reconnects, gaps, restarts) and the serve-index control table.
+STREAM_EVENTS, REQUESTS = "stream_events", "stream_requests"
+KEYS.update({STREAM_EVENTS: ["stream_id", "wallclock", "kind"], REQUESTS: ["stream_id"]})
 MODEL_KEY = "streamvl.model"
+REFINE_CANDIDATES = 4  # ANN searches re-rank this many times k rows exactly (no effect without an index)
 
 
 # ---------------------------------------------------------------- schemas
@@ -67,12 +74,50 @@ def clips_schema(dim: int, extra: Sequence[pa.Field] = (), meta: Mapping[str, st
     return _schema([*fields, *extra], meta)
 
 
+def segments_schema(meta: Mapping[str, str] | None = None) -> pa.Schema:
+    """Localised segments: a time range of a stream, its label and score, and the adapter that found it."""
+    fields = [_req("stream_id", pa.string()), _req("start", pa.float64()), _req("end", pa.float64()),
+              _req("label", pa.string()), _req("score", pa.float64()), _req("adapter", pa.string()),
+              _req("model", pa.string())]
+    return _schema(fields, meta)
+
+
 def streams_schema(meta: Mapping[str, str] | None = None) -> pa.Schema:
     fields = [_req("stream_id", pa.string()), _req("uri", pa.string()), _req("status", pa.string()),
               _req("frames_indexed", pa.int64()), pa.field("last_committed_pts", pa.float64()),
               pa.field("error", pa.string()), _req("model", pa.string()),
-              _req("updated_at", pa.timestamp("us", tz="UTC"))]
+              _req("updated_at", pa.timestamp("us", tz="UTC")), *STREAM_LIVE_FIELDS]
     return _schema(fields, meta)
+
+
+# Checkpoint and live-health columns of `streams` (nullable: tables from older versions gain them).
+STREAM_LIVE_FIELDS = (
+    pa.field("next_window", pa.int64()),  # checkpoint: sampled-frame index of the first uncommitted window
+    pa.field("resume_after", pa.float64()),  # checkpoint: time of the frame before it (decode resumes after)
+    pa.field("grid", pa.string()),  # checkpoint: fps/window/stride/adapters it was taken on
+    pa.field("last_wallclock", pa.float64()),  # arrival (UTC s) of the last committed frame, live only
+    pa.field("live", pa.bool_()),
+    pa.field("lag_s", pa.float64()),  # commit time - arrival of the last committed frame (live)
+    pa.field("reconnects", pa.int64()),
+    pa.field("gaps", pa.int64()),  # stalls, reconnects and downtime that left a hole in the timeline
+    pa.field("gap_total_s", pa.float64()),
+    pa.field("last_gap_s", pa.float64()),
+    pa.field("restarts", pa.int64()),  # replays from the checkpoint after an actor crash or a job restart
+)
+
+
+def stream_events_schema() -> pa.Schema:
+    """One row per live-stream event (see streamvl.types.StreamEvent)."""
+    return pa.schema([_req("stream_id", pa.string()), _req("wallclock", pa.float64()), _req("kind", pa.string()),
+                      pa.field("at", pa.timestamp("us", tz="UTC")), pa.field("pts", pa.float64()),
+                      pa.field("gap_s", pa.float64()), pa.field("attempts", pa.int64()), pa.field("message", pa.string())])
+
+
+def stream_requests_schema() -> pa.Schema:
+    """The desired set of streams of a `serve-index` job: `streams add/remove` upsert rows here."""
+    return pa.schema([_req("stream_id", pa.string()), _req("uri", pa.string()), _req("action", pa.string()),
+                      pa.field("fps", pa.float64()), pa.field("transport", pa.string()),
+                      _req("requested_at", pa.timestamp("us", tz="UTC"))])
 
 
 # ---------------------------------------------------------------- SQL filter literals
@@ -93,9 +138,11 @@ def sql_float(value: float) -> str:
 
 
 def clip_filter(adapter: str, stream_ids: Sequence[str] | None = None,
-                start: float | None = None, end: float | None = None) -> str:
-    """Prefilter for clips: this adapter, these streams, clips overlapping [start, end]."""
+                start: float | None = None, end: float | None = None, tags: Sequence[str] | None = None) -> str:
+    """Prefilter for clips: this adapter, these streams, clips overlapping [start, end], carrying every tag."""
     parts = [f"adapter = {sql_str(adapter)}"]
+    for tag in tags or ():
+        parts.append(f"array_has({TAGS}, {sql_str(tag)})")
     if stream_ids is not None:
         parts.append(f"stream_id IN ({', '.join(sql_str(s) for s in stream_ids)})")
     if start is not None:
@@ -219,19 +266,22 @@ class Store:
 
     read_consistency_s: how stale a read may be with respect to other processes' writes
     (0 = every read checks for new versions; None = never, LanceDB's own default).
+    cache_bytes: cap of LanceDB's index and metadata caches each (None: LanceDB's defaults);
+    long-running writers set it so their memory stays flat.
     """
 
-    def __init__(self, uri: str | Path, *, read_consistency_s: float | None = 0.0) -> None:
+    def __init__(self, uri: str | Path, *, read_consistency_s: float | None = 0.0, cache_bytes: int | None = None) -> None:
         self.uri = str(uri)
         self.read_consistency_s = read_consistency_s
+        self.cache_bytes = cache_bytes
         self._db: Any = None
         self._tables: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"uri": self.uri, "read_consistency_s": self.read_consistency_s}
+        return {"uri": self.uri, "read_consistency_s": self.read_consistency_s, "cache_bytes": self.cache_bytes}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["uri"], read_consistency_s=state["read_consistency_s"])
+        self.__init__(state["uri"], read_consistency_s=state["read_consistency_s"], cache_bytes=state.get("cache_bytes"))
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
@@ -251,7 +301,10 @@ class Store:
         try:
             if "://" not in self.uri:
                 Path(self.uri).mkdir(parents=True, exist_ok=True)
-            return lancedb.connect(self.uri, read_consistency_interval=interval)
+            session = None
+            if self.cache_bytes is not None:
+                session = lancedb.Session(index_cache_size_bytes=self.cache_bytes, metadata_cache_size_bytes=self.cache_bytes)
+            return lancedb.connect(self.uri, read_consistency_interval=interval, session=session)
         except Exception as exc:
             raise StoreError(f"cannot open LanceDB database {self.uri!r}: {exc}") from exc
 
@@ -312,14 +365,124 @@ class Store:
         return rows.num_rows
 
     def record_stream(self, stream_id: str, uri: str, status: str, *, frames_indexed: int = 0,
-                      last_committed_pts: float | None = None, error: str | None = None, model: str = "") -> None:
-        """Write the whole row of one stream (every field is replaced, including the checkpoint)."""
+                      last_committed_pts: float | None = None, error: str | None = None, model: str = "",
+                      **fields: Any) -> None:
+        """Write the whole row of one stream (every field is replaced, including the checkpoint).
+
+        fields: the checkpoint and live columns (STREAM_LIVE_FIELDS); absent ones become null.
+        """
         if status not in STATUSES:
             raise StoreError(f"table {STREAMS!r}: status must be one of {STATUSES}, got {status!r}", stream_id=stream_id)
+        known = {f.name for f in STREAM_LIVE_FIELDS}
+        if set(fields) - known:
+            raise StoreError(f"table {STREAMS!r} has no column(s) {sorted(set(fields) - known)}", stream_id=stream_id)
         row = {"stream_id": [stream_id], "uri": [uri], "status": [status], "frames_indexed": [int(frames_indexed)],
                "last_committed_pts": [None if last_committed_pts is None else float(last_committed_pts)],
                "error": [error], "model": [model], "updated_at": [dt.datetime.now(dt.timezone.utc)]}
+        row |= {f.name: [fields.get(f.name)] for f in STREAM_LIVE_FIELDS}
+        self._add_missing_columns(STREAMS, streams_schema())
         self.upsert(STREAMS, pa.table(row, schema=streams_schema()))
+
+    def _add_missing_columns(self, table: str, schema: pa.Schema) -> None:
+        """Give an existing table the nullable columns of `schema` it lacks (older databases)."""
+        handle = self._open(table)
+        if handle is None:
+            return
+        missing = [f for f in schema if f.nullable and handle.schema.get_field_index(f.name) < 0]
+        if missing:
+            with _lance_errors(table, "add columns"):
+                handle.add_columns(missing)
+
+    def record_events(self, events: Sequence[Any]) -> int:
+        """Append live-stream events (StreamEvent-like objects) to `stream_events`; idempotent."""
+        if not events:
+            return 0
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = [{"stream_id": e.stream_id, "wallclock": float(e.wallclock), "kind": e.kind,
+                 "at": dt.datetime.fromtimestamp(e.wallclock, dt.timezone.utc) if e.wallclock else now,
+                 "pts": e.pts, "gap_s": e.gap_s, "attempts": int(e.attempts), "message": e.message} for e in events]
+        return self.upsert(STREAM_EVENTS, pa.Table.from_pylist(rows, schema=stream_events_schema()))
+
+    def events(self, stream_id: str | None = None) -> list[dict[str, Any]]:
+        """Rows of `stream_events` (all, or one stream's), oldest first."""
+        handle = self._open(STREAM_EVENTS)
+        if handle is None:
+            return []
+        with _lance_errors(STREAM_EVENTS, "read"):
+            query = handle.search()
+            if stream_id is not None:
+                query = query.where(f"stream_id = {sql_str(stream_id)}")
+            rows = query.limit(None).to_arrow().to_pylist()
+        return sorted(rows, key=lambda r: (r["wallclock"], r["stream_id"]))
+
+    def request_stream(self, stream_id: str, uri: str, action: str, *, fps: float | None = None,
+                       transport: str | None = None) -> None:
+        """Set the desired state of one stream for a serve-index job: action "run" or "remove"."""
+        if action not in ("run", "remove"):
+            raise StoreError(f"table {REQUESTS!r}: action must be 'run' or 'remove', got {action!r}", stream_id=stream_id)
+        row = {"stream_id": [stream_id], "uri": [uri], "action": [action], "fps": [fps], "transport": [transport],
+               "requested_at": [dt.datetime.now(dt.timezone.utc)]}
+        self.upsert(REQUESTS, pa.table(row, schema=stream_requests_schema()))
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The serve-index control rows: desired streams (action "run") and removals."""
+        handle = self._open(REQUESTS)
+        if handle is None:
+            return []
+        with _lance_errors(REQUESTS, "read"):
+            return sorted(handle.to_arrow().to_pylist(), key=lambda r: r["stream_id"])
+
+    def last_frame(self, stream_id: str) -> tuple[float | None, float | None]:
+        """(max pts, max wallclock) of a stream's committed frames, or (None, None)."""
+        handle = self._open(FRAMES)
+        if handle is None:
+            return None, None
+        with _lance_errors(FRAMES, "read"):
+            got = handle.search().where(f"stream_id = {sql_str(stream_id)}").select(["pts", "wallclock"]).limit(None).to_arrow()
+        if got.num_rows == 0:
+            return None, None
+        pts, wall = pc.max(got["pts"]).as_py(), pc.max(got["wallclock"]).as_py()
+        return pts, (None if wall is None or math.isnan(wall) else wall)
+
+    def maintain(self, table: str, *, keep_versions_s: float | None = None, index_min_rows: int | None = None,
+                 index_type: str = "IVF_PQ") -> dict[str, Any]:
+        """Upkeep of one table under continuous appends: compact fragments, fold new rows into
+        existing indices, and build the ANN index on `embedding` once the table has
+        index_min_rows rows (clips only). Returns {fragments, rows, indexed}."""
+        handle = self._open(table)
+        if handle is None:
+            return {"fragments": 0, "rows": 0, "indexed": False}
+        older = None if keep_versions_s is None else dt.timedelta(seconds=keep_versions_s)
+        with _lance_errors(table, "optimize"):
+            handle.optimize(cleanup_older_than=older)
+            rows = int(handle.count_rows())
+            indexed = self._has_vector_index(handle)
+            if not indexed and index_min_rows is not None and table == CLIPS and rows >= index_min_rows:
+                self._build_vector_index(handle, rows, index_type)
+                indexed = True
+            fragments = int(handle.stats()["fragment_stats"]["num_fragments"])
+        return {"fragments": fragments, "rows": rows, "indexed": indexed}
+
+    @staticmethod
+    def _has_vector_index(handle: Any) -> bool:
+        return any(EMBEDDING in list(ix.columns) for ix in handle.list_indices())
+
+    @staticmethod
+    def _build_vector_index(handle: Any, rows: int, index_type: str) -> None:
+        dim = _dim(handle.schema, CLIPS)
+        sub = next((d for d in (dim // 4, dim // 8, dim // 2, 1) if d >= 1 and dim % d == 0), 1)
+        partitions = max(1, min(256, int(math.sqrt(rows))))
+        options: dict[str, Any] = {"num_partitions": partitions}
+        if "PQ" in index_type:
+            options["num_sub_vectors"] = sub
+        handle.create_index(metric="cosine", vector_column_name=EMBEDDING, index_type=index_type, replace=True, **options)
+
+    def fragments(self, table: str) -> int:
+        handle = self._open(table)
+        if handle is None:
+            return 0
+        with _lance_errors(table, "stats"):
+            return int(handle.stats()["fragment_stats"]["num_fragments"])
 
     def optimize(self, *, keep_versions_s: float | None = None) -> dict[str, int]:
         """Compact each table's small fragments (one per upsert) and update indices.
@@ -370,26 +533,88 @@ class Store:
         return {}
 
     def search_clips(self, vector: np.ndarray, k: int, *, adapter: str, stream_ids: Sequence[str] | None = None,
-                     start: float | None = None, end: float | None = None,
+                     start: float | None = None, end: float | None = None, tags: Sequence[str] | None = None,
                      candidates: int | None = None) -> list[dict[str, Any]]:
         """The k clips nearest to `vector` by cosine, prefiltered; dicts with `score` = 1 - distance.
 
-        candidates: with an ANN index on clips.embedding, re-rank this many rows exactly
-        (refine_factor); a table without an index is searched exhaustively and ignores it.
+        tags: keep only clips whose `tags` column holds every one of them (written by a tagging
+        plugin such as alpro). candidates: with an ANN index on clips.embedding, re-rank this many
+        rows exactly (refine_factor; default REFINE_CANDIDATES * k, which keeps recall@10 of IVF_PQ
+        above 0.95, see bench/bench_live.py); a table without an index is searched exhaustively.
         """
         handle = self._open(CLIPS)
         if handle is None or k <= 0 or (stream_ids is not None and len(stream_ids) == 0):
             return []
+        if tags and handle.schema.get_field_index(TAGS) < 0:
+            raise StoreError(f"table {CLIPS!r} has no {TAGS!r} column to filter on: index with a tagging adapter "
+                             f"plugin installed (e.g. streamvl-alpro)")
         query = _query_vector(vector, _dim(handle.schema, CLIPS))
         columns = [n for n in handle.schema.names if n != EMBEDDING]
         with _lance_errors(CLIPS, "vector search"):
             builder = (handle.search(query, vector_column_name=EMBEDDING).distance_type("cosine")
-                       .where(clip_filter(adapter, stream_ids, start, end), prefilter=True)
+                       .where(clip_filter(adapter, stream_ids, start, end, tags), prefilter=True)
                        .select([*columns, "_distance"]).limit(int(k)))
+            candidates = REFINE_CANDIDATES * k if candidates is None else candidates
             if candidates and candidates > k:
                 builder = builder.refine_factor(math.ceil(candidates / k))
             rows = builder.to_arrow().to_pylist()
         return sorted((_scored(r) for r in rows), key=lambda r: (-r["score"], r["stream_id"], r["start"]))
+
+    def schema(self, table: str) -> pa.Schema | None:
+        """The Arrow schema (with model metadata) of a table, or None if it does not exist yet."""
+        _check_table(table)
+        handle = self._open(table)
+        return None if handle is None else handle.schema
+
+    def delete(self, table: str, where: str) -> int:
+        """Delete the rows matching a SQL predicate; returns how many were deleted."""
+        _check_table(table)
+        handle = self._open(table)
+        if handle is None:
+            return 0
+        with _lance_errors(table, "delete"):
+            before = int(handle.count_rows())
+            handle.delete(where)
+            return before - int(handle.count_rows())
+
+    def clip_windows(self, adapter: str | None = None) -> list[dict[str, Any]]:
+        """(stream_id, start, end, adapter) of indexed clips, without embeddings; one adapter or all."""
+        handle = self._open(CLIPS)
+        if handle is None:
+            return []
+        with _lance_errors(CLIPS, "read"):
+            query = handle.search().select(["stream_id", "start", "end", "adapter"]).limit(None)
+            if adapter is not None:
+                query = query.where(f"adapter = {sql_str(adapter)}")
+            rows = query.to_arrow().to_pylist()
+        return sorted(rows, key=lambda r: (r["stream_id"], r["adapter"], r["start"]))
+
+    def frames_of(self, stream_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Every frame of a stream: times float64 [N] (sorted) and embeddings float32 [N, D]."""
+        handle = self._open(FRAMES)
+        if handle is None:
+            return np.empty(0, np.float64), np.empty((0, 0), np.float32)
+        dim = _dim(handle.schema, FRAMES)
+        with _lance_errors(FRAMES, "read"):
+            got = (handle.search().where(f"stream_id = {sql_str(stream_id)}").select(["pts", EMBEDDING])
+                   .limit(None).to_arrow())
+        pts = got["pts"].to_numpy().astype(np.float64, copy=False)
+        order = np.argsort(pts, kind="stable")
+        return pts[order], embeddings_array(got[EMBEDDING], dim)[order]
+
+    def segments(self, adapter: str | None = None, stream_id: str | None = None) -> list[dict[str, Any]]:
+        """Rows of the `segments` table, best score first; optionally one adapter / one stream."""
+        handle = self._open(SEGMENTS)
+        if handle is None:
+            return []
+        where = [f"adapter = {sql_str(adapter)}"] if adapter is not None else []
+        where += [f"stream_id = {sql_str(stream_id)}"] if stream_id is not None else []
+        with _lance_errors(SEGMENTS, "read"):
+            query = handle.search().limit(None)
+            if where:
+                query = query.where(" AND ".join(where))
+            rows = query.to_arrow().to_pylist()
+        return sorted(rows, key=lambda r: (-r["score"], r["stream_id"], r["start"]))
 
     def frames_for(self, stream_id: str, start: float, end: float) -> tuple[np.ndarray, np.ndarray]:
         """Frame times float64 [N] (sorted) and embeddings float32 [N, D] with start <= pts <= end."""

@@ -13,7 +13,11 @@ class FrameBatch:
 
     pts: seconds from stream start, float64 [N]; frames: uint8 [N, H, W, 3] RGB.
     wallclock: UTC epoch seconds [N] for live streams, else None.
-    seq: 0-based batch number within the stream; final: no batch follows.
+    seq: 0-based batch number within one decoder run; final: no batch follows.
+    first_index: index of the first frame in the stream's sampled-frame grid (a resumed decoder
+        starts at the first uncommitted clip window, not at 0); the clip windows are cut on it.
+    fps: the stream's sampling rate (frames per second of presentation time).
+    events: live-source events (reconnect, gap, stall) that happened before these frames.
     """
 
     stream_id: str
@@ -23,6 +27,9 @@ class FrameBatch:
     seq: int = 0
     final: bool = False
     wallclock: np.ndarray | None = None
+    first_index: int = 0
+    fps: float = 0.0
+    events: tuple["StreamEvent", ...] = ()
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3:
@@ -43,6 +50,26 @@ class StreamInfo:
     stream_id: str
     uri: str
     duration: float | None = None  # seconds, when the container declares it
+    fps: float | None = None  # per-stream sampling rate (None: the config's)
+    transport: str | None = None  # rtsp only: "udp" or "tcp" (None: the config's)
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """Something that happened to a live stream: a stall, a reconnect, a resume after downtime.
+
+    kind: "stall" | "reconnect" | "resume" | "discontinuity" | "restart"
+    wallclock: UTC epoch seconds when it happened; pts: stream time where data resumes (if known);
+    gap_s: wall-clock seconds without frames that it covers; attempts: connection attempts made.
+    """
+
+    stream_id: str
+    kind: str
+    wallclock: float
+    pts: float | None = None
+    gap_s: float | None = None
+    attempts: int = 0
+    message: str = ""
 
 
 @dataclass(frozen=True)

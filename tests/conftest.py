@@ -75,3 +75,42 @@ def shared_videos() -> Path:
     if not SHARED_VIDEOS.is_dir() or not any(SHARED_VIDEOS.iterdir()):
         pytest.skip(f"real clips not found at {SHARED_VIDEOS} (shared data not mounted)")
     return SHARED_VIDEOS
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Adapter tests run many tiny ops: one thread avoids spin-waiting when the machine is busy."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def shapes_mp4(tmp_path_factory) -> Path:
+    """A 4 s shapes-world clip (a shape moving left, 64x64, 8 fps) written as an h264 mp4."""
+    from streamvl.synthetic import RenderConfig, sample_clip, write_clip
+
+    path = tmp_path_factory.mktemp("shapes") / "move_left.mp4"
+    return write_clip(sample_clip(3, "move_left", render=RenderConfig(64, 64, 8.0, 32)), path)
+
+
+def index_file(path: Path, db: str, config, plugins=None):
+    """Decode a file with the real source and run the EncodeStage over it (no Ray): the index at db."""
+    from streamvl.encode import EncodeStage
+    from streamvl.sources import open_source
+    from streamvl.store import CLIPS, FRAMES, Store
+    from streamvl.types import StreamInfo
+
+    stage = EncodeStage(config, plugins)
+    store = Store(db)
+    info = StreamInfo("clip-1", str(path))
+    with open_source(info, config.sampling.model_copy(update={"size": stage.model.image_size})) as source:
+        for batch in source:
+            frames, clips, _ = stage.process([batch])
+            store.upsert(FRAMES, frames)
+            store.upsert(CLIPS, clips)
+    store.record_stream(info.stream_id, info.uri, "done", model=stage.model.name)
+    return stage

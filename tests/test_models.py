@@ -1,4 +1,6 @@
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -7,7 +9,8 @@ import pytest
 import torch
 
 from streamvl.errors import ModelLoadError
-from streamvl.models import DEFAULT_SPEC, load_model, parse_spec
+from streamvl import models
+from streamvl.models import ASSET_DIR, DEFAULT_SPEC, SHIPPED, load_model, parse_spec
 
 
 def test_parse_spec():

@@ -1,5 +1,5 @@
 """The only package that imports Ray: actors, wiring, backpressure."""
 
-from streamvl.runtime.driver import IndexReport, StreamReport, run_index
+from streamvl.runtime.driver import IndexReport, IndexRun, StreamReport, run_index, serve_index
 
-__all__ = ["IndexReport", "StreamReport", "run_index"]
+__all__ = ["IndexReport", "IndexRun", "StreamReport", "run_index", "serve_index"]

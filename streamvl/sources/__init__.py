@@ -6,6 +6,8 @@
 """
 
 from streamvl.sources.discover import VIDEO_EXTENSIONS, expand_sources, stream_id_for
+from streamvl.sources.live import LiveResume, LiveSource, open_stream
 from streamvl.sources.source import Source, open_source
 
-__all__ = ["VIDEO_EXTENSIONS", "Source", "expand_sources", "open_source", "stream_id_for"]
+__all__ = ["VIDEO_EXTENSIONS", "LiveResume", "LiveSource", "Source", "expand_sources", "open_source", "open_stream",
+           "stream_id_for"]

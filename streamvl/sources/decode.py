@@ -86,14 +86,27 @@ def declared_duration(container: av.container.InputContainer, stream: av.VideoSt
     return None
 
 
-def open_container(uri: str, open_timeout: float, *, stream_id: str | None = None) -> av.container.InputContainer:
-    """av.open with timeouts for URLs and file checks for paths; SourceError on any failure."""
+def transport_options(uri: str, transport: str | None) -> dict[str, str]:
+    """FFmpeg options for an rtsp lower transport ("udp" or "tcp"); none for other schemes/auto."""
+    if url_scheme(uri) in ("rtsp", "rtsps") and transport in ("udp", "tcp"):
+        return {"rtsp_transport": transport}
+    return {}
+
+
+def open_container(uri: str, open_timeout: float, *, stream_id: str | None = None, read_timeout: float | None = None,
+                   options: dict[str, str] | None = None) -> av.container.InputContainer:
+    """av.open with timeouts for URLs and file checks for paths; SourceError on any failure.
+
+    read_timeout: seconds without data before a read fails (URLs; default open_timeout).
+    options: extra FFmpeg protocol/demuxer options for URLs (e.g. rtsp_transport).
+    """
     ctx = {"stream_id": stream_id, "uri": uri}
     kwargs: dict[str, object] = {"metadata_errors": "replace"}  # odd tag bytes must not fail the open
     if is_url(uri):
         target = uri
-        kwargs["options"] = network_options(uri, open_timeout)
-        kwargs["timeout"] = (open_timeout, open_timeout)  # PyAV's interrupt callback: a backstop
+        read_timeout = open_timeout if read_timeout is None else read_timeout
+        kwargs["options"] = network_options(uri, max(open_timeout, read_timeout)) | (options or {})
+        kwargs["timeout"] = (open_timeout, read_timeout)  # PyAV's interrupt callback: a backstop
     else:
         path = local_path(uri)
         if not path.exists():
@@ -106,6 +119,8 @@ def open_container(uri: str, open_timeout: float, *, stream_id: str | None = Non
     try:
         return av.open(target, mode="r", **kwargs)  # type: ignore[arg-type]
     except AV_ERRORS as exc:
+        if is_url(uri) and isinstance(exc, av.error.InvalidDataError):  # connected, but not media
+            raise DecodeError(f"no decodable media from {uri}: {_describe(exc)}", **ctx) from exc
         what = "cannot connect to" if is_url(uri) else "not a readable media file"
         raise SourceError(f"{what} {uri}: {_describe(exc)}", **ctx) from exc
 
@@ -132,11 +147,15 @@ class DecodedFrame:
 class VideoReader:
     """The best video stream of an open source; `frames()` yields every decoded frame in order."""
 
-    def __init__(self, info: StreamInfo, open_timeout: float = 10.0) -> None:
+    def __init__(self, info: StreamInfo, open_timeout: float = 10.0, read_timeout: float | None = None,
+                 options: dict[str, str] | None = None) -> None:
         self.stream_id = info.stream_id
         self.uri = info.uri
         self._open_timeout = open_timeout
-        self.container = open_container(info.uri, open_timeout, stream_id=info.stream_id)
+        self._read_timeout = read_timeout
+        self._options = options
+        self.container = open_container(info.uri, open_timeout, stream_id=info.stream_id, read_timeout=read_timeout,
+                                        options=options)
         try:
             stream = self.container.streams.best("video")
         except AV_ERRORS:
@@ -212,7 +231,8 @@ class VideoReader:
     def _reopen(self) -> None:
         """Fresh container positioned at the start (after a seek that cannot be trusted)."""
         self.container.close()
-        self.container = open_container(self.uri, self._open_timeout, stream_id=self.stream_id)
+        self.container = open_container(self.uri, self._open_timeout, stream_id=self.stream_id,
+                                        read_timeout=self._read_timeout, options=self._options)
         stream = self.container.streams.best("video")
         if stream is None:
             raise SourceError("no video stream", stream_id=self.stream_id, uri=self.uri)

@@ -9,7 +9,7 @@ import numpy as np
 
 from streamvl.config import SamplingConfig
 from streamvl.errors import DecodeError
-from streamvl.sources.decode import AV_ERRORS, VideoReader
+from streamvl.sources.decode import AV_ERRORS, VideoReader, transport_options
 from streamvl.sources.resize import SquareResizer
 from streamvl.sources.sampling import SlotSampler
 from streamvl.types import FrameBatch, StreamInfo
@@ -30,11 +30,14 @@ class Source:
         sampling: SamplingConfig,
         start_after: float | None = None,
         open_timeout: float = 10.0,
+        first_index: int = 0,
     ) -> None:
         self.info = info
         self.sampling = sampling
         self.start_after = start_after
-        self._reader = VideoReader(info, open_timeout)  # raises SourceError
+        self.first_index = first_index  # grid index of the first frame this source yields
+        self._yielded = 0
+        self._reader = VideoReader(info, open_timeout, options=transport_options(info.uri, info.transport))
         self._resizer = SquareResizer(sampling.size, sar=self._reader.stream.sample_aspect_ratio)
         self._batches: Iterator[FrameBatch] | None = None
         self.stats: dict[str, float | int | None] = {"frames_decoded": 0, "frames_sampled": 0, "last_pts": None}
@@ -109,6 +112,8 @@ class Source:
 
     def _batch(self, seq: int, pts: list[float], frames: np.ndarray, clocks: list[float], *, final: bool) -> FrameBatch:
         n = len(pts)
+        first = self.first_index + self._yielded
+        self._yielded += n
         return FrameBatch(
             stream_id=self.info.stream_id,
             uri=self.info.uri,
@@ -117,6 +122,8 @@ class Source:
             seq=seq,
             final=final,
             wallclock=np.asarray(clocks, dtype=np.float64) if self._reader.live else None,
+            first_index=first,
+            fps=self.sampling.fps,
         )
 
 
@@ -125,6 +132,7 @@ def open_source(
     sampling: SamplingConfig,
     start_after: float | None = None,
     open_timeout: float = 10.0,
+    first_index: int = 0,
 ) -> Source:
     """Open `info.uri` now (SourceError if it cannot be) and return its batch iterator.
 
@@ -132,5 +140,14 @@ def open_source(
         uninterrupted run yields after it; files seek to the keyframe before it when their index
         allows. Live sources restart t at 0 on each connection, so it rarely applies there.
     open_timeout: seconds a URL may take to connect, and later to deliver data, before failing.
+    first_index: the sampled-frame index of the first frame yielded (a resume passes the index of
+        the first uncommitted clip window, with start_after the time of the frame before it).
+    info.fps, when set, overrides sampling.fps for this stream.
     """
-    return Source(info, sampling, start_after=start_after, open_timeout=open_timeout)
+    return Source(info, with_stream_fps(sampling, info), start_after=start_after, open_timeout=open_timeout,
+                  first_index=first_index)
+
+
+def with_stream_fps(sampling: SamplingConfig, info: StreamInfo) -> SamplingConfig:
+    """The sampling config with the stream's own rate, if it has one."""
+    return sampling if not info.fps else sampling.model_copy(update={"fps": float(info.fps)})

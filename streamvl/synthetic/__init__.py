@@ -15,7 +15,7 @@ from streamvl.synthetic.actions import (
     reverse_event,
     sample_event,
 )
-from streamvl.synthetic.captions import MOTION_WORDS, event_captions, sequence_captions, static_caption
+from streamvl.synthetic.captions import MOTION_WORDS, action_phrase, event_captions, sequence_captions, short_static_caption, static_caption
 from streamvl.synthetic.clips import (
     ClipSpec,
     GTSegment,
@@ -80,6 +80,7 @@ __all__ = [
     "TEST",
     "TRAIN",
     "Timeline",
+    "action_phrase",
     "apply_event",
     "clip_captions",
     "clip_metadata",
@@ -101,6 +102,7 @@ __all__ = [
     "sample_still_scene",
     "sample_stream",
     "segments",
+    "short_static_caption",
     "size_name",
     "write_clip",
     "write_video",

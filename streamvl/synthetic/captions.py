@@ -48,6 +48,8 @@ _VERBS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "change_colour": (("turns {dst}", "changes colour from {src} to {dst}", "changes from {src} to {dst}"),
                       ("turning {dst}", "changing colour from {src} to {dst}", "changing to {dst}")),
 }
+
+
 _SINGLE = (
     "a {colour} {shape} {vp}",
     "a {shape}, {colour}, {ing}",
@@ -96,6 +98,16 @@ def event_captions(obj: ObjectState, ev: Event, background: str, rng: np.random.
     return tuple(dict.fromkeys(_articles(c) for c in out))[:n]
 
 
+def action_phrase(action: str, participle: bool = True) -> str:
+    """The plain (first) phrasing of an action: 'moving left' (participle) or 'moves left'.
+
+    change_colour's phrases name colours, so it has no plain phrase and raises KeyError.
+    """
+    if action == "change_colour":
+        raise KeyError("change_colour has no colour-free phrase")
+    return _VERBS[action][1 if participle else 0][0]
+
+
 def _clause(obj: ObjectState, ev: Event, rng: np.random.Generator | None) -> str:
     return f"a {obj.shown_colour} {obj.shape} {_verb(ev, False, rng)}"
 
@@ -129,3 +141,31 @@ def static_caption(scene: SceneState, rng: np.random.Generator) -> str:
     parts = [_object_static(shown[i]) for i in rng.permutation(len(shown))]
     objs = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return _articles(_pick(rng, _STATIC).format(objs=objs, bg=bg))
+
+
+def short_static_caption(scene: SceneState, rng: np.random.Generator, partial: float = 0.0) -> str:
+    """A terser static caption: every visible object by colour and shape, each keeping its size and
+    its position with probability 1/2; the background named half of the time.
+
+    With probability `partial` an object is named by one attribute only: its shape without its
+    colour ("a large star") or its colour with the noun "shape" ("a red shape"), half each. Such
+    captions tie each word to its own visual attribute rather than to colour-shape pairs.
+    Same vocabulary as static_caption plus "shape" (no motion or order words); mixed with it in
+    pretraining so short queries such as "a red star" sit close to full descriptions.
+    """
+    shown = [o for o in scene.objects if o.alpha >= 0.5]
+    bg = BACKGROUND_WORDS[scene.background.family]
+    if not shown:
+        return f"an empty {bg} background"
+    parts = []
+    for i in rng.permutation(len(shown)):
+        o = shown[i]
+        size = f"{size_name(o.size)} " if rng.random() < 0.5 else ""
+        where = f" {position_name(o.x, o.y)}" if rng.random() < 0.5 else ""
+        colour, shape = f"{o.shown_colour} ", o.shape
+        if partial and rng.random() < partial:
+            colour, shape = ("", shape) if rng.random() < 0.5 else (colour, "shape")
+        parts.append(f"a {size}{colour}{shape}{where}")
+    objs = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    template = _pick(rng, _STATIC) if rng.random() < 0.5 else "{objs}"
+    return _articles(template.format(objs=objs, bg=bg))

@@ -1,0 +1,198 @@
+"""The adapter results table: every seed adapter x shapes-world split x metric, in one process.
+
+For each split, the frame-mean zero-shot baseline (meanpool) is measured first; then each adapter
+is trained on the split's train side (checkpoints under --out) and evaluated on its held-out
+test side (other seeds, held-out shape-colour pairs, a held-out background family). Prints a
+markdown table (metrics, trainable parameters, training time, indexing speed) and the bars of
+issue #4, and writes everything to --out/results.json.
+
+    python bench/bench_adapters.py [--adapters prompt,alpro,litevl,xclip] [--splits ...] [--quick]
+
+Indexing speed: clips/s of the EncodeStage (frame embedding + the adapter) on rendered frames,
+window 8 / stride 4, and its ratio to meanpool in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamvl.datasets import ShapesOptions, load_task  # noqa: E402
+from streamvl.evaluation import evaluate  # noqa: E402
+from streamvl.features import DEFAULT_ROOT, FeatureStore  # noqa: E402
+from streamvl.models import load_model  # noqa: E402
+from streamvl.plugins import Plugins  # noqa: E402
+from streamvl.training import TrainConfig, prepare, train  # noqa: E402
+
+SPLITS = {"closed_set": "shapes:closed_set", "few_shot": "shapes:few_shot:8", "open_set": "shapes:open_set",
+          "retrieval": "shapes:retrieval", "localisation": "shapes:localisation"}
+HEADLINE = {"closed_set": ["top1", "order_pair_top1"], "few_shot": ["top1"], "open_set": ["top1", "chance_top1"],
+            "retrieval": ["R@1", "R@5", "MedR"], "localisation": ["mAP@0.3", "mAP@0.5", "mAP@0.7"]}
+FRAME_ADAPTERS = {"litevl", "xclip"}
+
+
+def train_config(adapter: str, split: str, args: argparse.Namespace) -> TrainConfig:
+    frames_based = adapter in FRAME_ADAPTERS
+    steps = args.steps_frames if frames_based else args.steps
+    if split == "few_shot":
+        steps = max(steps // 2, 1)
+    return TrainConfig(steps=steps, batch_size=args.batch_frames if frames_based else args.batch, lr=args.lr,
+                       frames=args.frames, log_every=args.log_every)
+
+
+def indexing_speed(model, plugins, adapter: str, options: dict, frames: np.ndarray) -> float:
+    """Clips/s of EncodeStage.process over rendered frames (window 8, stride 4)."""
+    from streamvl.config import IndexConfig
+    from streamvl.encode import EncodeStage
+    from streamvl.types import FrameBatch
+
+    config = IndexConfig(model=model.spec.text, adapters=[adapter], adapter_options={adapter: options},
+                         store_frames=False, clips={"window": 8, "stride": 4})
+    stage = EncodeStage(config, plugins, model)
+    batches = [FrameBatch("s", "bench", np.arange(i, i + 16, dtype=np.float64), frames[i : i + 16], final=i + 16 >= len(frames))
+               for i in range(0, len(frames), 16)]
+    stage.process(batches[:1])  # warm-up
+    stage = EncodeStage(config, plugins, model)
+    start, clips = time.perf_counter(), 0
+    for b in batches:
+        _, rows, _ = stage.process([b])
+        clips += rows.num_rows
+    return clips / (time.perf_counter() - start)
+
+
+def headline(metrics: dict, split: str) -> str:
+    return ", ".join(f"{k} {metrics[k]:.3f}" if isinstance(metrics.get(k), float) else f"{k} {metrics.get(k)}"
+                     for k in HEADLINE[split] if k in metrics)
+
+
+def bars(results: list[dict]) -> list[str]:
+    """Issue #4's bars, checked against the measured numbers."""
+    by = {(r["adapter"], r["split"]): r["metrics"] for r in results}
+    lines = []
+    base = by.get(("meanpool", "closed_set"), {}).get("order_pair_top1")
+    for a in ("prompt", "xclip", "litevl"):
+        m = by.get((a, "closed_set"))
+        if m and base is not None:
+            gain = m["order_pair_top1"] - base
+            lines.append(f"{'PASS' if gain >= 0.30 else 'FAIL'} {a}: order pairs {m['order_pair_top1']:.3f} vs frame-mean {base:.3f} (+{100 * gain:.1f} points, bar +30)")
+        if (m := by.get((a, "few_shot"))):
+            lines.append(f"{'PASS' if m['top1'] >= 0.80 else 'FAIL'} {a}: few-shot K=8 top-1 {m['top1']:.3f} (bar 0.80)")
+        if (m := by.get((a, "open_set"))):
+            ok = m["top1"] >= m["chance_top1"] + 0.20
+            lines.append(f"{'PASS' if ok else 'FAIL'} {a}: open-set top-1 {m['top1']:.3f}, chance {m['chance_top1']:.3f} (bar chance + 0.20)")
+        if (m := by.get((a, "retrieval"))):
+            lines.append(f"{'PASS' if m['R@1'] >= 0.5 else 'FAIL'} {a}: retrieval R@1 {m['R@1']:.3f} (bar 0.50)")
+    if (m := by.get(("prompt", "localisation"))):
+        lines.append(f"{'PASS' if m['mAP@0.5'] >= 0.6 else 'FAIL'} prompt: localisation mAP@0.5 {m['mAP@0.5']:.3f} (bar 0.60)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="default")
+    p.add_argument("--adapters", default="prompt,alpro,litevl,xclip")
+    p.add_argument("--splits", default=",".join(SPLITS))
+    p.add_argument("--steps", type=int, default=400, help="steps for feature-based adapters")
+    p.add_argument("--steps-frames", type=int, default=300, help="steps for adapters that need frames")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch-frames", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--option", action="append", default=[], metavar="ADAPTER.KEY=VALUE", help="adapter option")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--cache", default=str(DEFAULT_ROOT))
+    p.add_argument("--out", default="bench/adapters")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the whole table")
+    args = p.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shapes = ShapesOptions(seed=args.seed)
+    if args.quick:
+        shapes = ShapesOptions(seed=args.seed, train_per_class=2, test_per_class=1, streams=(1, 1), stream_seconds=30.0)
+        args.steps, args.steps_frames, args.batch, args.batch_frames = 5, 2, 8, 4
+    options: dict[str, dict] = {}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        name, _, opt = key.partition(".")
+        try:
+            options.setdefault(name, {})[opt] = json.loads(value)
+        except json.JSONDecodeError:
+            options.setdefault(name, {})[opt] = value
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(args.model)
+    if model.warning():
+        print(f"WARNING: {model.warning()}")
+    plugins = Plugins()
+    store = FeatureStore(args.cache, model)
+    adapters = [a for a in args.adapters.split(",") if a]
+    results = []
+    log = print
+    for split in [s for s in args.splits.split(",") if s]:
+        task = load_task(SPLITS[split], image_size=model.image_size, shapes=shapes)
+        test_feats = prepare(model, task.test, store, needs_frames=False, log=log)
+        base = plugins.adapter("meanpool").factory(model, {})
+        t0 = time.perf_counter()
+        if split != "localisation":
+            metrics = evaluate(base, model, task, test_feats, args.frames)
+            results.append({"adapter": "meanpool", "split": split, "metrics": metrics, "trainable": 0,
+                            "train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0})
+            log(f"== meanpool (zero-shot) {split}: {headline(metrics, split)}")
+        for name in adapters:
+            spec = plugins.adapter(name)
+            if split == "localisation" and name != "prompt":
+                continue  # only prompt has a class-agnostic proposal head (Ju et al.'s localisation)
+            torch.manual_seed(args.seed)
+            adapter = spec.factory(model, dict(options.get(name, {})))
+            config = train_config(name, split, args)
+            train_data = prepare(model, task.train, store, spec.needs_frames, log)
+            log(f"== training {name} on {task.name}: {config}")
+            report = train(adapter, task, train_data, config, log)
+            ckpt = adapter.save(out / f"{name}-{split}.safetensors",
+                                {"data": task.name, "kind": task.kind, "classes": list(task.train_classes),
+                                 "class_texts": dict(task.class_texts), "train": report.summary()})
+            test = test_feats if not spec.needs_frames else prepare(model, task.test, store, True, log)
+            t0 = time.perf_counter()
+            metrics = evaluate(adapter, model, task, test, args.frames)
+            results.append({"adapter": name, "split": split, "metrics": metrics, "checkpoint": str(ckpt),
+                            "trainable": report.parameters["trainable"], "train_seconds": report.seconds,
+                            "train_steps": config.steps, "batch": config.batch_size,
+                            "backbone_unchanged": report.backbone_unchanged, "eval_seconds": time.perf_counter() - t0})
+            log(f"== {name} {split}: {headline(metrics, split)} ({report.seconds:.0f}s training)")
+            (out / "results.json").write_text(json.dumps({"model": model.name, "shapes": asdict(shapes), "results": results}, indent=1))
+
+    from streamvl.synthetic import RenderConfig, render_clip, sample_stream
+
+    frames = render_clip(sample_stream(1, 32.0, width=model.image_size, height=model.image_size, fps=8.0))[:256]
+    speed = {n: indexing_speed(model, plugins, n, options.get(n, {}), frames) for n in ["meanpool", *adapters]}
+    print(f"\n## Results ({model.name}; shapes seed {args.seed}; held-out test splits)\n")
+    print("| adapter | split | metrics (test) | trainable params | train steps x batch | train time (s) | index clips/s (x meanpool) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        a = r["adapter"]
+        steps = f"{r.get('train_steps', 0)} x {r.get('batch', 0)}" if a != "meanpool" else "zero-shot"
+        print(f"| {a} | {r['split']} | {headline(r['metrics'], r['split'])} | {r['trainable']:,} | {steps} | "
+              f"{r['train_seconds']:.0f} | {speed[a]:.1f} (x{speed[a] / speed['meanpool']:.2f}) |")
+    print("\n## Bars\n")
+    for line in bars(results):
+        print(f"- {line}")
+    (out / "results.json").write_text(json.dumps({"model": model.name, "shapes": asdict(shapes), "results": results,
+                                                  "index_clips_per_s": speed, "bars": bars(results)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

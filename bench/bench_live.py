@@ -1,0 +1,321 @@
+"""Continuous indexing of live RTSP streams: freshness, lag, fragments, memory, recall@10.
+
+Starts Debian's rtsp-server-perl on 127.0.0.1 and one ffmpeg per camera that pushes a looping
+shapes-world video (real time, stream copy; UDP transport), then runs the streamvl runtime on all
+cameras for --minutes while a reader in this process watches the tables like a user would:
+
+  freshness   arrival wall-clock of a frame -> the moment a reader sees its row (frames table;
+              polled every 0.25 s, so figures are upper bounds by up to that much). The same for
+              clips: arrival of a window's last frame -> the clip row is visible.
+  lag         per stream: now - arrival of its last committed frame, sampled every 10 s.
+  queries     vector searches on the clips table while indexing runs (latency).
+  fragments   per table, sampled every 10 s (the sinks compact every 50 writes / 60 s).
+  memory      RSS of the driver and of every actor of this run, first vs last minute.
+  recall@10   of LanceDB's IVF_PQ index against brute force: on the clips table the run built
+              (index built by the sink once it passed --index-min-rows), and on a synthetic
+              table of --recall-rows clustered vectors.
+
+    python bench/bench_live.py [--streams 4] [--minutes 10] [--model default] [--fps 1]
+
+Needs: apt-get install rtsp-server-perl ffmpeg. Prints figures only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamvl.config import IndexConfig  # noqa: E402
+from streamvl.store import CLIPS, FRAMES, STREAMS, Store, clips_schema  # noqa: E402
+from streamvl.synthetic.clips import iter_frames, sample_stream  # noqa: E402
+from streamvl.types import StreamInfo  # noqa: E402
+from tests.live_servers import RtspServer, have_rtsp_tools  # noqa: E402
+
+
+def camera_video(path: Path, seed: int, seconds: float, fps: int, size: tuple[int, int]) -> Path:
+    """A shapes-world stream as h264 with a keyframe every second (cameras send GOPs like this)."""
+    import av
+
+    spec = sample_stream(seed, seconds, width=size[0], height=size[1], fps=float(fps))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"g": str(fps), "preset": "veryfast", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.codec_context.time_base = Fraction(1, fps)
+        for i, (_, img) in enumerate(iter_frames(spec)):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def pct(values, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+class Watcher:
+    """A reader next to the job, in its own process (so the driver's RSS is the driver's): new
+    rows -> freshness; searches while indexing; periodic lag, fragment and RSS samples."""
+
+    def __init__(self, db: str, fps: float, root_pid: int, stop_event) -> None:
+        self.store = Store(db)
+        self.fps, self.root_pid = fps, root_pid
+        self.stop_event = stop_event
+        self.frame_fresh: list[float] = []
+        self.clip_fresh: list[float] = []
+        self.query_ms: list[float] = []
+        self.lag: dict[str, list[float]] = defaultdict(list)
+        self.fragments: dict[str, list[int]] = defaultdict(list)
+        self.rss: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self._arrival: dict[tuple[str, float], float] = {}
+        self._seen_wall = 0.0
+        self._seen_clips: set[tuple[str, float]] = set()
+        self.errors: list[str] = []
+
+    def results(self) -> dict:
+        return {k: (dict(v) if isinstance(v, defaultdict) else v) for k, v in vars(self).items()
+                if k in ("frame_fresh", "clip_fresh", "query_ms", "lag", "fragments", "rss", "errors")}
+
+    def run(self) -> None:
+        last_sample = last_query = 0.0
+        while not self.stop_event.wait(0.25):
+            try:
+                self._poll_frames()
+                self._poll_clips()
+                now = time.monotonic()
+                if now - last_query >= 2.0:
+                    self._query()
+                    last_query = now
+                if now - last_sample >= 10.0:
+                    self._sample()
+                    last_sample = now
+            except Exception as exc:  # a reader must never take the bench down; count it
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _poll_frames(self) -> None:
+        handle = self.store._open(FRAMES)
+        if handle is None:
+            return
+        got = handle.search().where(f"wallclock > {self._seen_wall!r}").select(["stream_id", "pts", "wallclock"]) \
+            .limit(None).to_arrow()
+        now = time.time()
+        for sid, pts, wall in zip(got["stream_id"].to_pylist(), got["pts"].to_pylist(), got["wallclock"].to_pylist()):
+            key = (sid, round(pts, 6))
+            if key not in self._arrival:
+                self._arrival[key] = wall
+                self.frame_fresh.append(now - wall)
+            self._seen_wall = max(self._seen_wall, wall)
+
+    def _poll_clips(self) -> None:
+        handle = self.store._open(CLIPS)
+        if handle is None:
+            return
+        since = max(0.0, max((e for _, e in self._seen_clips), default=0.0) - 60.0)
+        got = handle.search().where(f"`end` > {since!r}").select(["stream_id", "start", "end"]).limit(None).to_arrow()
+        now = time.time()
+        for sid, start, end in zip(got["stream_id"].to_pylist(), got["start"].to_pylist(), got["end"].to_pylist()):
+            key = (sid, end)
+            if key in self._seen_clips:
+                continue
+            self._seen_clips.add(key)
+            last_frame = round(end - 1.0 / self.fps, 6)
+            wall = self._arrival.get((sid, last_frame))
+            if wall is not None:
+                self.clip_fresh.append(now - wall)
+
+    def _query(self) -> None:
+        handle = self.store._open(CLIPS)
+        if handle is None or handle.count_rows() == 0:
+            return
+        vec = np.random.default_rng(len(self.query_ms)).normal(size=handle.schema.field("embedding").type.list_size)
+        start = time.perf_counter()
+        self.store.search_clips(vec, 10, adapter="meanpool")
+        self.query_ms.append((time.perf_counter() - start) * 1000)
+
+    def _sample(self) -> None:
+        now = time.time()
+        for row in self.store.streams():
+            if row.get("last_wallclock") is not None and row["status"] in ("running", "reconnecting"):
+                self.lag[row["stream_id"]].append(now - row["last_wallclock"])
+        for table in (FRAMES, CLIPS, STREAMS, "stream_events"):
+            self.fragments[table].append(self.store.fragments(table))
+        for proc in [psutil.Process(self.root_pid), *psutil.Process(self.root_pid).children(recursive=True)]:
+            try:
+                cmd = " ".join(proc.cmdline())
+                name = "driver" if proc.pid == self.root_pid else cmd.split("ray::", 1)[1].split()[0].split(".")[0] if "ray::" in cmd else None
+                if name and proc.pid != os.getpid():
+                    self.rss[f"{name}:{proc.pid}"].append((now, proc.memory_info().rss / 2**20))
+            except (psutil.NoSuchProcess, IndexError):
+                pass
+
+
+def watch(db: str, fps: float, root_pid: int, stop_event, out) -> None:
+    watcher = Watcher(db, fps, root_pid, stop_event)
+    watcher.run()
+    watcher._sample()
+    out.put(watcher.results())
+
+
+def recall_at_10(store: Store, queries: np.ndarray, vectors: np.ndarray, candidates: int) -> float:
+    """Mean |ANN top 10 ∩ exact top 10| / 10 over the queries (cosine; rows identified by start)."""
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    hits = 0
+    for q in queries:
+        exact = set(np.argsort(-(unit @ (q / np.linalg.norm(q))))[:10].tolist())
+        got = {int(r["start"]) for r in store.search_clips(q, 10, adapter="meanpool", candidates=candidates)}
+        hits += len(exact & got)
+    return hits / (10 * len(queries))
+
+
+def synthetic_recall(work: Path, rows: int, dim: int, index_type: str) -> dict[int, float]:
+    """recall@10 on a table of clustered unit vectors (like embeddings of many similar clips)."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(64, dim))
+    vectors = (centres[rng.integers(0, 64, rows)] + 0.5 * rng.normal(size=(rows, dim))).astype(np.float32)
+    store = Store(work / "recall")
+    for lo in range(0, rows, 10000):
+        part = vectors[lo : lo + 10000]
+        n = len(part)
+        store.upsert(CLIPS, pa.Table.from_pydict({
+            "stream_id": ["s"] * n, "start": np.arange(lo, lo + n, dtype=np.float64), "end": np.arange(lo, lo + n) + 1.0,
+            "adapter": ["meanpool"] * n, "embedding": pa.FixedSizeListArray.from_arrays(pa.array(part.reshape(-1)), dim),
+            "model": ["synthetic"] * n}, schema=clips_schema(dim)))
+    store.maintain(CLIPS, index_min_rows=256, index_type=index_type)
+    queries = vectors[rng.integers(0, rows, 100)] + 0.1 * rng.normal(size=(100, dim)).astype(np.float32)
+    return {c: recall_at_10(store, queries, vectors, c) for c in (10, 40, 100)}
+
+
+def run_live(args, work: Path, urls: list[str]) -> tuple[SimpleNamespace, dict, float]:
+    import ray
+
+    from streamvl.runtime.driver import IndexRun
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    config = IndexConfig(db=str(work / "db"), model=args.model, sampling={"fps": args.fps},
+                         live={"rtsp_transport": "udp"}, store={"index_min_rows": args.index_min_rows})
+    run = IndexRun([StreamInfo(f"cam{i}", url) for i, url in enumerate(urls)], config, None)
+    ctx = multiprocessing.get_context("spawn")
+    stop, out = ctx.Event(), ctx.Queue()
+    watcher = ctx.Process(target=watch, args=(config.db, args.fps, os.getpid(), stop, out), daemon=True)
+    watcher.start()
+    start = time.monotonic()
+    end = start + args.minutes * 60
+    next_print = start + 60
+    while time.monotonic() < end:
+        run.step()
+        if time.monotonic() >= next_print:
+            next_print += 60
+            frames = {s: r.frames for s, r in run.reports.items()}
+            lags = {s: round(r.lag_s, 2) for s, r in run.reports.items() if r.lag_s is not None}
+            print(f"  {(time.monotonic() - start) / 60:4.1f} min  frames {frames}  commit lag {lags}", flush=True)
+    seconds = time.monotonic() - start
+    run.flush_records()
+    stop.set()
+    results = out.get(timeout=120)
+    watcher.join(timeout=30)
+    info = {"reports": {s: vars(r) for s, r in run.reports.items()}, "model": run.info["model"]}
+    upkeep = ray.get(run.sinks[CLIPS].upkeep_now.remote())
+    info["upkeep"] = upkeep
+    ray.shutdown()
+    return SimpleNamespace(**results), info, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--fps", type=float, default=1.0, help="sampling rate per stream")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--camera-fps", type=int, default=25)
+    parser.add_argument("--camera-size", default="320x240")
+    parser.add_argument("--index-min-rows", type=int, default=500, help="clips rows before the sink builds IVF_PQ")
+    parser.add_argument("--recall-rows", type=int, default=50000)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    if not have_rtsp_tools():
+        sys.exit("needs rtsp-server-perl and ffmpeg: apt-get install rtsp-server-perl ffmpeg")
+
+    work = Path(tempfile.mkdtemp(prefix="streamvl-live-"))
+    size = tuple(int(x) for x in args.camera_size.split("x"))
+    server = RtspServer(work).start()
+    try:
+        for i in range(args.streams):
+            video = camera_video(work / f"cam{i}.mp4", seed=i, seconds=60.0, fps=args.camera_fps, size=size)
+            server.push(video, f"cam{i}", wait=False)
+        time.sleep(1.5)
+        print(f"{args.streams} RTSP cameras ({args.camera_size} h264 {args.camera_fps} fps, UDP) for {args.minutes:g} min, "
+              f"sampling {args.fps:g} frame/s each, {os.cpu_count()} cores", flush=True)
+        watcher, info, seconds = run_live(args, work, [server.url(f"cam{i}") for i in range(args.streams)])
+    finally:
+        server.stop()
+    report(args, work, watcher, info, seconds)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args, work: Path, w: SimpleNamespace, info: dict, seconds: float) -> None:
+    print(f"\nmodel                 {info['model']}")
+    print(f"ran                   {seconds / 60:.1f} min")
+    print(f"freshness frames      p50 {pct(w.frame_fresh, 50):.2f}s  p95 {pct(w.frame_fresh, 95):.2f}s  "
+          f"max {max(w.frame_fresh, default=float('nan')):.2f}s  ({len(w.frame_fresh)} frames; arrival -> visible to a reader)")
+    print(f"freshness clips       p50 {pct(w.clip_fresh, 50):.2f}s  p95 {pct(w.clip_fresh, 95):.2f}s  "
+          f"({len(w.clip_fresh)} clips; arrival of the window's last frame -> clip visible)")
+    print(f"queries while indexing p50 {pct(w.query_ms, 50):.0f} ms  p95 {pct(w.query_ms, 95):.0f} ms  ({len(w.query_ms)})")
+    expected = seconds * args.fps
+    print("per stream            frames (expected ~%d)  lag p50/max (s)  reconnects  gaps  restarts  status" % expected)
+    for sid, r in sorted(info["reports"].items()):
+        lag = w.lag.get(sid, [])
+        print(f"  {sid:<20}{r['frames']:>8}            {pct(lag, 50):5.1f} / {max(lag, default=float('nan')):5.1f}"
+              f"    {r['reconnects']:>6}  {r['gaps']:>4}  {r['restarts']:>7}  {r['status']}")
+    print("fragments (max/last)  " + "  ".join(f"{t} {max(v)}/{v[-1]}" for t, v in w.fragments.items() if v))
+    print(f"clips table           {info['upkeep']}")
+    print("RSS MiB               process            first min   last min   ratio")
+    for name, samples in sorted(w.rss.items()):
+        t0 = samples[0][0]
+        first = [m for t, m in samples if t - t0 <= 60]
+        last = [m for t, m in samples if samples[-1][0] - t <= 60]
+        print(f"                      {name:<18}{np.mean(first):9.0f} {np.mean(last):10.0f}   {np.mean(last) / np.mean(first):5.2f}")
+    if w.errors:
+        print(f"reader errors         {len(w.errors)} (first: {w.errors[0]})")
+    live = Store(work / "db")
+    handle = live._open(CLIPS)
+    if handle is not None and info["upkeep"].get("indexed"):
+        table = handle.to_arrow()
+        vectors = np.stack(table["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
+        starts = table["start"].to_numpy()
+        rng = np.random.default_rng(1)
+        queries = vectors[rng.integers(0, len(vectors), 50)]
+        # rows are keyed by (stream, start); map back to row numbers for the exact top 10
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        for cand in (10, 100):
+            hits = 0
+            for q in queries:
+                exact = {(table["stream_id"][i].as_py(), starts[i]) for i in np.argsort(-(unit @ (q / np.linalg.norm(q))))[:10]}
+                got = {(r["stream_id"], r["start"]) for r in live.search_clips(q, 10, adapter="meanpool", candidates=cand)}
+                hits += len(exact & got)
+            print(f"recall@10 live clips  {hits / (10 * len(queries)):.3f}  ({len(vectors)} rows, IVF_PQ, candidates={cand})")
+    else:
+        print(f"recall@10 live clips  (no index: the clips table stayed below --index-min-rows {args.index_min_rows})")
+    dim = handle.schema.field("embedding").type.list_size if handle is not None else 128
+    for cand, r in synthetic_recall(work, args.recall_rows, dim, "IVF_PQ").items():
+        print(f"recall@10 synthetic   {r:.3f}  ({args.recall_rows} clustered {dim}-d rows, IVF_PQ, candidates={cand})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Pretrain the shipped tiny CLIP from a seed: `python jobs/pretrain_synthetic.py --out DIR`.
+
+Also a Ray job (a plain script; it does not use Ray itself):
+    ray job submit --working-dir . -- python jobs/pretrain_synthetic.py --out /abs/path/out
+(give an absolute --out: a job runs in a copy of the working dir). The defaults are the recipe of
+the shipped model (streamvl-tiny@shapes-v1); its JSON records the recipe under training.recipe.
+Writes OUT/<arch>-<name>.safetensors + .json (compact format, see streamvl/weights.py) and
+OUT/train_log.jsonl. To ship: copy both files into streamvl/assets/.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from streamvl.pretrain import PretrainConfig, export, train
+
+
+def parse(argv: list[str]) -> tuple[PretrainConfig, Path, bool]:
+    defaults = PretrainConfig()
+    p = argparse.ArgumentParser(prog="jobs/pretrain_synthetic.py", description=__doc__.splitlines()[0])
+    p.add_argument("--seed", type=int, default=defaults.seed, help="init and data seed")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps (the schedule's length)")
+    p.add_argument("--batch", type=int, default=defaults.batch, help="stills per step")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock cap: stop early (result then incomplete)")
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between held-out checks")
+    p.add_argument("--dtype", choices=["float16", "float32"], default=defaults.storage_dtype, help="storage dtype")
+    p.add_argument("--name", default=defaults.name, help="weights name: the spec becomes ARCH@NAME")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--checkpoints", action="store_true", help="also export the model at every evaluation (OUT/checkpoints)")
+    a = p.parse_args(argv)
+    config = PretrainConfig(seed=a.seed, steps=a.steps, batch=a.batch, minutes=a.minutes, lr=a.lr,
+                            eval_every=a.eval_every, storage_dtype=a.dtype, name=a.name)
+    return config, Path(a.out), a.checkpoints
+
+
+def main(argv: list[str]) -> None:
+    config, out, checkpoints = parse(argv)
+    out.mkdir(parents=True, exist_ok=True)
+    print(json.dumps({"recipe": asdict(config), "out": str(out)}), flush=True)
+    with open(out / "train_log.jsonl", "w") as log:
+        snapshot = (lambda r: export(r, config, out / "checkpoints", suffix=f"-step{r.steps_done}")) if checkpoints else None
+        result = train(config, log=lambda rec: (log.write(json.dumps(rec) + "\n"), log.flush()), on_eval=snapshot)
+    weights, sidecar = export(result, config, out)
+    print(json.dumps({"weights": str(weights), "json": str(sidecar), "bytes": weights.stat().st_size,
+                      "steps_done": result.steps_done, "complete": result.steps_done == config.steps,
+                      "minutes": round(result.seconds / 60, 1), "images_per_s": round(result.images_per_s, 1)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

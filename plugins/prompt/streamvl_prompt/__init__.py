@@ -1,0 +1,114 @@
+"""prompt: "Prompting Visual-Language Models for Efficient Video Understanding" (Ju et al., ECCV 2022).
+
+- Text: learnable continuous prompt vectors, `prefix` before and `postfix` after the tokenised
+  class name or sentence, shared across classes, run through the frozen text transformer
+  (gradients flow through it into the vectors only); the feature is read at the shifted
+  end-of-text position.
+- Video: a light temporal Transformer (`depth` layers, learnable temporal position embeddings)
+  over frozen frame features, then mean pooling.
+- Loss: symmetric NCE between clips and texts (the TorchAdapter default).
+- Localisation (two-stage, as in the paper): a class-agnostic proposal head scores per-frame
+  actionness over sliding windows of a stream's frozen features (trained on streams with
+  ground-truth segments); proposals are then classified with the pooled video embedding (see
+  streamvl.localisation).
+
+Feature-based: indexing, re-scoring and localisation need only frozen frame features.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from streamvl.adapters import AdapterSpec
+from streamvl.adapting import TemporalTransformer, TorchAdapter, clip_module, prompted_text_features
+from streamvl.hookspecs import hookimpl
+
+
+class ProposalHead(nn.Module):
+    """Class-agnostic actionness per frame from the frame and its change since the previous frame.
+
+    Inputs per frame: LayerNorm(f_t), LayerNorm(f_t - f_{t-1}) and log |f_t - f_{t-1}|; frame-to-frame
+    changes of frozen features are small, so they are normalised rather than left to a linear
+    layer to discover. Then a temporal Transformer over the window and a per-frame logit.
+    """
+
+    def __init__(self, dim: int, depth: int, heads: int, window: int, dropout: float) -> None:
+        super().__init__()
+        self.frame_norm = nn.LayerNorm(dim)
+        self.diff_norm = nn.LayerNorm(dim)
+        self.inp = nn.Linear(2 * dim + 1, dim)
+        self.temporal = TemporalTransformer(dim, depth, heads, window, dropout, final_norm=True)
+        self.out = nn.Linear(dim, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features [B, W, D] -> actionness logits [B, W]."""
+        diff = torch.cat([torch.zeros_like(features[:, :1]), features[:, 1:] - features[:, :-1]], dim=1)
+        size = torch.log(diff.norm(dim=-1, keepdim=True) + 1e-4)
+        x = self.inp(torch.cat([self.frame_norm(features), self.diff_norm(diff), size], dim=-1))
+        return self.out(self.temporal(x)).squeeze(-1)
+
+
+class PromptAdapter(TorchAdapter):
+    """Learned prompts + temporal Transformer + mean pooling over frozen frame features."""
+
+    name = "prompt"
+    defaults = {
+        "prefix": 4,  # prompt vectors before the text (the paper uses up to 16 in all; context here is 32 tokens)
+        "postfix": 4,  # prompt vectors after the text
+        "depth": 2,  # temporal Transformer layers
+        "heads": 8,
+        "dropout": 0.1,
+        "proposal_depth": 2,
+        "proposal_window": 64,  # frames per actionness window
+    }
+
+    def build(self) -> None:
+        clip = clip_module(self.backbone)
+        width = clip.token_embedding.weight.shape[1]
+        o = self.options
+        self.prefix = nn.Parameter(torch.randn(o["prefix"], width) * 0.02) if o["prefix"] else None
+        self.postfix = nn.Parameter(torch.randn(o["postfix"], width) * 0.02) if o["postfix"] else None
+        self.temporal = TemporalTransformer(self.embed_dim, o["depth"], o["heads"], o["max_frames"], o["dropout"])
+        self.proposal = ProposalHead(self.embed_dim, o["proposal_depth"], o["heads"], o["proposal_window"], o["dropout"])
+        self._tokens: dict[str, torch.Tensor] = {}
+
+    def tokens(self, texts: Sequence[str]) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._tokens]
+        if missing:
+            with torch.inference_mode(False):  # cached ids must stay usable by a later training step
+                ids = self.backbone.tokenizer([self.options["template"].format(t) for t in missing])
+            self._tokens.update(zip(missing, ids))
+        return torch.stack([self._tokens[t] for t in texts])
+
+    def text_embed(self, texts: Sequence[str]) -> torch.Tensor:
+        if not texts:
+            return torch.zeros(0, self.embed_dim)
+        feats = prompted_text_features(self.clip, self.tokens(texts), self.prefix, self.postfix)
+        return F.normalize(feats.float(), dim=-1)
+
+    def video_embed(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        return F.normalize(self.temporal(features.float()).mean(dim=1), dim=-1)
+
+    # -- localisation: class-agnostic proposals
+
+    def actionness(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-frame actionness probabilities [B, W] of windows of frozen features [B, W, D]."""
+        with torch.no_grad():
+            return torch.sigmoid(self.proposal(features.float()))
+
+    def proposal_loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Balanced binary cross-entropy of per-frame actionness against inside-a-segment targets."""
+        logits = self.proposal(features.float())
+        pos = targets.mean().clamp(0.05, 0.95)
+        weight = torch.where(targets > 0.5, 0.5 / pos, 0.5 / (1 - pos))
+        return F.binary_cross_entropy_with_logits(logits, targets, weight=weight)
+
+
+@hookimpl
+def streamvl_adapters() -> list[AdapterSpec]:
+    return [AdapterSpec("prompt", PromptAdapter,
+                        "learned text prompts + temporal Transformer over frozen frame features (Ju et al. 2022)")]

@@ -1,0 +1,190 @@
+"""xclip: "Expanding Language-Image Pretrained Models for General Video Recognition" (Ni et al., ECCV 2022).
+
+- Cross-frame communication (in the vision tower, wrapping open_clip's residual blocks): in each
+  equipped block, every frame gets one *message token* (a linear map of its class token); the
+  T message tokens of a clip exchange information by self-attention (cross-frame fusion), then
+  each frame's message token joins that frame's tokens in the block's own attention
+  (intra-frame diffusion) and is dropped before the block's MLP. New parts are randomly
+  initialised; the blocks are the pretrained ones.
+- Multi-frame integration Transformer (MIT): one Transformer layer with temporal position
+  embeddings over the frame features, then average pooling.
+- Video-specific prompt generator: text features attend (cross-attention, 2 layers) to the
+  clip's visual tokens (patch tokens averaged over frames, normalised and projected) and the
+  result is added with a learnable per-channel weight alpha, initialised at 0.1 as in the
+  paper's code (`alpha_init`; small, so text features start close to the plain ones).
+
+Training follows the paper: the text tower is frozen; the vision tower is a trainable *copy*
+of the pretrained one (`tune_vision`, learning rate x `vision_lr_scale`, 0.1 by default: new
+parts learn 10x faster), so the shared frozen backbone never changes. `tune_vision=false`
+trains only the new parts.
+
+Search: a query has no video, so plain search ranks clips by the plain text features; the
+`xclip-prompts` reranker reads each hit's frames again and applies the video-specific prompts
+(the paper's similarity). Needs frames: clips cannot be re-scored from the frames table.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from streamvl.adapters import AdapterSpec, RerankerSpec
+from streamvl.adapting import TemporalTransformer, TorchAdapter, check_vit, vit_head, vit_tokens
+from streamvl.hookspecs import hookimpl
+
+
+class CrossFrameCommunication(nn.Module):
+    """The new parts of one cross-frame block; `forward` runs them around a pretrained block."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.message_fc = nn.Linear(width, width)
+        self.message_ln = nn.LayerNorm(width)
+        self.message_attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        nn.init.trunc_normal_(self.message_fc.weight, std=0.02)
+        nn.init.zeros_(self.message_fc.bias)
+
+    def forward(self, block: nn.Module, x: torch.Tensor, b: int, t: int) -> torch.Tensor:
+        bt, l, c = x.shape
+        msg = self.message_fc(x[:, 0]).reshape(b, t, c)  # one message token per frame, from its class token
+        m = self.message_ln(msg)
+        msg = msg + self.message_attn(m, m, m, need_weights=False)[0]  # cross-frame fusion
+        y = torch.cat([x, msg.reshape(bt, 1, c)], dim=1)
+        y = y + block.ls_1(block.attention(q_x=block.ln_1(y)))  # intra-frame diffusion: the block's own attention
+        x = y[:, :l]  # the message token leaves before the MLP
+        return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+class PromptGeneratorLayer(nn.Module):
+    """Text queries attend to visual tokens, then an MLP (pre-norm, residual)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+
+    def forward(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        q = self.norm1(text)
+        text = text + self.cross_attn(q, visual, visual, need_weights=False)[0]
+        return text + self.mlp(self.norm3(text))
+
+
+class VideoSpecificPrompt(nn.Module):
+    """alpha * decoder(text | visual tokens): the video-specific addition to text features."""
+
+    def __init__(self, dim: int, layers: int, heads: int, alpha: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.decoder = nn.ModuleList([PromptGeneratorLayer(dim, heads) for _ in range(layers)])
+        self.alpha = nn.Parameter(torch.full((dim,), float(alpha)))
+
+    def forward(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """text [B, N, D], visual [B, P, D] -> [B, N, D]."""
+        visual = self.norm(visual)
+        for layer in self.decoder:
+            text = layer(text, visual)
+        return self.alpha * text
+
+
+class XClipAdapter(TorchAdapter):
+    """Cross-frame communication ViT + MIT + video-specific prompts over a frozen text tower."""
+
+    name = "xclip"
+    needs_frames = True
+    defaults: dict[str, Any] = {
+        "layers": None,  # equip the last N vision blocks with cross-frame communication (default: all)
+        "mit_depth": 1,
+        "prompt_layers": 2,
+        "alpha_init": 0.1,
+        "tune_vision": True,  # fine-tune a copy of the pretrained vision tower (the paper's setting)
+        "vision_lr_scale": 0.1,
+    }
+
+    def build(self) -> None:
+        frozen = self.clip.visual
+        check_vit(frozen)
+        o = self.options
+        blocks = frozen.transformer.resblocks
+        width, heads = frozen.transformer.width, blocks[0].attn.num_heads
+        layers = o["layers"] or len(blocks)
+        if not 1 <= layers <= len(blocks):
+            raise ValueError(f"layers must be in 1..{len(blocks)}, got {layers}")
+        self.first = len(blocks) - layers
+        if o["tune_vision"]:
+            self.visual = copy.deepcopy(frozen).requires_grad_(True)  # initialised from the pretrained tower
+        self.cct = nn.ModuleList([CrossFrameCommunication(width, heads) for _ in range(layers)])
+        dim = self.embed_dim
+        self.mit = TemporalTransformer(dim, o["mit_depth"], max(1, dim // 64), o["max_frames"])
+        self.prompts_visual_ln = nn.LayerNorm(width)
+        self.prompts_visual_proj = nn.Parameter(torch.randn(width, dim) * width**-0.5)
+        self.prompts = VideoSpecificPrompt(dim, o["prompt_layers"], max(1, dim // 64), o["alpha_init"])
+
+    def vision(self) -> nn.Module:
+        return self.visual if self.options["tune_vision"] else self.clip.visual
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        tower = [p for n, p in self.named_parameters() if p.requires_grad and n.startswith("visual.")]
+        new = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("visual.")]
+        groups = [{"params": new, "lr": lr}]
+        if tower:
+            groups.append({"params": tower, "lr": lr * self.options["vision_lr_scale"]})
+        return groups
+
+    def tower(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames [B, T, 3, S, S] -> frame features [B, T, D] (not normalised) and visual tokens [B, P, D]."""
+        b, t = frames.shape[:2]
+        visual = self.vision()
+        blocks = visual.transformer.resblocks
+        grad_prefix = torch.is_grad_enabled() and self.options["tune_vision"]
+        with torch.set_grad_enabled(grad_prefix):  # a frozen prefix needs no graph
+            x = vit_tokens(visual, frames.flatten(0, 1).float())
+            for block in blocks[: self.first]:
+                x = block(x)
+        for cct, block in zip(self.cct, blocks[self.first :]):
+            x = cct(block, x, b, t)
+        cls, _ = vit_head(visual, x)
+        tokens = self.prompts_visual_ln(x[:, 1:]) @ self.prompts_visual_proj  # [BT, P, D]
+        return cls.reshape(b, t, -1), tokens.reshape(b, t, *tokens.shape[1:]).mean(dim=1)
+
+    def video_from(self, frame: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mit(frame).mean(dim=1), dim=-1)
+
+    def video_embed(self, features: torch.Tensor | None, frames: torch.Tensor | None = None) -> torch.Tensor:
+        if frames is None:
+            raise ValueError("xclip re-runs the vision tower: it needs frames (needs_frames=True)")
+        frame, _ = self.tower(frames)
+        return self.video_from(frame)
+
+    def prompted_text(self, texts: Sequence[str], visual: torch.Tensor) -> torch.Tensor:
+        """Video-specific text features [B, N, D] (normalised): text + alpha * prompt(text | video)."""
+        text = self.text_embed(texts).unsqueeze(0).expand(visual.shape[0], -1, -1)
+        return F.normalize(text + self.prompts(text, visual), dim=-1)
+
+    def scores(self, features: torch.Tensor | None, frames: torch.Tensor | None, texts: Sequence[str]) -> torch.Tensor:
+        if frames is None:
+            raise ValueError("xclip scores need frames")
+        frame, visual = self.tower(frames)
+        video = self.video_from(frame)
+        return torch.einsum("bd,bnd->bn", video, self.prompted_text(texts, visual))
+
+
+@hookimpl
+def streamvl_adapters() -> list[AdapterSpec]:
+    return [AdapterSpec("xclip", XClipAdapter,
+                        "cross-frame communication + multi-frame integration + video-specific prompts (Ni et al. 2022)",
+                        needs_frames=True)]
+
+
+@hookimpl
+def streamvl_rerankers() -> list[RerankerSpec]:
+    from streamvl.rereading import rerank_with_frames
+
+    return [RerankerSpec("xclip-prompts", partial(rerank_with_frames, frames=8),
+                         "xclip's video-specific prompts (reads each hit's frames again)")]

@@ -1,0 +1,378 @@
+"""Building blocks for trainable video adapters on a frozen open_clip model (plain torch, no Ray).
+
+`TorchAdapter` is the base class of the trainable seed adapters (prompt, xclip, litevl, alpro):
+it satisfies the `VideoAdapter` contract (encode_video / encode_text, inference only) and adds
+what training and evaluation need: `video_embed` / `text_embed` / `scores` with gradients, a
+learnable temperature, a default symmetric NCE loss, parameter counts and safetensors
+checkpoints with a JSON config beside them.
+
+The frozen backbone (`LoadedModel.model`) is held as a plain attribute, never registered as a
+submodule: the adapter's `state_dict()` is exactly its own (new) state, and an optimiser built
+from `trainable_parameters()` cannot touch the backbone.
+
+Helpers that reach into open_clip's towers without forking them:
+  `prompted_text_features`  the text transformer on token embeddings with prompt vectors inserted
+  `vit_tokens` / `vit_head` the vision tower split at its residual blocks (for wrapping them)
+  `TemporalTransformer`     a light Transformer over frame features with temporal positions
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from streamvl.models import LoadedModel
+
+CHECKPOINT_FORMAT = "streamvl-adapter/1"
+MAX_LOGIT_SCALE = 100.0
+
+
+# ---------------------------------------------------------------- batches and losses
+
+
+def module_digest(module: nn.Module) -> str:
+    """sha256 over every tensor of a module's state dict (names, dtypes, shapes, bytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass
+class TrainBatch:
+    """One training step's inputs: B clips against N texts.
+
+    features [B, T, D] frozen frame embeddings; frames [B, T, 3, S, S] preprocessed (only for
+    adapters that need frames); positives bool [B, N]: clip b matches text n.
+    """
+
+    features: torch.Tensor
+    frames: torch.Tensor | None
+    texts: list[str]
+    positives: torch.Tensor
+
+
+def symmetric_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Symmetric (video->text and text->video) NCE over logits [B, N] with a positives mask.
+
+    Several positives per row or column (a class shared by clips, a caption repeated) count as
+    one positive set (MIL-NCE). Texts with no positive clip in the batch (classes absent from
+    it) take part as negatives in the video->text term only.
+    """
+    positives = positives.bool()
+    if not positives.any(dim=1).all():
+        raise ValueError("every clip needs at least one positive text")
+    neg_inf = torch.finfo(logits.dtype).min
+    v2t = logits.logsumexp(1) - logits.masked_fill(~positives, neg_inf).logsumexp(1)
+    cols = positives.any(dim=0)
+    lt, pt = logits.t()[cols], positives.t()[cols]
+    t2v = lt.logsumexp(1) - lt.masked_fill(~pt, neg_inf).logsumexp(1)
+    return (v2t.mean() + t2v.mean()) / 2
+
+
+# ---------------------------------------------------------------- open_clip surgery
+
+
+def clip_module(model: "LoadedModel") -> nn.Module:
+    """The open_clip CLIP module; text helpers need the plain CLIP layout (token_embedding, transformer)."""
+    clip = model.model
+    for attr in ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask"):
+        if not hasattr(clip, attr):
+            raise ValueError(f"model {model.spec.text!r}: text tower lacks {attr!r} (need an open_clip CLIP, not CustomTextCLIP)")
+    return clip
+
+
+def prompt_positions(token_ids: torch.Tensor, n_prefix: int, n_postfix: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each slot of the prompted sequence reads from, and the new end-of-text positions.
+
+    The source bank per row is [SOT, prefix(P), words..., EOT, pads..., postfix(Q)] laid out as
+    cat(token_emb[:, :1], prefix, token_emb[:, 1:], postfix) (length L + P + Q). The output row is
+    [SOT, prefix, words, postfix, EOT, pads] cut to L; over-long texts lose their last words so the
+    EOT token always fits. Returns gather indices [N, L] and EOT positions [N].
+    """
+    n, length = token_ids.shape
+    eot = token_ids.argmax(dim=-1)  # open_clip's convention: EOT has the highest id
+    room = length - 2 - n_prefix - n_postfix
+    if room < 1:
+        raise ValueError(f"{n_prefix}+{n_postfix} prompt vectors leave no room in a context of {length} tokens")
+    index = torch.empty(n, length, dtype=torch.long)
+    new_eot = torch.empty(n, dtype=torch.long)
+    for i in range(n):
+        words = min(int(eot[i]) - 1, room)
+        seq = [0] + list(range(1, 1 + n_prefix))  # SOT, prefix
+        seq += [1 + n_prefix + j for j in range(words)]  # words (bank offset: SOT + prefix)
+        seq += [length + n_prefix + j for j in range(n_postfix)]  # postfix
+        new_eot[i] = len(seq)
+        seq.append(n_prefix + int(eot[i]))  # EOT
+        pad = n_prefix + int(eot[i]) + 1
+        seq += [min(pad + j, length + n_prefix - 1) for j in range(length - len(seq))]  # pads (zeros' embedding)
+        index[i] = torch.tensor(seq[:length])
+    return index, new_eot
+
+
+def prompted_text_features(clip: nn.Module, token_ids: torch.Tensor, prefix: torch.Tensor | None,
+                           postfix: torch.Tensor | None) -> torch.Tensor:
+    """Text features [N, D] (not normalised) with learnable vectors around each tokenised text.
+
+    The frozen text transformer runs on token embeddings with prefix [P, W] / postfix [Q, W]
+    inserted; the feature is taken at the shifted EOT position and projected as open_clip does.
+    Gradients flow through the frozen transformer into the prompt vectors. With no prompt
+    vectors this equals `clip.encode_text(token_ids)`.
+    """
+    emb = clip.token_embedding(token_ids)  # [N, L, W]
+    n, length, width = emb.shape
+    p = 0 if prefix is None else prefix.shape[0]
+    q = 0 if postfix is None else postfix.shape[0]
+    parts = [emb[:, :1]]
+    if p:
+        parts.append(prefix.to(emb.dtype).unsqueeze(0).expand(n, -1, -1))
+    parts.append(emb[:, 1:])
+    if q:
+        parts.append(postfix.to(emb.dtype).unsqueeze(0).expand(n, -1, -1))
+    bank = torch.cat(parts, dim=1)  # [N, L + P + Q, W]
+    index, eot = prompt_positions(token_ids, p, q)
+    x = bank.gather(1, index.to(bank.device).unsqueeze(-1).expand(-1, -1, width))
+    x = x + clip.positional_embedding.to(x.dtype)
+    x = clip.transformer(x, attn_mask=clip.attn_mask)
+    x = clip.ln_final(x)
+    x = x[torch.arange(n, device=x.device), eot.to(x.device)]
+    proj = clip.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
+
+def check_vit(visual: nn.Module) -> None:
+    """Adapters that wrap the vision tower's blocks need open_clip's VisionTransformer layout."""
+    missing = [a for a in ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
+               if not hasattr(visual, a)]
+    if missing:
+        raise ValueError(f"vision tower {type(visual).__name__} is not an open_clip VisionTransformer (missing {missing})")
+    if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok" \
+            or getattr(visual, "final_ln_after_pool", False):
+        raise ValueError("vision tower must pool its class token (pool_type='tok', no attentional pooler)")
+    if not getattr(visual.transformer, "batch_first", True):
+        raise ValueError("vision transformer must be batch_first")
+
+
+def vit_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Images [N, 3, S, S] -> input tokens [N, 1 + P, C] of the first residual block (CLS first)."""
+    return visual._embeds(images)
+
+
+def vit_head(visual: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output tokens [N, 1 + P, C] of the last block -> (image features [N, D], patch features [N, P, D]).
+
+    Image features are computed exactly as `visual(images)` computes them (so, with the original
+    blocks, bit-identical); patch features go through the same final LayerNorm and projection
+    (not L2-normalised).
+    """
+    pooled, _ = visual._pool(tokens)
+    patches = visual.ln_post(tokens[:, 1:])
+    if visual.proj is not None:
+        pooled, patches = pooled @ visual.proj, patches @ visual.proj
+    return pooled, patches
+
+
+class TemporalTransformer(nn.Module):
+    """Pre-norm Transformer encoder over [B, T, D] frame features with learnable temporal positions.
+
+    Position embeddings start small (std 0.01) and every block is residual, so the output
+    starts close to its input: the adapter starts near the frame-mean baseline.
+    """
+
+    def __init__(self, dim: int, depth: int = 1, heads: int = 4, max_frames: int = 64, dropout: float = 0.0,
+                 final_norm: bool = False) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"temporal transformer width {dim} is not divisible by {heads} heads")
+        self.max_frames = max_frames
+        self.positions = nn.Parameter(torch.randn(max_frames, dim) * 0.01)
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, activation="gelu", batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False) if depth > 0 else None
+        self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        if t > self.max_frames:
+            raise ValueError(f"{t} frames exceed the {self.max_frames} temporal positions of this adapter")
+        x = x + self.positions[:t].to(x.dtype)
+        if self.blocks is not None:
+            x = self.blocks(x)
+        return self.norm(x)
+
+
+# ---------------------------------------------------------------- the base adapter
+
+
+def checkpoint_config_path(path: str | Path) -> Path:
+    """The JSON config beside a checkpoint: adapter.safetensors -> adapter.json."""
+    return Path(path).with_suffix(".json")
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The JSON config of a checkpoint (adapter name, options, backbone, classes, training report)."""
+    cfg_path = checkpoint_config_path(path)
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read adapter checkpoint config {cfg_path}: {exc}") from exc
+    if config.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{cfg_path} is not a streamvl adapter checkpoint (format {config.get('format')!r})")
+    return config
+
+
+class TorchAdapter(nn.Module):
+    """Base class of the trainable adapters. Subclasses set `name`, `defaults` and implement
+    `build()`, `video_embed()` and (unless the plain text tower is right) `text_embed()`.
+
+    options: the subclass's `defaults` overridden by a checkpoint's saved options, then by the
+    options given (unknown keys are an error). `checkpoint` (a .safetensors path) loads trained
+    weights and refuses a checkpoint trained on another backbone.
+    """
+
+    name: ClassVar[str] = ""
+    needs_frames: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = {}
+    common: ClassVar[dict[str, Any]] = {"template": "{}", "max_frames": 64}
+
+    def __init__(self, model: "LoadedModel", options: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        options = dict(options or {})
+        checkpoint = options.pop("checkpoint", None)
+        saved = read_checkpoint_config(checkpoint) if checkpoint else {}
+        if saved and saved.get("adapter") != self.name:
+            raise ValueError(f"checkpoint {checkpoint} holds adapter {saved.get('adapter')!r}, not {self.name!r}")
+        known = {**self.common, **self.defaults}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {self.name} option(s) {unknown}; known: {sorted(known)} and 'checkpoint'")
+        self.options: dict[str, Any] = {**known, **saved.get("options", {}), **options}
+        self.backbone = model  # a LoadedModel (not an nn.Module): never registered, never saved
+        self.embed_dim = model.embed_dim
+        self.checkpoint_info: dict[str, Any] = saved
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self.build()
+        # the learnable temperature starts at the backbone's (CLIP's 1/0.07 when it has none)
+        start = model.model.logit_scale.detach().exp() if hasattr(model.model, "logit_scale") else torch.tensor(1 / 0.07)
+        self.logit_scale = nn.Parameter(start.clamp(max=MAX_LOGIT_SCALE).log().reshape(()).float().clone())
+        if checkpoint:
+            self.load_weights(checkpoint, saved)
+        self.eval()
+
+    # -- to implement
+
+    def build(self) -> None:
+        """Create the adapter's own modules from self.options."""
+
+    def video_embed(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T, D] frame features (and frames) -> [B, D] L2-normalised, with gradients."""
+        raise NotImplementedError
+
+    def text_embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """N texts -> [N, D] L2-normalised. Default: the frozen text tower with `template` (cached)."""
+        return self.frozen_text(texts)
+
+    # -- shared behaviour
+
+    @property
+    def clip(self) -> nn.Module:
+        return self.backbone.model
+
+    def frozen_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Normalised frozen text features, cached per text (plain tensors, usable under autograd)."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors even when called under inference_mode
+                tokens = self.backbone.tokenizer([self.options["template"].format(t) for t in missing])
+                feats = F.normalize(self.clip.encode_text(tokens).float(), dim=-1)
+            self._text_cache.update({t: f.clone() for t, f in zip(missing, feats)})
+        return torch.stack([self._text_cache[t] for t in texts]) if texts else torch.zeros(0, self.embed_dim)
+
+    def scores(self, features: torch.Tensor, frames: torch.Tensor | None, texts: Sequence[str]) -> torch.Tensor:
+        """Cosine similarities [B, N] of B clips and N texts (with gradients where trainable)."""
+        return self.video_embed(features, frames) @ self.text_embed(texts).t()
+
+    def scale(self) -> torch.Tensor:
+        """The learnable inverse temperature, clamped like CLIP's."""
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def training_loss(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Default objective: symmetric NCE between clips and texts."""
+        loss = symmetric_nce(self.scale() * self.scores(batch.features, batch.frames, batch.texts), batch.positives)
+        return loss, {"nce": float(loss.detach())}
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimiser groups; subclasses give pretrained-initialised parts a smaller rate."""
+        return [{"params": self.trainable_parameters(), "lr": lr}]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable adapter parameters, and the total including the frozen backbone."""
+        own = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        backbone = sum(p.numel() for p in self.clip.parameters())
+        return {"trainable": trainable, "adapter": own, "backbone": backbone, "total": own + backbone}
+
+    def encode_video(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """VideoAdapter contract: inference-only video embeddings [B, D]."""
+        self.eval()
+        with torch.no_grad():
+            return self.video_embed(None if features is None else features.float(), None if frames is None else frames.float())
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """VideoAdapter contract: inference-only text embeddings [N, D]."""
+        self.eval()
+        with torch.no_grad():
+            return self.text_embed(list(texts))
+
+    # -- checkpoints
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write weights (safetensors) and the JSON config beside them; returns the weights path."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise ValueError(f"checkpoint path must end in .safetensors, got {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(path), metadata={"format": CHECKPOINT_FORMAT, "adapter": self.name})
+        config = {
+            "format": CHECKPOINT_FORMAT,
+            "adapter": self.name,
+            "options": self.options,
+            "backbone": {"model": self.backbone.spec.text, "weights_sha256": self.backbone.weights_sha256},
+            **(extra or {}),
+        }
+        checkpoint_config_path(path).write_text(json.dumps(config, indent=1, default=str))
+        return path
+
+    def load_weights(self, path: str | Path, config: dict[str, Any]) -> None:
+        from safetensors.torch import load_file
+
+        want = config.get("backbone", {}).get("weights_sha256")
+        if want and want != self.backbone.weights_sha256:
+            raise ValueError(f"checkpoint {path} was trained on backbone {config['backbone'].get('model')!r} "
+                             f"(weights {want}), not on {self.backbone.spec.text!r} ({self.backbone.weights_sha256})")
+        try:
+            state = load_file(str(path))
+        except Exception as exc:
+            raise ValueError(f"cannot read adapter weights {path}: {exc}") from exc
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint {path} does not fit {self.name} with options {self.options}: "
+                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")

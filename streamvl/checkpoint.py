@@ -1,0 +1,101 @@
+"""Per-stream resume checkpoints: where indexing continues after a crash. Plain Python, no Ray.
+
+A checkpoint is written to the `streams` table only after the frames and clips it covers are
+committed (LanceDB has no cross-table transaction, so the order is: data, then checkpoint). It
+therefore never runs ahead of the data; when it lags behind (a crash between the two commits),
+the replay rewrites the same keys, which the upserts turn into no-ops. Either way a resumed run
+ends with every clip window exactly once.
+
+Clip windows are cut on the grid of sampled-frame indices (start 0, stride, 2*stride, ...), so a
+resume must restart on that grid: decoding resumes right after the frame *before* the first
+window not yet committed (`resume_after`), and that frame's successor gets index `next_window`.
+The grid depends on the sampling rate, window, stride and adapters; a checkpoint taken on another
+grid is ignored (the stream starts from 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
+
+CHECKPOINT_FIELDS = ("next_window", "resume_after", "frames_indexed", "last_committed_pts", "last_wallclock", "grid")
+
+
+def grid_key(fps: float, window: int, stride: int, adapters: Sequence[str]) -> str:
+    """Everything the clip window keys depend on, as one comparable string."""
+    return f"fps={float(fps):g};window={int(window)};stride={int(stride)};adapters={','.join(sorted(adapters))}"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Resume state of one stream.
+
+    next_window: sampled-frame index where the first window not yet committed starts.
+    resume_after: time (s) of the frame before it; decoding keeps only frames after it (None: start).
+    frames: frames committed so far (the next frame's index once all are committed).
+    last_pts / last_wallclock: time and arrival (UTC s, live only) of the last committed frame.
+    """
+
+    grid: str
+    next_window: int = 0
+    resume_after: float | None = None
+    frames: int = 0
+    last_pts: float | None = None
+    last_wallclock: float | None = None
+
+    @property
+    def at_start(self) -> bool:
+        return self.next_window == 0
+
+    def advance(self, next_window: int, resume_after: float | None, frames: int,
+                last_pts: float | None, last_wallclock: float | None) -> "Checkpoint":
+        """The checkpoint after one more committed write group (never moves backwards)."""
+        if next_window < self.next_window:
+            return self
+        if next_window == self.next_window:
+            resume_after = self.resume_after  # no window was emitted: the frame before is unchanged
+        return replace(
+            self,
+            next_window=next_window,
+            resume_after=resume_after,
+            frames=max(self.frames, frames),
+            last_pts=_max(self.last_pts, last_pts),
+            last_wallclock=_max(self.last_wallclock, last_wallclock),
+        )
+
+    def as_row(self) -> dict[str, Any]:
+        """The `streams` table fields this checkpoint fills."""
+        return {"next_window": self.next_window, "resume_after": self.resume_after, "frames_indexed": self.frames,
+                "last_committed_pts": self.last_pts, "last_wallclock": self.last_wallclock, "grid": self.grid}
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    x = float(value)
+    return None if math.isnan(x) else x
+
+
+def from_row(row: Mapping[str, Any] | None, grid: str) -> Checkpoint:
+    """The checkpoint stored in a `streams` row, or a fresh one if absent or on another grid."""
+    if not row or row.get("grid") != grid or row.get("next_window") is None:
+        return Checkpoint(grid)
+    next_window = int(row["next_window"])
+    resume_after = _num(row.get("resume_after"))
+    if next_window > 0 and resume_after is None:  # inconsistent row: do not trust it
+        return Checkpoint(grid)
+    return Checkpoint(
+        grid=grid,
+        next_window=next_window,
+        resume_after=resume_after,
+        frames=int(row.get("frames_indexed") or 0),
+        last_pts=_num(row.get("last_committed_pts")),
+        last_wallclock=_num(row.get("last_wallclock")),
+    )

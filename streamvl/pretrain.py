@@ -1,0 +1,298 @@
+"""Contrastive pretraining of a tiny open_clip model on shapes-world stills (static captions only).
+
+Everything follows from PretrainConfig: the init (torch seed + the seeded token embedding of
+streamvl.weights), the data (batch `step` is drawn from numpy seed [seed, step]) and the
+schedule. Stills come from the TRAIN domain only (held-out combos and the checker background
+never appear), rendered at the model's input size; captions are `static_caption` or its
+terser variant `short_static_caption` (some objects named by shape or colour alone): shape,
+colour, size, position and background, never a motion or order word. Half of each batch is
+pairs of stills that differ in one object's shape only (hard negatives: without them colour and
+position are enough to tell captions apart and shape is never learned). The model is open_clip's own CLIP module trained with open_clip.ClipLoss.
+
+The token embedding gets no weight decay, so AdamW leaves every row that never received a
+gradient bit-identical to its seeded init; `export` checks that and stores only changed rows.
+Matmuls run in bfloat16 autocast (CPU AMX) with math attention, the fastest combination on
+the 2-core build machine; the master weights stay float32.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from streamvl.synthetic import (
+    SHAPES,
+    TRAIN,
+    SceneState,
+    render_frame,
+    sample_still_scene,
+    short_static_caption,
+    static_caption,
+)
+
+ABOUT = ("streamvl-tiny contrastively pretrained from scratch on procedurally generated shapes-world stills "
+         "with static captions (shape, colour, size, position, background). Not a general-purpose model.")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The whole recipe; `seed` and `steps` fix the result (minutes is only a wall-clock safety cap)."""
+
+    arch: str = "streamvl-shapes"
+    name: str = "v1"
+    seed: int = 0
+    steps: int = 3200
+    batch: int = 256
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup: int = 150
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    short_caption_p: float = 0.5
+    shape_pairs: float = 0.5  # fraction of a batch made of (scene, same scene with one shape changed) pairs
+    partial_p: float = 0.3  # in short captions of unpaired stills: chance an object is named by shape or colour only
+    bf16: bool = True
+    threads: int = 2
+    eval_every: int = 250
+    eval_per_action: int = 6
+    minutes: float | None = None
+    storage_dtype: str = "float16"
+
+
+@dataclass
+class PretrainResult:
+    """What a run produced: the trained module, steps done, timings and the log."""
+
+    model: Any
+    steps_done: int
+    seconds: float  # wall time, periodic evaluations included
+    images_per_s: float  # training throughput, evaluations excluded
+    token_ids_seen: set[int]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+def shape_variant(scene: SceneState, rng: np.random.Generator) -> SceneState | None:
+    """The scene with one object's shape changed (to a TRAIN combo not already in it), all else equal."""
+    i = int(rng.integers(len(scene.objects)))
+    obj, used = scene.objects[i], {o.combo for o in scene.objects}
+    options = [s for s in SHAPES if s != obj.shape and TRAIN.allows(s, obj.colour) and (s, obj.colour) not in used]
+    if not options:
+        return None
+    objects = list(scene.objects)
+    objects[i] = replace(obj, shape=options[int(rng.integers(len(options)))])
+    return replace(scene, objects=tuple(objects))
+
+
+def _caption(scene: SceneState, rng: np.random.Generator, short: bool, partial: float = 0.0) -> str:
+    return short_static_caption(scene, rng, partial) if short else static_caption(scene, rng)
+
+
+def _scenes(config: PretrainConfig, rng: np.random.Generator) -> list[tuple[SceneState, str]]:
+    """(scene, caption) for one batch: shape-swap pairs first, captioned with the same phrasing draws.
+
+    Colour, size and position alone tell almost any two captions of a batch apart, so without
+    the pairs the contrastive loss barely asks for shape; a pair differs only in one shape word.
+    Pair captions always name colour and shape; the other stills' short captions may name an
+    object by one attribute (config.partial_p), which helps unseen colour-shape pairs.
+    """
+    out: list[tuple[SceneState, str]] = []
+    while len(out) < round(config.batch * config.shape_pairs) - 1:
+        scene = sample_still_scene(rng, TRAIN)
+        variant = shape_variant(scene, rng)
+        if variant is None:
+            continue
+        short, state = rng.random() < config.short_caption_p, rng.bit_generator.state
+        first = _caption(scene, rng, short)
+        rng.bit_generator.state = state
+        out += [(scene, first), (variant, _caption(variant, rng, short))]
+    while len(out) < config.batch:
+        scene = sample_still_scene(rng, TRAIN)
+        out.append((scene, _caption(scene, rng, rng.random() < config.short_caption_p, config.partial_p)))
+    return out
+
+
+def sample_batch(config: PretrainConfig, step: int, size: int) -> tuple[np.ndarray, list[str]]:
+    """Batch `step`: uint8 [B, size, size, 3] TRAIN-domain stills and one static caption each."""
+    rng = np.random.default_rng([config.seed, step])
+    scenes = _scenes(config, rng)
+    images = np.stack([render_frame(scene, size, size) for scene, _ in scenes])
+    return images, [caption for _, caption in scenes]
+
+
+# -- model and optimiser ------------------------------------------------------------------------
+
+
+def build_model(arch: str, seed: int) -> Any:
+    """A fresh open_clip module: torch-seeded init, token embedding from the seeded numpy init."""
+    import torch
+
+    from streamvl.models import bare_model
+    from streamvl.weights import TOKEN_KEY, seeded_token_embedding
+
+    torch.manual_seed(seed)
+    model = bare_model(arch)
+    model.output_dict = True
+    token = model.get_parameter(TOKEN_KEY)
+    with torch.no_grad():
+        token.copy_(seeded_token_embedding(seed, *token.shape))
+    return model
+
+
+_NO_DECAY = ("token_embedding", "positional_embedding", "class_embedding", "logit_scale")
+
+
+def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only: not on biases, norms, embeddings (incl. tokens) or the logit scale."""
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        (plain if p.ndim < 2 or any(k in name for k in _NO_DECAY) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def lr_at(config: PretrainConfig, step: int) -> float:
+    """Linear warmup, then cosine decay to min_lr at the last step."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    t = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+def _quick_eval(model: Any, config: PretrainConfig) -> dict[str, float]:
+    """Held-out static zero-shot on a few clips per action (monitoring only: nothing is selected on it)."""
+    from streamvl.models import ModelSpec, wrap_model
+    from streamvl.zeroshot import EvalConfig, evaluate_static
+
+    view = wrap_model(model, ModelSpec(f"{config.arch}@{config.name}", config.arch, "training", ""), freeze=False)
+    result = evaluate_static(view, EvalConfig(per_action=config.eval_per_action))
+    keys = ("shape_top1", "colour_top1", "combined_top1", "shape_top1_from_combos")
+    return {k: round(result[k], 4) for k in keys}
+
+
+def train(config: PretrainConfig, log: Callable[[dict[str, Any]], None] = lambda rec: None,
+          on_eval: Callable[["PretrainResult"], None] | None = None) -> PretrainResult:
+    """Run the recipe; `log` receives one record per evaluation (step, loss, lr, images/s, zero-shot),
+    `on_eval` a snapshot of the run so far (e.g. to write a checkpoint; it must not change the model)."""
+    import open_clip
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from tqdm import tqdm
+
+    from streamvl.models import preprocess_frames
+
+    torch.set_num_threads(config.threads)
+    model = build_model(config.arch, config.seed).train()
+    pp = open_clip.get_model_preprocess_cfg(model)
+    size = int(model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size)
+    tokenizer = open_clip.get_tokenizer(config.arch)
+    optim = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
+    loss_fn = open_clip.ClipLoss()
+    seen: set[int] = set()
+    history: list[dict[str, Any]] = []
+    losses: list[float] = []
+    start, eval_seconds, done = time.monotonic(), 0.0, 0
+    bar = tqdm(range(config.steps), desc="pretrain", unit="step", mininterval=5.0)
+    for step in bar:
+        if config.minutes is not None and time.monotonic() - start > 60 * config.minutes:
+            bar.write(f"stopping at step {step}: the {config.minutes} minute cap was reached (recipe incomplete)")
+            break
+        images, captions = sample_batch(config, step, size)
+        tokens = tokenizer(captions)
+        seen.update(torch.unique(tokens).tolist())
+        x = preprocess_frames(images, size, pp["mean"], pp["std"])
+        for group in optim.param_groups:
+            group["lr"] = lr_at(config, step)
+        with sdpa_kernel(SDPBackend.MATH), torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            out = model(x, tokens)
+            loss = loss_fn(out["image_features"].float(), out["text_features"].float(), out["logit_scale"].float())
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optim.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(float(loss.detach()))
+        done = step + 1
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
+        if done % config.eval_every == 0 or done == config.steps:
+            train_seconds = time.monotonic() - start - eval_seconds
+            record = {"step": done, "loss": round(float(np.mean(losses[-50:])), 4), "lr": lr_at(config, step),
+                      "images_per_s": round(done * config.batch / train_seconds, 1),
+                      "minutes": round((time.monotonic() - start) / 60, 2)}
+            t0 = time.monotonic()
+            record |= _quick_eval(model, config)
+            model.train()
+            eval_seconds += time.monotonic() - t0
+            history.append(record)
+            log(record)
+            if on_eval is not None:
+                on_eval(PretrainResult(model, done, time.monotonic() - start, 0.0, set(seen), list(history)))
+            bar.write(json.dumps(record))
+    bar.close()
+    seconds = time.monotonic() - start
+    rate = done * config.batch / max(seconds - eval_seconds, 1e-9)
+    return PretrainResult(model.eval(), done, seconds, rate, seen, history)
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+def check_token_rows(model: Any, seed: int, seen: set[int]) -> dict[str, int]:
+    """Verify that only rows of tokens seen in training moved; every other row equals its seeded init bit for bit."""
+    from streamvl.weights import TOKEN_KEY, changed_rows
+
+    changed = set(changed_rows(model.get_parameter(TOKEN_KEY).detach(), seed).tolist())
+    stray = changed - seen
+    if stray:
+        raise AssertionError(f"token-embedding rows changed without ever being seen: {sorted(stray)[:10]}")
+    return {"rows_seen": len(seen), "rows_changed": len(changed)}
+
+
+def export(result: PretrainResult, config: PretrainConfig, out_dir: str | Path, dtype: str | None = None,
+           suffix: str = "") -> tuple[Path, Path]:
+    """Write <arch>-<name><suffix>.safetensors + .json (compact format, see streamvl.weights) into out_dir.
+
+    dtype overrides config.storage_dtype (e.g. a float32 copy to measure what float16 storage costs).
+    """
+    import open_clip
+    import torch
+
+    from streamvl import weights
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = check_token_rows(result.model, config.seed, result.token_ids_seen)
+    state = {k: v.detach().float() if v.is_floating_point() else v.detach() for k, v in result.model.state_dict().items()}
+    extra = {
+        "name": config.name,
+        "arch": config.arch,
+        "spec": f"{config.arch}@{config.name}",
+        "about": ABOUT,
+        "model_cfg": open_clip.get_model_config(config.arch),
+        "training": {
+            "recipe": asdict(config),
+            "steps_done": result.steps_done,
+            "complete": result.steps_done == config.steps,
+            "seconds": round(result.seconds, 1),
+            "images_per_s": round(result.images_per_s, 1),
+            "images_seen": result.steps_done * config.batch,
+            "token_rows": rows,
+            "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__, "numpy": np.__version__,
+                         "python": platform.python_version()},
+            "history": result.history,
+        },
+    }
+    return weights.save(out_dir / f"{config.arch}-{config.name}{suffix}", state, init_seed=config.seed,
+                        dtype=dtype or config.storage_dtype, extra=extra)

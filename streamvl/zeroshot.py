@@ -1,0 +1,199 @@
+"""Zero-shot evaluation of a frozen model on held-out shapes-world clips, through the meanpool adapter.
+
+Two measurements (docs/model_card.md quotes `python jobs/evaluate_zeroshot.py`):
+
+- static: which (shape, colour) is the one object of a held-out clip? Clips come from the TEST
+  domain (held-out shape/colour combos, half of them on the held-out checker background) with
+  odd seeds (`item_seed(seed, "test", action, i)`), one object and no distractors, every action
+  but change_colour (whose colour changes mid-clip). Each of the 60 combos gets the prompts
+  STATIC_TEMPLATES (averaged text embeddings). Shape and colour are classified with CLIP-style
+  prompt ensembles: a shape's class embedding is the normalised mean over all colours (and
+  templates) of "a {colour} {shape}", a colour's the mean over all shapes; shape+colour picks one
+  of the 60 combo prompts. For transparency the result also gives the shape and colour read off
+  the combo logits (logsumexp over the other attribute), which needs the held-out combo's own
+  prompt, a text never seen in training, to rank first.
+- order: for each ORDER_PAIRS pair (A, B), clips of A and of B, each scored against two prompts
+  naming its own object ("a video of a red star moving left" / "... moving right"). A frame
+  average cannot see order, so this should sit near chance (0.5): the gap video adapters close.
+
+Frames are rendered by the generator directly at the model's input size (no video encoding and
+no resize), 16 frames at 8 fps per clip; frame embeddings go through the meanpool adapter
+(L2-normalised mean of L2-normalised frame embeddings) and text through the plain text tower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from itertools import product
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from streamvl.metrics import accuracy
+from streamvl.synthetic import (
+    ACTIONS,
+    COLOURS,
+    ORDER_PAIRS,
+    SHAPES,
+    TEST,
+    ClipSpec,
+    ObjectState,
+    RenderConfig,
+    action_phrase,
+    item_seed,
+    render_clip,
+    sample_clip,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from streamvl.models import LoadedModel
+
+STATIC_ACTIONS: tuple[str, ...] = tuple(a for a in ACTIONS if a != "change_colour")
+STATIC_TEMPLATES: tuple[str, ...] = ("a {colour} {shape}", "a picture of a {colour} {shape}")
+ORDER_TEMPLATE = "a video of a {colour} {shape} {phrase}"
+COMBOS: tuple[tuple[str, str], ...] = tuple(product(SHAPES, COLOURS))  # index = shape * len(COLOURS) + colour
+_CLIPS_PER_CALL = 32  # clips rendered and encoded together
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How many held-out clips to build and how: item seeds are item_seed(seed, "test", action, i)."""
+
+    seed: int = 0
+    per_action: int = 50  # static: clips per action (12 actions)
+    per_order_action: int = 50  # order: clips per action of each pair (10 actions)
+    n_frames: int = 16
+    fps: float = 8.0
+
+
+def heldout_clips(actions: Sequence[str], per_action: int, size: int, config: EvalConfig) -> list[ClipSpec]:
+    """One-object TEST-domain clips rendered at `size` x `size`, `per_action` of each action, odd seeds."""
+    render = RenderConfig(size, size, config.fps, config.n_frames)
+    return [
+        sample_clip(item_seed(config.seed, "test", a, i), a, domain=TEST, render=render, n_distractors=0)
+        for a in actions for i in range(per_action)
+    ]
+
+
+def actor(spec: ClipSpec) -> ObjectState:
+    """The acting object as it starts the clip's first event."""
+    return spec.objects[spec.events[0].obj]
+
+
+def meanpool_adapter(model: "LoadedModel") -> Any:
+    """The meanpool baseline adapter, from the same first-party plugin the pipeline uses.
+
+    Only that plugin is registered: a broken third-party entry point must not stop an evaluation.
+    """
+    import importlib
+
+    from streamvl.errors import PluginError
+    from streamvl.plugins import Plugins, build_plugin_manager
+
+    try:
+        plugin = importlib.import_module("streamvl_meanpool")
+    except ImportError as exc:
+        raise PluginError(f"the meanpool plugin is not installed (pip install -e plugins/meanpool): {exc}",
+                          plugin="meanpool") from exc
+    return Plugins(build_plugin_manager([plugin], entry_points=False)).adapter("meanpool").factory(model, {})
+
+
+def video_embeddings(model: "LoadedModel", adapter: Any, specs: Sequence[ClipSpec]) -> "torch.Tensor":
+    """[N, D] clip embeddings: every frame through the image tower, then the adapter's pooling."""
+    import torch
+
+    out = []
+    for lo in range(0, len(specs), _CLIPS_PER_CALL):
+        frames = np.stack([render_clip(s) for s in specs[lo : lo + _CLIPS_PER_CALL]])  # [B, T, H, W, 3]
+        b, t = frames.shape[:2]
+        feats = model.encode_images(frames.reshape(b * t, *frames.shape[2:])).reshape(b, t, -1)
+        with torch.inference_mode():
+            out.append(adapter.encode_video(feats).float())
+    return torch.cat(out)
+
+
+def prompt_embeddings(adapter: Any, prompts: Sequence[Sequence[str]]) -> "torch.Tensor":
+    """[C, D]: per class, the normalised mean of its prompts' text embeddings (prompt ensembling)."""
+    import torch.nn.functional as F
+
+    flat = [p for group in prompts for p in group]
+    emb = adapter.encode_text(flat).float().reshape(len(prompts), len(prompts[0]), -1)
+    return F.normalize(emb.mean(dim=1), dim=-1)
+
+
+def _logits(model: "LoadedModel", video: "torch.Tensor", text: "torch.Tensor") -> np.ndarray:
+    scale = float(model.model.logit_scale.detach().exp())
+    return (scale * video @ text.T).double().numpy()
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = x.max(axis=axis, keepdims=True)
+    return np.log(np.exp(x - top).sum(axis=axis)) + top.squeeze(axis)
+
+
+def evaluate_static(model: "LoadedModel", config: EvalConfig = EvalConfig(), adapter: Any = None) -> dict[str, Any]:
+    """Top-1 shape, colour and shape+colour accuracy on held-out one-object clips (see module doc)."""
+    import torch.nn.functional as F
+
+    adapter = adapter if adapter is not None else meanpool_adapter(model)
+    specs = heldout_clips(STATIC_ACTIONS, config.per_action, model.image_size, config)
+    prompts = [[t.format(colour=c, shape=s) for t in STATIC_TEMPLATES] for s, c in COMBOS]
+    video, text = video_embeddings(model, adapter, specs), prompt_embeddings(adapter, prompts)
+    logits = _logits(model, video, text)
+    grid_text = text.reshape(len(SHAPES), len(COLOURS), -1)
+    shape_text, colour_text = F.normalize(grid_text.mean(dim=1), dim=-1), F.normalize(grid_text.mean(dim=0), dim=-1)
+    truth = [actor(s) for s in specs]
+    shape_y = np.array([SHAPES.index(o.shape) for o in truth])
+    colour_y = np.array([list(COLOURS).index(o.colour) for o in truth])
+    grid = logits.reshape(len(specs), len(SHAPES), len(COLOURS))
+    combined_ok = grid.reshape(len(specs), -1).argmax(axis=1) == shape_y * len(COLOURS) + colour_y
+    backgrounds = np.array([s.background.family for s in specs])
+    return {
+        "n_clips": len(specs),
+        "shape_top1": accuracy(_logits(model, video, shape_text), shape_y),
+        "colour_top1": accuracy(_logits(model, video, colour_text), colour_y),
+        "combined_top1": accuracy(logits, shape_y * len(COLOURS) + colour_y),
+        "shape_top1_from_combos": accuracy(_logsumexp(grid, axis=2), shape_y),
+        "colour_top1_from_combos": accuracy(_logsumexp(grid, axis=1), colour_y),
+        "combined_top1_by_background": {b: float(combined_ok[backgrounds == b].mean()) for b in sorted(set(backgrounds))},
+        "classes": len(COMBOS),
+        "templates": list(STATIC_TEMPLATES),
+    }
+
+
+def _order_prompts(obj: ObjectState, pair: tuple[str, str]) -> list[str]:
+    return [ORDER_TEMPLATE.format(colour=obj.colour, shape=obj.shape, phrase=action_phrase(a)) for a in pair]
+
+
+def evaluate_order(model: "LoadedModel", config: EvalConfig = EvalConfig(), adapter: Any = None) -> dict[str, Any]:
+    """Top-1 between the two actions of each order pair, prompts naming the clip's own object."""
+    adapter = adapter if adapter is not None else meanpool_adapter(model)
+    per_pair, hits, total = {}, 0.0, 0
+    for pair in ORDER_PAIRS:
+        specs = heldout_clips(pair, config.per_order_action, model.image_size, config)
+        video = video_embeddings(model, adapter, specs)
+        text = adapter.encode_text([p for s in specs for p in _order_prompts(actor(s), pair)]).float()
+        scores = (video[:, None, :] * text.reshape(len(specs), 2, -1)).sum(-1).double().numpy()
+        labels = np.array([pair.index(s.events[0].action) for s in specs])
+        per_pair[f"{pair[0]}/{pair[1]}"] = accuracy(scores, labels)
+        hits, total = hits + per_pair[f"{pair[0]}/{pair[1]}"] * len(specs), total + len(specs)
+    return {"n_clips": total, "top1": hits / total, "chance": 0.5, "by_pair": per_pair, "template": ORDER_TEMPLATE}
+
+
+def evaluate(model: "LoadedModel", config: EvalConfig = EvalConfig()) -> dict[str, Any]:
+    """Both measurements plus what was measured, JSON-ready."""
+    adapter = meanpool_adapter(model)
+    return {
+        "model": model.spec.text,
+        "weights_sha256": model.weights_sha256,
+        "adapter": "meanpool",
+        "frames": f"{config.n_frames} frames at {config.fps:g} fps rendered directly at "
+                  f"{model.image_size}x{model.image_size} (no video encoding, no resize)",
+        "heldout": "TEST domain (held-out shape/colour combos, held-out checker background on half), odd seeds, "
+                   "one object per clip",
+        "config": asdict(config),
+        "static": evaluate_static(model, config, adapter),
+        "order": evaluate_order(model, config, adapter),
+    }

@@ -1,0 +1,131 @@
+"""Real live servers for tests, started and stopped by pid: an RTSP server (Debian's
+rtsp-server-perl: clients on one port, sources on another) fed by Debian's ffmpeg, and small
+TCP servers that send MPEG-TS, stall, or send garbage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+RTSP_SERVER = "rtsp-server-perl"
+FFMPEG = "/usr/bin/ffmpeg"  # Debian's ffmpeg (PyAV bundles its own libraries, not the binary)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def have_rtsp_tools() -> bool:
+    return shutil.which(RTSP_SERVER) is not None and Path(FFMPEG).exists()
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class RtspServer:
+    """rtsp-server-perl on 127.0.0.1; `push(video)` starts an ffmpeg that loops the video into a
+    mount (real time, stream copy), `stop_push()` ends it (the stream stalls for its readers)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.client_port, self.source_port = free_port(), free_port()
+        self.log_dir = log_dir
+        self.server: subprocess.Popen | None = None
+        self.pushers: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> "RtspServer":
+        log = open(self.log_dir / "rtsp-server.log", "wb")
+        self.server = subprocess.Popen(
+            [RTSP_SERVER, "--clientport", str(self.client_port), "--serverport", str(self.source_port),
+             "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1", "--loglevel", "2"],
+            stdout=log, stderr=subprocess.STDOUT)
+        wait_listening(self.client_port)
+        wait_listening(self.source_port)
+        return self
+
+    def url(self, mount: str) -> str:
+        return f"rtsp://127.0.0.1:{self.client_port}/{mount}"
+
+    def push(self, video: Path, mount: str, wait: bool = True) -> None:
+        log = open(self.log_dir / f"push-{mount}.log", "ab")
+        self.pushers[mount] = subprocess.Popen(
+            [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
+             "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{mount}"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        if wait:
+            time.sleep(1.0)  # ANNOUNCE/RECORD done and the first packets flowing
+
+    def stop_push(self, mount: str) -> None:
+        _stop(self.pushers.pop(mount, None))
+
+    def stop(self) -> None:
+        for mount in list(self.pushers):
+            self.stop_push(mount)
+        _stop(self.server)
+
+
+class TcpServer:
+    """A TCP server on 127.0.0.1 whose handler(conn, n) serves the n-th connection (from 1)."""
+
+    def __init__(self, handler: Callable[[socket.socket, int], None]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.handler, self.connections, self.closed = handler, 0, threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn, self.connections), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, n: int) -> None:
+        with conn:
+            try:
+                self.handler(conn, n)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()
+
+
+def garbage(conn: socket.socket, n: int, seconds: float = 30.0) -> None:
+    """Random bytes, steadily, as a broken encoder might send them."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        conn.sendall(os.urandom(64 * 1316))
+        time.sleep(0.005)

@@ -1,0 +1,70 @@
+"""Pretraining pieces: deterministic static-only data, parameter groups, a two-step run and its export."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from streamvl import models, weights
+from streamvl.pretrain import PretrainConfig, build_model, check_token_rows, export, lr_at, param_groups, sample_batch, train
+from streamvl.synthetic import HELD_OUT_COMBOS, MOTION_WORDS
+from streamvl.synthetic.world import BACKGROUND_WORDS, HELD_OUT_BACKGROUND
+
+SMALL = PretrainConfig(steps=2, batch=8, eval_every=1000, eval_per_action=1, warmup=1)
+ARCH = SMALL.arch
+
+
+def test_batches_are_seeded_static_and_train_domain_only():
+    images, captions = sample_batch(PretrainConfig(batch=64), 3, 64)
+    again, captions_again = sample_batch(PretrainConfig(batch=64), 3, 64)
+    assert images.shape == (64, 64, 64, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, again) and captions == captions_again
+    assert captions != sample_batch(PretrainConfig(batch=64), 4, 64)[1]
+    held_out = {f"{c} {s}" for s, c in HELD_OUT_COMBOS} | {BACKGROUND_WORDS[HELD_OUT_BACKGROUND]}
+    for caption in captions:
+        words = set(re.findall(r"[a-z-]+", caption))
+        assert not words & MOTION_WORDS, caption
+        assert not any(h in caption for h in held_out), caption
+
+
+def test_param_groups_keep_the_token_embedding_free_of_decay():
+    model = build_model(ARCH, 0)
+    decay, plain = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert any(p is model.token_embedding.weight for p in plain["params"])
+    assert not any(p is model.token_embedding.weight for p in decay["params"])
+    assert sum(p.numel() for g in (decay, plain) for p in g["params"]) == sum(p.numel() for p in model.parameters())
+
+
+def test_build_model_is_seeded():
+    a, b = build_model(ARCH, 4), build_model(ARCH, 4)
+    assert weights.state_digest(a.state_dict()) == weights.state_digest(b.state_dict())
+    assert torch.equal(a.token_embedding.weight, weights.seeded_token_embedding(4, 49408, 128))
+
+
+def test_schedule_warms_up_then_decays():
+    cfg = PretrainConfig(steps=100, warmup=10, lr=1e-3, min_lr=1e-5)
+    assert lr_at(cfg, 0) == pytest.approx(1e-4)
+    assert lr_at(cfg, 9) == pytest.approx(1e-3)
+    assert lr_at(cfg, 99) == pytest.approx(1e-5, rel=0.05)
+    assert all(lr_at(cfg, s) >= lr_at(cfg, s + 1) for s in range(10, 99))
+
+
+def test_short_run_moves_only_seen_token_rows_and_exports_loadably(tmp_path, monkeypatch):
+    result = train(SMALL)
+    assert result.steps_done == 2 and len(result.history) == 1
+    rows = check_token_rows(result.model, SMALL.seed, result.token_ids_seen)
+    assert 0 < rows["rows_changed"] <= rows["rows_seen"] < 200
+    weights_path, json_path = export(result, SMALL, tmp_path)
+    assert weights_path.stat().st_size < 6_000_000
+    monkeypatch.setattr(models, "ASSET_DIR", tmp_path)
+    monkeypatch.setitem(models.SHIPPED, f"{ARCH}@smoke", weights_path.stem)
+    loaded = models.load_model.__wrapped__(f"{ARCH}@smoke")
+    as_stored = {k: v.half().float() if v.is_floating_point() and k != weights.TOKEN_KEY else v
+                 for k, v in result.model.state_dict().items()}  # float16 storage, token rows exact
+    expected = weights.state_digest(as_stored)
+    assert weights.state_digest(loaded.model.state_dict()) == expected
+    assert not loaded.random_weights and loaded.meta()["streamvl.weights"] == "shipped"

@@ -1,0 +1,178 @@
+"""Shared adapter infrastructure: losses, prompt surgery, feature store, sampling, localisation, rescore, CLI jobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamvl.adapting import module_digest, prompt_positions, prompted_text_features, symmetric_nce
+from streamvl.datasets import ClipRef, GroundTruth, ShapesOptions, load_task
+from streamvl.features import FeatureStore, clip_features, range_indices, segment_indices
+from streamvl.localisation import Proposal, proposals, runs, temporal_nms, window_starts
+from streamvl.models import load_model
+
+SPEC = "streamvl-tiny@random:0"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(SPEC)
+
+
+def test_symmetric_nce_matches_cross_entropy_with_one_positive_each():
+    logits = torch.randn(4, 4)
+    pos = torch.eye(4, dtype=torch.bool)
+    want = (torch.nn.functional.cross_entropy(logits, torch.arange(4)) + torch.nn.functional.cross_entropy(logits.t(), torch.arange(4))) / 2
+    torch.testing.assert_close(symmetric_nce(logits, pos), want)
+
+
+def test_symmetric_nce_with_shared_classes_ignores_absent_texts_in_text_to_video():
+    logits = torch.tensor([[5.0, 0.0, 0.0], [5.0, 0.0, 0.0]])  # both clips are class 0; class 2 absent
+    pos = torch.tensor([[True, False, False], [True, False, False]])
+    loss = symmetric_nce(logits, pos)
+    v2t = torch.logsumexp(logits[0], 0) - 5.0
+    t2v = torch.log(torch.tensor(2.0)) * 0  # class 0's two positives are all its candidates: zero loss
+    torch.testing.assert_close(loss, (v2t + t2v) / 2)
+    with pytest.raises(ValueError):
+        symmetric_nce(logits, torch.zeros_like(pos))
+
+
+def test_prompt_positions_layout():
+    L = 10
+    ids = torch.tensor([[49406, 5, 6, 49407] + [0] * (L - 4)])
+    index, eot = prompt_positions(ids, 2, 1)
+    # bank: [SOT, p0, p1, tok1..tok9, q0] -> row: SOT, p0, p1, w1, w2, q0, EOT, pads
+    assert index[0, :7].tolist() == [0, 1, 2, 3, 4, L + 2, 2 + 3]
+    assert int(eot[0]) == 6
+    long = torch.tensor([[49406] + list(range(1, L - 1)) + [49407]])  # fills the context
+    index, eot = prompt_positions(long, 2, 1)
+    assert int(eot[0]) == L - 1 and int(index[0, L - 1]) == 2 + (L - 1)  # EOT kept, last words dropped
+
+
+def test_prompted_text_equals_plain_text_tower_without_prompts_and_trains_only_prompts(model):
+    tokens = model.tokenizer(["a red circle moves left", "hello"])
+    torch.testing.assert_close(prompted_text_features(model.model, tokens, None, None), model.model.encode_text(tokens), rtol=0, atol=0)
+    width = model.model.token_embedding.weight.shape[1]
+    pre, post = torch.nn.Parameter(torch.randn(3, width) * 0.02), torch.nn.Parameter(torch.randn(2, width) * 0.02)
+    out = prompted_text_features(model.model, tokens, pre, post)
+    assert out.shape == (2, model.embed_dim)
+    assert not torch.allclose(out, model.model.encode_text(tokens))
+    out.sum().backward()
+    assert pre.grad is not None and pre.grad.abs().sum() > 0 and post.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in model.model.parameters())
+
+
+def test_segment_indices_spread_and_jitter():
+    assert segment_indices(16, 8).tolist() == [1, 3, 5, 7, 9, 11, 13, 15]
+    assert segment_indices(3, 6).tolist() == [0, 0, 1, 1, 2, 2]
+    rng = np.random.default_rng(0)
+    idx = segment_indices(16, 4, rng)
+    assert all(4 * k <= i < 4 * (k + 1) for k, i in enumerate(idx))
+    assert range_indices(np.arange(10, dtype=float), 2.0, 6.0, 2).tolist() == [3, 5]
+
+
+def test_feature_store_embeds_each_clip_once_and_keys_by_model(tmp_path, model):
+    calls = []
+
+    def source(seed):
+        calls.append(seed)
+        return np.arange(3.0), np.random.default_rng(seed).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+
+    refs = [ClipRef(f"clip{i}", "x", (), lambda i=i: source(i)) for i in range(3)]
+    store = FeatureStore(tmp_path, model)
+    first = clip_features(model, refs, store)
+    assert calls == [0, 1, 2] and first[0].features.shape == (3, model.embed_dim)
+    again = clip_features(model, refs, FeatureStore(tmp_path, model))  # a new process: read from disk
+    assert calls == [0, 1, 2]
+    np.testing.assert_array_equal(again[2].features, first[2].features)
+    np.testing.assert_allclose(first[1].features, model.encode_images(source(1)[1]).numpy(), atol=1e-6)
+    other = FeatureStore(tmp_path, load_model("streamvl-tiny@random:1"))
+    assert other.dir != store.dir and other.get("clip0") is None
+
+
+def test_shapes_tasks_are_labelled_and_disjoint():
+    opts = ShapesOptions(train_per_class=1, test_per_class=1, streams=(1, 1), stream_seconds=20.0)
+    closed = load_task("shapes:closed_set", shapes=opts)
+    assert closed.kind == "recognition" and len(closed.train) == 13 and closed.class_texts["rotate_ccw"] == "rotates counter-clockwise"
+    assert not {r.id for r in closed.train} & {r.id for r in closed.test}
+    opened = load_task("shapes:open_set", shapes=opts)
+    assert not set(opened.train_classes) & set(opened.test_classes)
+    loc = load_task("shapes:localisation", shapes=opts)
+    assert loc.kind == "localisation" and loc.test[0].segments and isinstance(loc.test[0].segments[0], GroundTruth)
+    assert load_task("shapes:retrieval", shapes=opts).kind == "retrieval"
+
+
+def test_folder_and_csv_tasks(tmp_path):
+    from streamvl.synthetic import RenderConfig, sample_clip, write_clip
+
+    for i, action in enumerate(["grow", "shrink"]):
+        (tmp_path / action).mkdir()
+        write_clip(sample_clip(2 * i, action, render=RenderConfig(64, 64, 8.0, 8)), tmp_path / action / f"{i}.mp4")
+    task = load_task(f"folder:{tmp_path}", fps=4.0)
+    assert task.train_classes == ("grow", "shrink") and [r.label for r in task.train] == ["grow", "shrink"]
+    pts, frames = task.train[0].source()
+    assert frames.shape[1:] == (64, 64, 3) and len(pts) == len(frames) >= 3
+    (tmp_path / "caps.csv").write_text("path,caption\ngrow/0.mp4,a shape grows\nshrink/1.mp4,a shape shrinks\n")
+    caps = load_task(f"csv:{tmp_path / 'caps.csv'}")
+    assert caps.kind == "retrieval" and caps.train[1].captions == ("a shape shrinks",)
+
+
+def test_proposals_find_runs_and_nms_prunes_overlaps():
+    curve = np.zeros(60)
+    curve[10:20] = 0.9
+    curve[40:44] = 0.6
+    found = proposals(curve)
+    spans = sorted((p.lo, p.hi) for p in found)
+    assert (10, 20) in spans and (40, 44) in spans
+    assert runs(np.array([0, 1, 1, 0, 1], bool)) == [(1, 3), (4, 5)]
+    kept = temporal_nms([Proposal(0, 10, 0.9), Proposal(1, 10, 0.8), Proposal(20, 30, 0.5)], iou=0.5)
+    assert [(p.lo, p.hi) for p in kept] == [(0, 10), (20, 30)]
+    assert window_starts(100, 64, 32) == [0, 32, 36] and window_starts(10, 64, 32) == [0]
+
+
+def test_module_digest_sees_any_weight_change(model):
+    before = module_digest(model.model)
+    assert module_digest(model.model) == before
+    layer = torch.nn.Linear(2, 2)
+    d = module_digest(layer)
+    with torch.no_grad():
+        layer.weight[0, 0] += 1e-6
+    assert module_digest(layer) != d
+
+
+def test_localise_index_writes_segments_from_the_frames_table(model, tmp_path):
+    from click.testing import CliRunner
+
+    from streamvl.cli import main
+    from streamvl.config import IndexConfig
+    from streamvl.encode import EncodeStage
+    from streamvl.plugins import Plugins
+    from streamvl.store import CLIPS, FRAMES, Store
+    from streamvl.synthetic import frame_times, render_clip, sample_stream
+    from streamvl.types import FrameBatch
+
+    spec = sample_stream(5, 20.0, width=64, height=64, fps=8.0)
+    stage = EncodeStage(IndexConfig(model=SPEC, sampling={"fps": 8.0}), Plugins(), model)
+    frames, clips, _ = stage.process([FrameBatch("st", "file:///st", frame_times(spec), render_clip(spec), final=True)])
+    db = str(tmp_path / "db")
+    store = Store(db)
+    store.upsert(FRAMES, frames)
+    store.upsert(CLIPS, clips)
+    store.record_stream("st", "file:///st", "done", model=model.name)
+    torch.manual_seed(0)
+    adapter = Plugins().adapter("prompt").factory(model, {})
+    with torch.no_grad():  # an untrained head: make every frame "action" so proposals exist
+        adapter.proposal.out.bias.fill_(5.0)
+    ckpt = adapter.save(tmp_path / "loc.safetensors", {"classes": ["grow", "shrink"], "class_texts": {"grow": "grows", "shrink": "shrinks"}})
+    out = CliRunner().invoke(main, ["localise", "--db", db, "--checkpoint", str(ckpt)])
+    assert out.exit_code == 0, out.output
+    rows = store.segments(adapter="prompt")
+    assert rows and all(r["stream_id"] == "st" and r["start"] < r["end"] and r["label"] in ("grow", "shrink") for r in rows)
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    CliRunner().invoke(main, ["localise", "--db", db, "--checkpoint", str(ckpt)])  # again: replaced, not duplicated
+    assert len(store.segments(adapter="prompt")) == len(rows)
