@@ -51,10 +51,10 @@ class RssSampler(threading.Thread):
 
     def __init__(self, every: float = 0.25) -> None:
         super().__init__(daemon=True)
-        self.every, self.peak_mb, self._stop = every, {}, threading.Event()
+        self.every, self.peak_mb, self._done = every, {}, threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.every):
+        while not self._done.wait(self.every):
             for proc in psutil.process_iter(["pid", "cmdline", "memory_info"]):
                 cmd = " ".join(proc.info["cmdline"] or [])
                 name = "driver" if proc.info["pid"] == os.getpid() else cmd.split("ray::", 1)[1].split()[0].split(".")[0] if "ray::" in cmd else None
@@ -62,7 +62,7 @@ class RssSampler(threading.Thread):
                     self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), proc.info["memory_info"].rss / 2**20)
 
     def stop(self) -> dict[str, float]:
-        self._stop.set()
+        self._done.set()
         self.join()
         return self.peak_mb
 
