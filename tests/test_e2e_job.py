@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(*args, env, timeout=600, check=True):
-    proc = subprocess.run([str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+AGENT_NOT_READY = "No available agent to submit job"
+
+
+def run(*args, env, timeout=600, check=True, tries=12):
+    """Run a command; a job submission Ray answers with "try again later" (its job agent still
+    starting after `ray start`) is retried, a bounded number of times."""
+    for _ in range(tries):
+        proc = subprocess.run([str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        if AGENT_NOT_READY not in proc.stderr:
+            break
+        time.sleep(5)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
     return proc
