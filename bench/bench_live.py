@@ -285,12 +285,13 @@ def report(args, work: Path, w: SimpleNamespace, info: dict, seconds: float) -> 
               f"    {r['reconnects']:>6}  {r['gaps']:>4}  {r['restarts']:>7}  {r['status']}")
     print("fragments (max/last)  " + "  ".join(f"{t} {max(v)}/{v[-1]}" for t, v in w.fragments.items() if v))
     print(f"clips table           {info['upkeep']}")
-    print("RSS MiB               process            first min   last min   ratio")
+    print("RSS MiB               process              at 0%   25%   50%   75%  100% of the run   last/first")
     for name, samples in sorted(w.rss.items()):
-        t0 = samples[0][0]
-        first = [m for t, m in samples if t - t0 <= 60]
-        last = [m for t, m in samples if samples[-1][0] - t <= 60]
-        print(f"                      {name:<18}{np.mean(first):9.0f} {np.mean(last):10.0f}   {np.mean(last) / np.mean(first):5.2f}")
+        if name.startswith("IDLE") or len(samples) < 2:
+            continue
+        t0, t1 = samples[0][0], samples[-1][0]
+        series = [np.mean([m for t, m in samples if abs(t - (t0 + f * (t1 - t0))) <= 30]) for f in (0, .25, .5, .75, 1)]
+        print(f"                      {name:<18}" + "".join(f"{m:6.0f}" for m in series) + f"   {series[-1] / series[0]:14.2f}")
     if w.errors:
         print(f"reader errors         {len(w.errors)} (first: {w.errors[0]})")
     live = Store(work / "db")
@@ -303,7 +304,7 @@ def report(args, work: Path, w: SimpleNamespace, info: dict, seconds: float) -> 
         queries = vectors[rng.integers(0, len(vectors), 50)]
         # rows are keyed by (stream, start); map back to row numbers for the exact top 10
         unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        for cand in (10, 100):
+        for cand in (10, 40, 100):
             hits = 0
             for q in queries:
                 exact = {(table["stream_id"][i].as_py(), starts[i]) for i in np.argsort(-(unit @ (q / np.linalg.norm(q))))[:10]}

@@ -40,7 +40,8 @@ def shipped_record() -> dict:
 
 def reproduce(record: dict, out: Path) -> Path:
     """Retrain with the shipped recipe (no time cap) into `out`; returns the weights file."""
-    recipe = dict(record["training"]["recipe"], minutes=None)
+    # a run stopped by its time cap is reproduced by stopping at the same step
+    recipe = dict(record["training"]["recipe"], minutes=None, stop_after=record["training"]["steps_done"])
     config = PretrainConfig(**recipe)
     start = time.monotonic()
     result = train(config, log=lambda rec: print(json.dumps(rec), flush=True))

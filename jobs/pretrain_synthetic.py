@@ -24,14 +24,19 @@ def parse(argv: list[str]) -> tuple[PretrainConfig, Path, bool]:
     p.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps (the schedule's length)")
     p.add_argument("--batch", type=int, default=defaults.batch, help="stills per step")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock cap: stop early (result then incomplete)")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps of the --steps schedule")
     p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--grey-p", type=float, default=defaults.grey_p, help="share of greyscale stills with colourless captions")
+    p.add_argument("--domain", choices=["pretrain", "train"], default=defaults.domain,
+                   help="pretrain: every shape-colour combo; train: also withhold the held-out combos (strict variant)")
+    p.add_argument("--arch", default=defaults.arch, help="open_clip architecture (a streamvl model config)")
     p.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between held-out checks")
     p.add_argument("--dtype", choices=["float16", "float32"], default=defaults.storage_dtype, help="storage dtype")
     p.add_argument("--name", default=defaults.name, help="weights name: the spec becomes ARCH@NAME")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--checkpoints", action="store_true", help="also export the model at every evaluation (OUT/checkpoints)")
     a = p.parse_args(argv)
-    config = PretrainConfig(seed=a.seed, steps=a.steps, batch=a.batch, minutes=a.minutes, lr=a.lr,
+    config = PretrainConfig(arch=a.arch, domain=a.domain, seed=a.seed, grey_p=a.grey_p, steps=a.steps, batch=a.batch, minutes=a.minutes, stop_after=a.stop_after, lr=a.lr,
                             eval_every=a.eval_every, storage_dtype=a.dtype, name=a.name)
     return config, Path(a.out), a.checkpoints
 
@@ -45,7 +50,7 @@ def main(argv: list[str]) -> None:
         result = train(config, log=lambda rec: (log.write(json.dumps(rec) + "\n"), log.flush()), on_eval=snapshot)
     weights, sidecar = export(result, config, out)
     print(json.dumps({"weights": str(weights), "json": str(sidecar), "bytes": weights.stat().st_size,
-                      "steps_done": result.steps_done, "complete": result.steps_done == config.steps,
+                      "steps_done": result.steps_done, "complete": result.steps_done == (config.stop_after or config.steps),
                       "minutes": round(result.seconds / 60, 1), "images_per_s": round(result.images_per_s, 1)}))
 
 

@@ -30,9 +30,7 @@ ASSET_DIR = Path(__file__).parent / "assets"
 RANDOM_SPEC = "streamvl-tiny@random:0"
 # Models that ship with the package: spec -> asset stem in ASSET_DIR (stem.safetensors + stem.json).
 SHIPPED: dict[str, str] = {"streamvl-shapes@v1": "streamvl-shapes-v1"}
-# The shapes-world model (issue 3) is not shipped yet: until its asset exists, the default is
-# seeded random weights, and every output says so.
-DEFAULT_SPEC = RANDOM_SPEC
+DEFAULT_SPEC = "streamvl-shapes@v1"
 RANDOM_WARNING = "RANDOM WEIGHTS: embeddings carry no meaning; search results are noise"
 
 

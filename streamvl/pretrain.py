@@ -2,8 +2,8 @@
 
 Everything follows from PretrainConfig: the init (torch seed + the seeded token embedding of
 streamvl.weights), the data (batch `step` is drawn from numpy seed [seed, step]) and the
-schedule. Stills come from the TRAIN domain only (held-out combos and the checker background
-never appear), rendered at the model's input size; captions are `static_caption` or its
+schedule. Stills come from the PRETRAIN domain (every shape-colour combo, never the held-out
+checker background; `domain="train"` also withholds the held-out combos), rendered at the model's input size; captions are `static_caption` or its
 terser variant `short_static_caption` (some objects named by shape or colour alone): shape,
 colour, size, position and background, never a motion or order word. Half of each batch is
 pairs of stills that differ in one object's shape only (hard negatives: without them colour and
@@ -28,8 +28,9 @@ from typing import Any, Callable
 import numpy as np
 
 from streamvl.synthetic import (
+    DOMAINS,
     SHAPES,
-    TRAIN,
+    Domain,
     SceneState,
     render_frame,
     sample_still_scene,
@@ -43,9 +44,12 @@ ABOUT = ("streamvl-tiny contrastively pretrained from scratch on procedurally ge
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """The whole recipe; `seed` and `steps` fix the result (minutes is only a wall-clock safety cap)."""
+    """The whole recipe. `seed`, `steps` (the schedule's length) and `stop_after` fix the result;
+    `minutes` is a wall-clock safety cap whose stopping step is recorded (steps_done), so a capped
+    run is reproduced by the same recipe with stop_after=steps_done."""
 
     arch: str = "streamvl-shapes"
+    domain: str = "pretrain"  # "train" also withholds the held-out shape-colour combos (strict variant)
     name: str = "v1"
     seed: int = 0
     steps: int = 3200
@@ -58,11 +62,13 @@ class PretrainConfig:
     short_caption_p: float = 0.5
     shape_pairs: float = 0.5  # fraction of a batch made of (scene, same scene with one shape changed) pairs
     partial_p: float = 0.3  # in short captions of unpaired stills: chance an object is named by shape or colour only
+    grey_p: float = 0.0  # chance a still (or a shape-swap pair) is shown in greyscale with a colourless caption
     bf16: bool = True
     threads: int = 2
     eval_every: int = 250
     eval_per_action: int = 6
     minutes: float | None = None
+    stop_after: int | None = None  # stop after this many steps of the `steps`-long schedule
     storage_dtype: str = "float16"
 
 
@@ -81,11 +87,11 @@ class PretrainResult:
 # -- data ---------------------------------------------------------------------------------------
 
 
-def shape_variant(scene: SceneState, rng: np.random.Generator) -> SceneState | None:
-    """The scene with one object's shape changed (to a TRAIN combo not already in it), all else equal."""
+def shape_variant(scene: SceneState, rng: np.random.Generator, domain: Domain) -> SceneState | None:
+    """The scene with one object's shape changed (to a combo of `domain` not already in it), all else equal."""
     i = int(rng.integers(len(scene.objects)))
     obj, used = scene.objects[i], {o.combo for o in scene.objects}
-    options = [s for s in SHAPES if s != obj.shape and TRAIN.allows(s, obj.colour) and (s, obj.colour) not in used]
+    options = [s for s in SHAPES if s != obj.shape and domain.allows(s, obj.colour) and (s, obj.colour) not in used]
     if not options:
         return None
     objects = list(scene.objects)
@@ -93,40 +99,54 @@ def shape_variant(scene: SceneState, rng: np.random.Generator) -> SceneState | N
     return replace(scene, objects=tuple(objects))
 
 
-def _caption(scene: SceneState, rng: np.random.Generator, short: bool, partial: float = 0.0) -> str:
+def _caption(scene: SceneState, rng: np.random.Generator, short: bool, partial: float = 0.0, grey: bool = False) -> str:
+    if grey:
+        return short_static_caption(scene, rng, name_colours=False)
     return short_static_caption(scene, rng, partial) if short else static_caption(scene, rng)
 
 
-def _scenes(config: PretrainConfig, rng: np.random.Generator) -> list[tuple[SceneState, str]]:
+def greyscale(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] -> the same image in greyscale (ITU-R BT.601 luma in all three channels)."""
+    luma = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def _scenes(config: PretrainConfig, rng: np.random.Generator) -> list[tuple[SceneState, str, bool]]:
     """(scene, caption) for one batch: shape-swap pairs first, captioned with the same phrasing draws.
 
     Colour, size and position alone tell almost any two captions of a batch apart, so without
     the pairs the contrastive loss barely asks for shape; a pair differs only in one shape word.
     Pair captions always name colour and shape; the other stills' short captions may name an
     object by one attribute (config.partial_p), which helps unseen colour-shape pairs.
+    A greyscale still (config.grey_p) gets a caption without colour words: shape must then be
+    read from form alone, which is what carries over to colour-shape pairs never seen in training.
     """
-    out: list[tuple[SceneState, str]] = []
+    out: list[tuple[SceneState, str, bool]] = []
+    domain = DOMAINS[config.domain]
     while len(out) < round(config.batch * config.shape_pairs) - 1:
-        scene = sample_still_scene(rng, TRAIN)
-        variant = shape_variant(scene, rng)
+        scene = sample_still_scene(rng, domain)
+        variant = shape_variant(scene, rng, domain)
         if variant is None:
             continue
-        short, state = rng.random() < config.short_caption_p, rng.bit_generator.state
-        first = _caption(scene, rng, short)
+        short, grey = rng.random() < config.short_caption_p, bool(config.grey_p) and rng.random() < config.grey_p
+        state = rng.bit_generator.state
+        first = _caption(scene, rng, short, grey=grey)
         rng.bit_generator.state = state
-        out += [(scene, first), (variant, _caption(variant, rng, short))]
+        out += [(scene, first, grey), (variant, _caption(variant, rng, short, grey=grey), grey)]
     while len(out) < config.batch:
-        scene = sample_still_scene(rng, TRAIN)
-        out.append((scene, _caption(scene, rng, rng.random() < config.short_caption_p, config.partial_p)))
+        scene = sample_still_scene(rng, domain)
+        short, grey = rng.random() < config.short_caption_p, bool(config.grey_p) and rng.random() < config.grey_p
+        out.append((scene, _caption(scene, rng, short, config.partial_p, grey), grey))
     return out
 
 
 def sample_batch(config: PretrainConfig, step: int, size: int) -> tuple[np.ndarray, list[str]]:
-    """Batch `step`: uint8 [B, size, size, 3] TRAIN-domain stills and one static caption each."""
+    """Batch `step`: uint8 [B, size, size, 3] stills of config.domain and one static caption each."""
     rng = np.random.default_rng([config.seed, step])
     scenes = _scenes(config, rng)
-    images = np.stack([render_frame(scene, size, size) for scene, _ in scenes])
-    return images, [caption for _, caption in scenes]
+    images = [render_frame(scene, size, size) for scene, _, _ in scenes]
+    images = np.stack([greyscale(im) if grey else im for im, (_, _, grey) in zip(images, scenes)])
+    return images, [caption for _, caption, _ in scenes]
 
 
 # -- model and optimiser ------------------------------------------------------------------------
@@ -205,6 +225,8 @@ def train(config: PretrainConfig, log: Callable[[dict[str, Any]], None] = lambda
     start, eval_seconds, done = time.monotonic(), 0.0, 0
     bar = tqdm(range(config.steps), desc="pretrain", unit="step", mininterval=5.0)
     for step in bar:
+        if config.stop_after is not None and step >= config.stop_after:
+            break
         if config.minutes is not None and time.monotonic() - start > 60 * config.minutes:
             bar.write(f"stopping at step {step}: the {config.minutes} minute cap was reached (recipe incomplete)")
             break
@@ -226,7 +248,7 @@ def train(config: PretrainConfig, log: Callable[[dict[str, Any]], None] = lambda
         losses.append(float(loss.detach()))
         done = step + 1
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
-        if done % config.eval_every == 0 or done == config.steps:
+        if done % config.eval_every == 0 or done in (config.steps, config.stop_after):
             train_seconds = time.monotonic() - start - eval_seconds
             record = {"step": done, "loss": round(float(np.mean(losses[-50:])), 4), "lr": lr_at(config, step),
                       "images_per_s": round(done * config.batch / train_seconds, 1),
@@ -284,7 +306,7 @@ def export(result: PretrainResult, config: PretrainConfig, out_dir: str | Path, 
         "training": {
             "recipe": asdict(config),
             "steps_done": result.steps_done,
-            "complete": result.steps_done == config.steps,
+            "complete": result.steps_done == (config.stop_after or config.steps),
             "seconds": round(result.seconds, 1),
             "images_per_s": round(result.images_per_s, 1),
             "images_seen": result.steps_done * config.batch,

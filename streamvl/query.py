@@ -28,7 +28,7 @@ def _merge_key(h: Hit) -> tuple[str, str]:
 
 
 def _merge_run(run: list[Hit], gap: float) -> list[Hit]:
-    """Hits of one stream and adapter -> merged ranges; the best hit gives score, uri and extra."""
+    """Hits of one stream and adapter -> merged ranges; the best hit gives score, uri, extra and peak."""
     out: list[Hit] = []
     for h in sorted(run, key=lambda h: (h.start, h.end)):
         cur = out[-1] if out else None
@@ -53,8 +53,9 @@ def merge_segments(hits: list[Hit], gap: float = 0.0) -> list[Hit]:
 
 def _to_hit(row: dict[str, Any], uris: dict[str, str]) -> Hit:
     extra = {k: v for k, v in row.items() if k not in _ROW_FIELDS}
-    return Hit(stream_id=row["stream_id"], uri=uris.get(row["stream_id"], ""), start=float(row["start"]),
-               end=float(row["end"]), score=float(row["score"]), adapter=row["adapter"], extra=extra)
+    start, end = float(row["start"]), float(row["end"])
+    return Hit(stream_id=row["stream_id"], uri=uris.get(row["stream_id"], ""), start=start, end=end,
+               score=float(row["score"]), adapter=row["adapter"], extra=extra, peak=(start, end))
 
 
 def search_vectors(store: Store, vector: np.ndarray, *, k: int = 10, adapter: str = "meanpool",

@@ -9,6 +9,7 @@ call the adapter's `scores(None, frames, [query])`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -68,12 +69,12 @@ def rerank_with_frames(context: RerankContext, hits: list[Hit], frames: int = 8)
             if not len(raw):
                 raise PluginError("no frames in range")
         except (StreamvlError, OSError) as exc:
-            out.append(Hit(h.stream_id, h.uri, h.start, h.end, h.score, h.adapter, {**h.extra, "rerank": f"unreadable: {exc}"}))
+            out.append(replace(h, extra={**h.extra, "rerank": f"unreadable: {exc}"}))
             continue
         raw = raw[segment_indices(len(raw), frames)]
         pixels = model.preprocess(raw).unsqueeze(0)  # [1, T, 3, S, S]
         with torch.no_grad():
             adapter.eval()
             score = float(adapter.scores(None, pixels, [context.query])[0, 0])
-        out.append(Hit(h.stream_id, h.uri, h.start, h.end, score, h.adapter, {**h.extra, "rerank": "frames"}))
+        out.append(replace(h, score=score, extra={**h.extra, "rerank": "frames"}))
     return sorted(out, key=lambda h: -h.score)

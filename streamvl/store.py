@@ -35,7 +35,7 @@ STATUSES = ("queued", "running", "reconnecting", "done", "error", "removed", "st
 STREAM_EVENTS, REQUESTS = "stream_events", "stream_requests"
 KEYS.update({STREAM_EVENTS: ["stream_id", "wallclock", "kind"], REQUESTS: ["stream_id"]})
 MODEL_KEY = "streamvl.model"
-REFINE_CANDIDATES = 4  # ANN searches re-rank this many times k rows exactly (no effect without an index)
+REFINE_CANDIDATES = 10  # ANN searches re-rank this many times k rows exactly (no effect without an index)
 
 
 # ---------------------------------------------------------------- schemas

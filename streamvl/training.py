@@ -25,7 +25,7 @@ from streamvl.features import ClipFeatures, FeatureStore, clip_features, load_fr
 if TYPE_CHECKING:
     import torch
 
-    from streamvl.adapting import TorchAdapter, TrainBatch
+    from streamvl.adapting import TorchAdapter
     from streamvl.models import LoadedModel
 
 Log = Callable[[str], None]

@@ -85,7 +85,11 @@ class Window:
 
 @dataclass(frozen=True)
 class Hit:
-    """A search result: a time range of a stream and its similarity score."""
+    """A search result: a time range of a stream and its similarity score.
+
+    A range merged from adjacent clips keeps its best clip's window as `peak` (start, end): where
+    in a long segment the match is strongest.
+    """
 
     stream_id: str
     uri: str
@@ -94,6 +98,9 @@ class Hit:
     score: float
     adapter: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+    peak: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {"stream_id": self.stream_id, "uri": self.uri, "start": self.start, "end": self.end, "score": self.score}
+        peak = list(self.peak) if self.peak is not None else [self.start, self.end]
+        return {"stream_id": self.stream_id, "uri": self.uri, "start": self.start, "end": self.end, "score": self.score,
+                "peak": peak}

@@ -3,15 +3,15 @@
 Two measurements (docs/model_card.md quotes `python jobs/evaluate_zeroshot.py`):
 
 - static: which (shape, colour) is the one object of a held-out clip? Clips come from the TEST
-  domain (held-out shape/colour combos, half of them on the held-out checker background) with
-  odd seeds (`item_seed(seed, "test", action, i)`), one object and no distractors, every action
-  but change_colour (whose colour changes mid-clip). Each of the 60 combos gets the prompts
+  domain (the shape/colour combos held out of the video splits' training sides, half of them on
+  the checker background, which pretraining never shows) with odd seeds
+  (`item_seed(seed, "test", action, i)`), one object and no distractors, every action but
+  change_colour (whose colour changes mid-clip). Each of the 60 combos gets the prompts
   STATIC_TEMPLATES (averaged text embeddings). Shape and colour are classified with CLIP-style
   prompt ensembles: a shape's class embedding is the normalised mean over all colours (and
   templates) of "a {colour} {shape}", a colour's the mean over all shapes; shape+colour picks one
   of the 60 combo prompts. For transparency the result also gives the shape and colour read off
-  the combo logits (logsumexp over the other attribute), which needs the held-out combo's own
-  prompt, a text never seen in training, to rank first.
+  the combo logits (logsumexp over the other attribute).
 - order: for each ORDER_PAIRS pair (A, B), clips of A and of B, each scored against two prompts
   naming its own object ("a video of a red star moving left" / "... moving right"). A frame
   average cannot see order, so this should sit near chance (0.5): the gap video adapters close.
@@ -191,7 +191,7 @@ def evaluate(model: "LoadedModel", config: EvalConfig = EvalConfig()) -> dict[st
         "adapter": "meanpool",
         "frames": f"{config.n_frames} frames at {config.fps:g} fps rendered directly at "
                   f"{model.image_size}x{model.image_size} (no video encoding, no resize)",
-        "heldout": "TEST domain (held-out shape/colour combos, held-out checker background on half), odd seeds, "
+        "heldout": "TEST domain (combos held out of the video splits, unseen checker background on half), odd seeds, "
                    "one object per clip",
         "config": asdict(config),
         "static": evaluate_static(model, config, adapter),

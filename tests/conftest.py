@@ -77,6 +77,41 @@ def shared_videos() -> Path:
     return SHARED_VIDEOS
 
 
+# Adapters that wrap the vision tower are tested on both open_clip tower kinds.
+TOWERS = {"vit": "streamvl-tiny@random:0", "resnet": "streamvl-shapes@random:0"}  # VisionTransformer, ModifiedResNet
+
+
+@pytest.fixture(scope="module", params=sorted(TOWERS))
+def tower_model(request):
+    """A seeded random model of each tower kind (the ResNet made lively, see lively_resnet)."""
+    from streamvl.models import load_model
+
+    return load_model(TOWERS[request.param]) if request.param == "vit" else lively_resnet()
+
+
+def patches(model) -> int:
+    """Patch (ViT) or final spatial (ResNet) positions at 64 x 64."""
+    return 64 if type(model.model.visual).__name__ == "VisionTransformer" else 4
+
+
+@pytest.fixture(scope="session")
+def plugins():
+    """Every installed plugin (entry points included), as the CLI would load them."""
+    from streamvl.plugins import Plugins
+
+    return Plugins()
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A private local Ray instance per test module (never a `ray start` cluster that may be running)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Adapter tests run many tiny ops: one thread avoids spin-waiting when the machine is busy."""
@@ -114,3 +149,40 @@ def index_file(path: Path, db: str, config, plugins=None):
             store.upsert(CLIPS, clips)
     store.record_stream(info.stream_id, info.uri, "done", model=stage.model.name)
     return stage
+
+
+def lively_resnet():
+    """A seeded random open_clip ModifiedResNet with healthy activations, for mechanics tests.
+
+    A freshly built ModifiedResNet (zero-initialised last BatchNorm scale per bottleneck, BatchNorm
+    statistics never fitted) maps every image to nearly the same feature: useless for testing what
+    adapters wrapped around a *pretrained* tower do. Here convolutions get Kaiming init, every
+    BatchNorm scale 1, and BatchNorm statistics are fitted on one batch of random images.
+    """
+    import copy
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from streamvl.models import load_model
+
+    base = load_model("streamvl-shapes@random:0")
+    module = copy.deepcopy(base.model)
+    visual = module.visual
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(0)
+        for m in visual.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over the calibration batch
+        raw = np.random.default_rng(0).integers(0, 255, (32, 64, 64, 3), dtype=np.uint8)
+        visual.train()
+        visual(base.preprocess(raw))
+        visual.eval()
+    module.requires_grad_(False)
+    return dataclasses.replace(base, model=module, weights_sha256="lively-resnet-0")

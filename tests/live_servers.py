@@ -1,9 +1,11 @@
 """Real live servers for tests, started and stopped by pid: an RTSP server (Debian's
-rtsp-server-perl: clients on one port, sources on another) fed by Debian's ffmpeg, and small
-TCP servers that send MPEG-TS, stall, or send garbage."""
+rtsp-server-perl: clients on one port, sources on another, UDP transport only) fed by Debian's
+ffmpeg, a TCP-only RTSP server (GStreamer's, tests/gst_rtsp_server.py), and small TCP servers
+that send MPEG-TS, stall, or send garbage."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -15,6 +17,8 @@ from pathlib import Path
 
 RTSP_SERVER = "rtsp-server-perl"
 FFMPEG = "/usr/bin/ffmpeg"  # Debian's ffmpeg (PyAV bundles its own libraries, not the binary)
+SYSTEM_PYTHON = "/usr/bin/python3"  # has Debian's python3-gi (the venv has no GStreamer bindings)
+GST_RTSP_SERVER = Path(__file__).with_name("gst_rtsp_server.py")
 
 
 def free_port() -> int:
@@ -35,6 +39,17 @@ def wait_listening(port: int, timeout: float = 10.0) -> None:
 
 def have_rtsp_tools() -> bool:
     return shutil.which(RTSP_SERVER) is not None and Path(FFMPEG).exists()
+
+
+@functools.cache
+def have_gst_rtsp() -> bool:
+    """True when the system python has GStreamer's RTSP server bindings and the elements
+    tests/gst_rtsp_server.py needs (Debian: gir1.2-gst-rtsp-server-1.0, python3-gi)."""
+    try:
+        check = subprocess.run([SYSTEM_PYTHON, str(GST_RTSP_SERVER), "--check"], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return check.returncode == 0
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
@@ -88,6 +103,39 @@ class RtspServer:
         _stop(self.server)
 
 
+class GstRtspTcpServer:
+    """GStreamer's RTSP server on 127.0.0.1 serving one h264 file at one mount, TCP transport only
+    (RTP interleaved in the RTSP connection; a client asking for UDP gets 461). Real-time paced,
+    not looped: each client that finds no other one watching starts the file from its beginning."""
+
+    def __init__(self, video: Path, log_dir: Path, mount: str = "cam1") -> None:
+        self.video, self.log_dir, self.mount = video, log_dir, mount
+        self.port = free_port()
+        self.server: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 15.0) -> "GstRtspTcpServer":
+        log_path = self.log_dir / "gst-rtsp-server.log"
+        with open(log_path, "wb") as log:
+            self.server = subprocess.Popen([SYSTEM_PYTHON, str(GST_RTSP_SERVER), str(self.port), f"/{self.mount}",
+                                            str(self.video)], stdin=subprocess.DEVNULL, stdout=log,
+                                           stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while "ready rtsp://" not in log_path.read_text(errors="replace"):
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"GStreamer RTSP server not ready: {log_path.read_text(errors='replace')!r}")
+            time.sleep(0.05)
+        wait_listening(self.port)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{self.mount}"
+
+    def stop(self) -> None:
+        _stop(self.server)
+
+
 class TcpServer:
     """A TCP server on 127.0.0.1 whose handler(conn, n) serves the n-th connection (from 1)."""
 
@@ -127,5 +175,5 @@ def garbage(conn: socket.socket, n: int, seconds: float = 30.0) -> None:
     """Random bytes, steadily, as a broken encoder might send them."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        conn.sendall(os.urandom(64 * 1316))
+        conn.sendall(os.urandom(16 * 1316))  # ~4 MB/s: FFmpeg's 1 MiB format probe fails fast
         time.sleep(0.005)

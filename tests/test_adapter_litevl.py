@@ -10,22 +10,14 @@ import torch.nn.functional as F
 
 from streamvl.adapting import TrainBatch, module_digest
 from streamvl.config import IndexConfig
-from streamvl.models import load_model
-from streamvl.plugins import Plugins
-from tests.conftest import index_file
+from tests.conftest import index_file, patches
 
-SPEC = "streamvl-tiny@random:0"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_model(SPEC)
-
-
-@pytest.fixture(scope="module")
-def plugins():
-    return Plugins()
+def model(tower_model):
+    return tower_model
 
 
 def build(model, plugins, **options):
@@ -45,7 +37,7 @@ def test_at_scale_zero_it_is_exactly_the_image_model(model, plugins):
         frame, patch = a.tower(frames)
         image = F.normalize(model.model.visual(model.preprocess(raw)), dim=-1).reshape(2, 6, -1)
     assert torch.equal(frame, image)  # bit-identical, not merely close
-    assert patch.shape == (2, 6, 64, model.embed_dim)
+    assert patch.shape == (2, 6, patches(model), model.embed_dim)
     meanpool = plugins.adapter("meanpool").factory(model, {})
     torch.testing.assert_close(a.encode_video(None, frames), meanpool.encode_video(model.encode_images(raw).reshape(2, 6, -1)))
 
@@ -97,7 +89,7 @@ def test_text_dependent_pooling_is_parameter_free_and_follows_the_text(model, pl
 def test_training_steps_lower_the_loss_and_leave_the_backbone_alone(model, plugins):
     torch.manual_seed(0)
     a = build(model, plugins, layers=2)
-    assert a.first == 2 and len(a.temporal) == 2
+    assert a.first == 2 and len(a.temporal) == 2 and a.temporal_scale.shape == (2,)
     _, frames = pixels(model, 4, 4)
     batch = TrainBatch(None, frames, ["a", "b", "c", "d"], torch.eye(4, dtype=torch.bool))
     before_digest = module_digest(model.model)
@@ -116,7 +108,7 @@ def test_indexing_search_and_the_frame_rereading_reranker(model, plugins, shapes
     from streamvl import query
 
     db = str(tmp_path / "db")
-    config = IndexConfig(model=SPEC, adapters=["litevl"], sampling={"fps": 4.0}, clips={"window": 4, "stride": 4})
+    config = IndexConfig(model=model.spec.text, adapters=["litevl"], sampling={"fps": 4.0}, clips={"window": 4, "stride": 4})
     stage = index_file(shapes_mp4, db, config, plugins)
     hits = query.search("a red circle moves left", db, k=3, adapter="litevl", plugins=plugins)
     assert hits and all(h.adapter == "litevl" for h in hits)

@@ -12,7 +12,6 @@ from streamvl.datasets import ShapesOptions, load_task
 from streamvl.encode import EncodeStage
 from streamvl.features import FeatureStore
 from streamvl.models import load_model
-from streamvl.plugins import Plugins
 from streamvl.training import TrainConfig, prepare, train
 from streamvl.types import FrameBatch
 
@@ -23,11 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def model():
     return load_model(SPEC)
-
-
-@pytest.fixture(scope="module")
-def plugins():
-    return Plugins()
 
 
 def build(model, plugins, **options):

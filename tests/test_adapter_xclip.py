@@ -9,22 +9,14 @@ import torch
 
 from streamvl.adapting import TrainBatch, module_digest
 from streamvl.config import IndexConfig
-from streamvl.models import load_model
-from streamvl.plugins import Plugins
-from tests.conftest import index_file
+from tests.conftest import index_file, patches
 
-SPEC = "streamvl-tiny@random:0"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def model():
-    return load_model(SPEC)
-
-
-@pytest.fixture(scope="module")
-def plugins():
-    return Plugins()
+def model(tower_model):
+    return tower_model
 
 
 def build(model, plugins, **options):
@@ -43,7 +35,7 @@ def test_outputs_and_cross_frame_communication(model, plugins):
     frames = pixels(model, 2, 6)
     with torch.no_grad():
         frame, visual = a.tower(frames)
-        assert frame.shape == (2, 6, model.embed_dim) and visual.shape == (2, 64, model.embed_dim)
+        assert frame.shape == (2, 6, model.embed_dim) and visual.shape == (2, patches(model), model.embed_dim)
         assert a.encode_video(None, frames).shape == (2, model.embed_dim)
         # message tokens carry information across frames: frame 0's feature depends on frame 5
         changed = frames.clone()
@@ -75,7 +67,7 @@ def test_alpha_path_of_the_video_specific_prompts(model, plugins):
 
 def test_gradients_go_to_new_parts_and_the_tuned_tower_copy_never_the_backbone(model, plugins):
     a = build(model, plugins, layers=2)
-    assert a.first == 2
+    assert len(a.cct) == 2
     groups = a.param_groups(1e-3)
     assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
     frames = pixels(model, 4, 4)
@@ -90,8 +82,9 @@ def test_gradients_go_to_new_parts_and_the_tuned_tower_copy_never_the_backbone(m
         a.training_loss(batch)[0].backward()
         opt.step()
     grads = {n: p.grad for n, p in a.named_parameters()}
+    tower = "visual.transformer.resblocks.3.mlp.c_fc.weight" if patches(model) == 64 else "visual.attnpool.c_proj.weight"
     for name in ("cct.0.message_fc.weight", "cct.1.message_attn.in_proj_weight", "mit.positions", "prompts.alpha",
-                 "prompts_visual_proj", "visual.transformer.resblocks.3.mlp.c_fc.weight"):
+                 "prompts_visual_proj", tower):
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
     assert float(a.training_loss(batch)[0].detach()) < first - 0.05
     assert module_digest(model.model) == before and module_digest(a.visual) != copy_before
@@ -101,7 +94,7 @@ def test_gradients_go_to_new_parts_and_the_tuned_tower_copy_never_the_backbone(m
 def test_checkpoint_holds_the_tuned_tower_copy(model, plugins, tmp_path):
     a = build(model, plugins, layers=1)
     with torch.no_grad():
-        a.visual.proj.add_(0.01)
+        next(a.visual.parameters()).add_(0.01)
         a.prompts.alpha.fill_(0.3)
     path = a.save(tmp_path / "xclip.safetensors")
     b = plugins.adapter("xclip").factory(model, {"checkpoint": str(path)})
@@ -114,7 +107,7 @@ def test_indexing_search_and_the_prompt_reranker(model, plugins, shapes_mp4, tmp
     from streamvl import query
 
     db = str(tmp_path / "db")
-    config = IndexConfig(model=SPEC, adapters=["xclip"], sampling={"fps": 4.0}, clips={"window": 4, "stride": 4})
+    config = IndexConfig(model=model.spec.text, adapters=["xclip"], sampling={"fps": 4.0}, clips={"window": 4, "stride": 4})
     stage = index_file(shapes_mp4, db, config, plugins)
     text = "a red circle moves left"
     hits = query.search(text, db, k=3, adapter="xclip", plugins=plugins)

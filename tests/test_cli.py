@@ -53,7 +53,8 @@ def test_streams_json(db):
 def test_search_json_shape_filters_and_loud_warning(db):
     result = invoke("search", "anything", "--db", db, "--k", "5", "--json")
     hits = json.loads(result.stdout)
-    assert hits and all(set(h) == {"stream_id", "uri", "start", "end", "score"} for h in hits)
+    assert hits and all(set(h) == {"stream_id", "uri", "start", "end", "score", "peak"} for h in hits)
+    assert all(h["start"] <= h["peak"][0] < h["peak"][1] <= h["end"] for h in hits)  # the best window lies inside
     assert "RANDOM WEIGHTS" in result.stderr
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)

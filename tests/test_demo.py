@@ -24,9 +24,20 @@ def test_query_text_and_ground_truth_ranges():
     assert visible_ranges(spec, (shape, colour)) == []
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
+DEMO_SEEDS = range(6)  # the first six test-domain streams, 60 s each (not chosen by outcome)
+
+
+@pytest.mark.integration
+def test_demo_static_queries_find_the_objects(ray_local, tmp_path):
+    """Over six generated streams, the top hit's best window of "a {colour} {shape}" is centred on
+    the time that object is visible far more often than a random window would be."""
+    reports = [run_demo(DemoConfig(seed=seed, seconds=60.0), tmp_path / str(seed)) for seed in DEMO_SEEDS]
+    queries = [q for r in reports for q in r.queries]
+    assert all(r.model == "streamvl-shapes@v1" for r in reports) and len(queries) >= 10
+    assert all(q.hits for q in queries)
+    hit_rate = sum(q.top_in_truth for q in queries) / len(queries)
+    chance = sum(q.coverage for q in queries) / len(queries)
+    misses = [(q.text, q.hits[0].peak, q.truth) for q in queries if not q.top_in_truth]
+    assert hit_rate >= 0.75 and hit_rate >= chance + 0.2, (hit_rate, chance, misses)
+    for r in reports:  # objects that are there outscore one that never appears
+        assert all(q.hits[0].score > r.absent.hits[0].score for q in r.queries), r.video

@@ -66,7 +66,7 @@ def test_job_submit_indexes_and_cli_searches(cluster, tmp_path):
     streams = json.loads(run(BIN / "streamvl", "streams", "--db", db, "--json", env=env).stdout)
     assert [(s["status"], s["frames_indexed"]) for s in streams] == [("done", 10)]
     hits = json.loads(run(BIN / "streamvl", "search", "a noisy clip", "--db", db, "--k", "2", "--json", env=env).stdout)
-    assert hits and set(hits[0]) == {"stream_id", "uri", "start", "end", "score"}
+    assert hits and set(hits[0]) == {"stream_id", "uri", "start", "end", "score", "peak"}
     assert hits[0]["uri"] == str(video) and hits[0]["stream_id"] == streams[0]["stream_id"]
 
 

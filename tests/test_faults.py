@@ -29,15 +29,6 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    # address="local": a fresh instance even when another `ray start` cluster runs on this machine
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return make_video(tmp_path_factory.mktemp("faults") / "clip.mp4", seconds=20.0, fps=10, size=(96, 64), gop=10)
 

@@ -95,7 +95,7 @@ def test_hook_streamvl_clip_columns(plugins):
 
 def test_hook_streamvl_rerankers(plugins, tmp_path, monkeypatch):
     from streamvl import query
-    from streamvl.store import CLIPS, STREAMS, Store
+    from streamvl.store import CLIPS, Store
 
     model = load_model("streamvl-tiny@random:0")
     stage = EncodeStage(IndexConfig(model="streamvl-tiny@random:0", clips={"window": 2, "stride": 2}), plugins)

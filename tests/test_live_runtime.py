@@ -24,14 +24,6 @@ MODEL = "streamvl-tiny@random:0"
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def camera(tmp_path_factory):
     root = tmp_path_factory.mktemp("cam")
     video = make_video(root / "cam.mp4", size=(160, 120), fps=25, seconds=6.0, gop=25)
@@ -49,10 +41,12 @@ def config(db) -> IndexConfig:
                              "rtsp_transport": "udp"})
 
 
-def step_until(run, done, timeout: float = 60.0) -> None:
+def step_until(run, done, timeout: float = 120.0) -> None:
     end = time.monotonic() + timeout
     while not done():
-        assert time.monotonic() < end, "timed out waiting for the run"
+        if time.monotonic() > end:
+            state = {s: (r.status, r.frames, r.error) for s, r in run.reports.items()}
+            raise AssertionError(f"timed out waiting for the run: {state}")
         run.step()
 
 

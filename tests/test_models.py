@@ -85,3 +85,73 @@ def test_tag_without_internet_names_spec():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "ModelLoadError" in proc.stderr and "'ViT-B-32@openai'" in proc.stderr and "internet" in proc.stderr
+
+
+SHIPPED_STEM = SHIPPED["streamvl-shapes@v1"]
+
+
+def test_default_is_the_shipped_pretrained_model():
+    spec = parse_spec("default")
+    assert (spec.kind, spec.text, spec.value) == ("shipped", "streamvl-shapes@v1", SHIPPED_STEM)
+    model = load_model("default")
+    assert not model.random_weights and model.warning() is None and model.name == "streamvl-shapes@v1"
+    meta = model.meta()
+    assert meta["streamvl.weights"] == "shipped" and meta["streamvl.weights_name"] == SHIPPED_STEM
+    assert "synthetic" in meta["streamvl.weights_about"] and "streamvl.warning" not in meta
+    record = json.loads((ASSET_DIR / f"{SHIPPED_STEM}.json").read_text())
+    assert model.weights_sha256 == record["sha256"][:16]
+    assert model.image_size == 64 and model.embed_dim == 128
+    assert not any(p.requires_grad for p in model.model.parameters())
+
+
+def test_shipped_asset_is_small_and_not_pickled():
+    files = [ASSET_DIR / f"{SHIPPED_STEM}.safetensors", ASSET_DIR / f"{SHIPPED_STEM}.json"]
+    assert sum(f.stat().st_size for f in files) < 8_000_000
+    assert sorted(p.name for p in ASSET_DIR.iterdir() if not p.name.startswith(".")) == sorted(f.name for f in files)
+
+
+@pytest.fixture
+def asset_copy(tmp_path, monkeypatch):
+    """The shipped files copied to tmp_path, which the loader then reads instead of the package."""
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(ASSET_DIR / f"{SHIPPED_STEM}{suffix}", tmp_path)
+    monkeypatch.setattr(models, "ASSET_DIR", tmp_path)
+    return tmp_path
+
+
+def _edit_json(folder, change):
+    path = folder / f"{SHIPPED_STEM}.json"
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+def test_tampered_shipped_weights_are_refused(asset_copy):
+    from safetensors.torch import load_file, save_file
+
+    path = asset_copy / f"{SHIPPED_STEM}.safetensors"
+    tensors = load_file(str(path))
+    tensors["ln_final.weight"][0] += 0.01
+    save_file(tensors, str(path))
+    with pytest.raises(ModelLoadError, match="sha256") as info:
+        load_model.__wrapped__("default")
+    assert "streamvl-shapes@v1" in str(info.value)
+
+
+def test_changed_token_init_seed_is_refused(asset_copy):
+    _edit_json(asset_copy, lambda r: r["token_embedding"].update(seed=r["token_embedding"]["seed"] + 1))
+    with pytest.raises(ModelLoadError, match="sha256"):
+        load_model.__wrapped__("default")
+
+
+def test_edited_architecture_config_is_refused(asset_copy):
+    _edit_json(asset_copy, lambda r: r["model_cfg"]["vision_cfg"].update(layers=5))
+    with pytest.raises(ModelLoadError, match="architecture config"):
+        load_model.__wrapped__("default")
+
+
+def test_missing_shipped_asset_names_the_spec(asset_copy):
+    (asset_copy / f"{SHIPPED_STEM}.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="missing") as info:
+        load_model.__wrapped__("streamvl-shapes@v1")
+    assert "streamvl-shapes@v1" in str(info.value)

@@ -10,24 +10,42 @@ import torch
 
 from streamvl import models, weights
 from streamvl.pretrain import PretrainConfig, build_model, check_token_rows, export, lr_at, param_groups, sample_batch, train
-from streamvl.synthetic import HELD_OUT_COMBOS, MOTION_WORDS
+from streamvl.synthetic import COLOURS, HELD_OUT_COMBOS, MOTION_WORDS
 from streamvl.synthetic.world import BACKGROUND_WORDS, HELD_OUT_BACKGROUND
 
 SMALL = PretrainConfig(steps=2, batch=8, eval_every=1000, eval_per_action=1, warmup=1)
 ARCH = SMALL.arch
 
 
-def test_batches_are_seeded_static_and_train_domain_only():
+def _words(caption: str) -> set[str]:
+    return set(re.findall(r"[a-z-]+", caption))
+
+
+def test_batches_are_seeded_static_and_never_show_the_held_out_background():
     images, captions = sample_batch(PretrainConfig(batch=64), 3, 64)
     again, captions_again = sample_batch(PretrainConfig(batch=64), 3, 64)
     assert images.shape == (64, 64, 64, 3) and images.dtype == np.uint8
     assert np.array_equal(images, again) and captions == captions_again
     assert captions != sample_batch(PretrainConfig(batch=64), 4, 64)[1]
-    held_out = {f"{c} {s}" for s, c in HELD_OUT_COMBOS} | {BACKGROUND_WORDS[HELD_OUT_BACKGROUND]}
     for caption in captions:
-        words = set(re.findall(r"[a-z-]+", caption))
-        assert not words & MOTION_WORDS, caption
-        assert not any(h in caption for h in held_out), caption
+        assert not _words(caption) & MOTION_WORDS, caption
+        assert BACKGROUND_WORDS[HELD_OUT_BACKGROUND] not in caption, caption
+
+
+def test_pretrain_domain_has_every_combo_and_the_strict_domain_none_held_out():
+    held_out = {f"{c} {s}" for s, c in HELD_OUT_COMBOS}
+    captions = [c for step in range(8) for c in sample_batch(PretrainConfig(batch=64), step, 64)[1]]
+    assert any(h in c for c in captions for h in held_out)  # the backbone sees every colour of every shape
+    strict = [c for step in range(8) for c in sample_batch(PretrainConfig(batch=64, domain="train"), step, 64)[1]]
+    assert not any(h in c for c in strict for h in held_out)
+
+
+def test_greyscale_stills_are_grey_and_name_no_colour():
+    images, captions = sample_batch(PretrainConfig(batch=32, grey_p=1.0), 0, 64)
+    assert np.array_equal(images[..., 0], images[..., 1]) and np.array_equal(images[..., 1], images[..., 2])
+    assert all(not _words(c) & set(COLOURS) for c in captions), captions
+    colour_images, _ = sample_batch(PretrainConfig(batch=32), 0, 64)
+    assert not np.array_equal(colour_images[..., 0], colour_images[..., 1])
 
 
 def test_param_groups_keep_the_token_embedding_free_of_decay():

@@ -42,7 +42,7 @@ def add_clips(store: Store, sid: str, starts, emb, adapter="meanpool", length=2.
 
 
 def hit(sid, start, end, score, adapter="m", **extra) -> Hit:
-    return Hit(sid, f"file:///{sid}", start, end, score, adapter, extra)
+    return Hit(sid, f"file:///{sid}", start, end, score, adapter, extra, peak=(start, end))
 
 
 # ---------------------------------------------------------------- merge_segments
@@ -56,6 +56,7 @@ def test_overlapping_hits_merge_with_max_score_and_best_extra():
     merged = merge_segments([hit("a", 0, 2, 0.5, tag="x"), hit("a", 1, 3, 0.9, tag="y"), hit("a", 2.5, 4, 0.1)])
     assert spans(merged) == [("a", 0, 4, 0.9)]
     assert merged[0].extra == {"tag": "y"} and merged[0].uri == "file:///a"
+    assert merged[0].peak == (1, 3)  # the best window, inside the merged range
 
 
 def test_touching_hits_merge_but_gaps_need_a_gap_allowance():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from streamvl.models import load_model
 from streamvl.synthetic import HELD_OUT_COMBOS, ORDER_PAIRS
 from streamvl.zeroshot import STATIC_ACTIONS, EvalConfig, actor, evaluate_order, evaluate_static, heldout_clips
@@ -22,6 +20,15 @@ def test_order_eval_reports_every_pair():
     result = evaluate_order(load_model("streamvl-tiny@random:0"), EvalConfig(per_order_action=1))
     assert set(result["by_pair"]) == {f"{a}/{b}" for a, b in ORDER_PAIRS}
     assert result["n_clips"] == 2 * len(ORDER_PAIRS) and 0.0 <= result["top1"] <= 1.0
+
+
+def test_shipped_model_meets_the_static_bar_on_heldout_clips():
+    """The real bar (>= 0.90 shape and colour top-1) on 60 held-out clips; the full numbers come from
+    jobs/evaluate_zeroshot.py (600 clips)."""
+    result = evaluate_static(load_model("default"), EvalConfig(per_action=5))
+    assert result["n_clips"] == 60
+    assert result["shape_top1"] >= 0.90, result
+    assert result["colour_top1"] >= 0.90, result
 
 
 def test_random_model_is_near_chance():

@@ -124,6 +124,14 @@ def ensure_ray() -> None:
         ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING, log_to_driver=True)
 
 
+def _counters_from_row(report: StreamReport, row: dict) -> None:
+    """Carry a stream's restart / reconnect / gap counters over from its `streams` row."""
+    for name in ("restarts", "reconnects", "gaps"):
+        setattr(report, name, int(row.get(name) or 0))
+    report.gap_total_s = float(row.get("gap_total_s") or 0.0)
+    report.last_gap_s = row.get("last_gap_s")
+
+
 def _cause(exc: BaseException) -> BaseException:
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, BaseException) else exc
@@ -250,6 +258,15 @@ class IndexRun:
                 report.status = "removed"
                 self._record_report(report, self._pending_checkpoints.pop(stream_id))
         state = self.active.get(stream_id)
+        if state is None and stream_id not in self.reports:  # not run by this job (e.g. before a restart)
+            row = self.store.stream(stream_id)
+            if row is not None and row["status"] not in ("removed", "done"):
+                report = StreamReport(stream_id, row["uri"], status="removed", frames=int(row["frames_indexed"]),
+                                      last_pts=row.get("last_committed_pts"), live=bool(row.get("live")))
+                _counters_from_row(report, row)
+                self.reports[stream_id] = report
+                self._record_report(report, from_row(row, row.get("grid") or ""))
+            return
         if state is None or state.ending:
             return
         self._stop_decoder(state)
@@ -263,10 +280,7 @@ class IndexRun:
         if not row or checkpoint.at_start:
             return
         report.resumed_from = checkpoint.resume_after
-        for name in ("restarts", "reconnects", "gaps"):
-            setattr(report, name, int(row.get(name) or 0))
-        report.gap_total_s = float(row.get("gap_total_s") or 0.0)
-        report.last_gap_s = row.get("last_gap_s")
+        _counters_from_row(report, row)
         if row.get("status") != "done":
             report.restarts += 1
             if not report.live:  # live streams record their own resume event, with the downtime
@@ -282,7 +296,7 @@ class IndexRun:
             self.queue.remove(info)
             checkpoint = self._pending_checkpoints.pop(info.stream_id)
             state = _Active(info, self.reports[info.stream_id], checkpoint)
-            if state.report.live and checkpoint.last_pts is not None:
+            if state.report.live:  # continue after the last frame stored, whatever the checkpoint says
                 state.seen_pts, state.seen_wall = self._live_tail(info.stream_id, checkpoint)
             state.report.status = "running"
             self.active[info.stream_id] = state
@@ -294,7 +308,7 @@ class IndexRun:
         pts, wall = self.store.last_frame(stream_id)
         pts = checkpoint.last_pts if pts is None else max(pts, checkpoint.last_pts or pts)
         wall = checkpoint.last_wallclock if wall is None else max(wall, checkpoint.last_wallclock or wall)
-        return pts, wall
+        return (pts, wall) if pts is not None and wall is not None else (None, None)
 
     def _start_decoder(self, state: _Active) -> None:
         """A decoder that starts at the stream's checkpoint; a new generation of its batches."""

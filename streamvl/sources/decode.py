@@ -165,10 +165,12 @@ class VideoReader:
             raise SourceError("no video stream", stream_id=self.stream_id, uri=self.uri)
         self.stream: av.VideoStream = stream
         self.time_base: Fraction = stream.time_base or Fraction(1, av.time_base)
-        self.origin: int | None = stream.start_time  # pts of t=0; first frame's pts if unknown
         self.duration = declared_duration(self.container, stream)
         # Live: a network source that is live by scheme or declares no end (live HLS, streams).
         self.live = is_url(info.uri) and (url_scheme(info.uri) in LIVE_SCHEMES or self.duration is None)
+        # pts of t=0. Live: the first decoded frame's, because a live start_time is only the first pts
+        # FFmpeg saw (past the B-frames after an RTSP session's first IDR), and frames before it follow.
+        self.origin: int | None = None if self.live else stream.start_time
         self.frames_decoded = 0
         self.last_t: float | None = None  # time of the last frame decoded successfully
         self._last_end: float | None = None  # ... plus its duration
@@ -199,6 +201,8 @@ class VideoReader:
                     yield self._stamp(frame)
                 break
             for frame in decoded:
+                if frame.pts is None and self.live and self.last_t is None:
+                    continue  # a live session's untimed first picture (RTSP's IDR): no place on the timeline
                 yield self._stamp(frame)
         self._check_complete(start_after)
 

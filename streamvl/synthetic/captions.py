@@ -143,7 +143,7 @@ def static_caption(scene: SceneState, rng: np.random.Generator) -> str:
     return _articles(_pick(rng, _STATIC).format(objs=objs, bg=bg))
 
 
-def short_static_caption(scene: SceneState, rng: np.random.Generator, partial: float = 0.0) -> str:
+def short_static_caption(scene: SceneState, rng: np.random.Generator, partial: float = 0.0, name_colours: bool = True) -> str:
     """A terser static caption: every visible object by colour and shape, each keeping its size and
     its position with probability 1/2; the background named half of the time.
 
@@ -152,6 +152,7 @@ def short_static_caption(scene: SceneState, rng: np.random.Generator, partial: f
     captions tie each word to its own visual attribute rather than to colour-shape pairs.
     Same vocabulary as static_caption plus "shape" (no motion or order words); mixed with it in
     pretraining so short queries such as "a red star" sit close to full descriptions.
+    name_colours=False names no colour at all (for greyscale stills).
     """
     shown = [o for o in scene.objects if o.alpha >= 0.5]
     bg = BACKGROUND_WORDS[scene.background.family]
@@ -162,8 +163,8 @@ def short_static_caption(scene: SceneState, rng: np.random.Generator, partial: f
         o = shown[i]
         size = f"{size_name(o.size)} " if rng.random() < 0.5 else ""
         where = f" {position_name(o.x, o.y)}" if rng.random() < 0.5 else ""
-        colour, shape = f"{o.shown_colour} ", o.shape
-        if partial and rng.random() < partial:
+        colour, shape = (f"{o.shown_colour} " if name_colours else ""), o.shape
+        if name_colours and partial and rng.random() < partial:
             colour, shape = ("", shape) if rng.random() < 0.5 else (colour, "shape")
         parts.append(f"a {size}{colour}{shape}{where}")
     objs = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

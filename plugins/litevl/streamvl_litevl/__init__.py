@@ -1,11 +1,13 @@
 """litevl: "LiteVL: Efficient Video-Language Learning with Enhanced Spatial-Temporal Modeling" (Chen et al., EMNLP 2022).
 
-- Temporal attention in the vision tower: before each residual block of the (frozen) ViT, a
-  new temporal self-attention runs across the T frames at every token position, and its
-  output is added with *dynamic temporal scaling*: a learnable scale per layer, initialised at
-  0, so at initialisation every frame's tokens, and so the model, are exactly the image model's.
+- Temporal attention in the vision tower: before each residual block of a (frozen) ViT, or after
+  each of the four stages of a ModifiedResNet (the shipped shapes-world model, RN50 CLIPs), a
+  new temporal self-attention runs across the T frames at every token / spatial position, and
+  its output is added with *dynamic temporal scaling*: a learnable scale per layer, initialised
+  at 0, so at initialisation every frame's features, and so the model, are exactly the image model's.
 - Text-dependent pooling (parameter-free): given a text embedding, frame embeddings and patch
-  embeddings are weighted by a softmax of their similarity to it (temperatures `tau_frame`,
+  embeddings (ViT: projected patch tokens; ResNet: the attention pool's value path per position)
+  are weighted by a softmax of their similarity to it (temperatures `tau_frame`,
   `tau_patch`) and pooled; the video embedding for that text combines the plain frame mean
   with the two text-weighted poolings (`pool_weights`). It is used in training, in evaluation
   (`scores`) and at search time by the `litevl-textpool` reranker, which reads each hit's
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamvl.adapters import AdapterSpec, RerankerSpec
-from streamvl.adapting import TorchAdapter, check_vit, vit_head, vit_tokens
+from streamvl.adapting import TorchAdapter, insertion_points, run_tower
 from streamvl.hookspecs import hookimpl
 
 
@@ -56,7 +58,7 @@ class LiteVLAdapter(TorchAdapter):
     needs_frames = True
     defaults: dict[str, Any] = {
         "heads": None,  # temporal attention heads (default: the vision tower's)
-        "layers": None,  # equip the last N blocks with temporal attention (default: every block)
+        "layers": None,  # equip the last N insertion points (ViT blocks / ResNet stages) (default: all)
         "tau_frame": 0.1,
         "tau_patch": 0.1,
         "pool_weights": [1.0, 1.0, 1.0],  # frame mean, text-weighted frames, text-weighted patches
@@ -64,30 +66,24 @@ class LiteVLAdapter(TorchAdapter):
 
     def build(self) -> None:
         visual = self.clip.visual
-        check_vit(visual)
-        blocks = visual.transformer.resblocks
-        width = visual.transformer.width
-        heads = self.options["heads"] or blocks[0].attn.num_heads
-        layers = self.options["layers"] or len(blocks)
-        if not 1 <= layers <= len(blocks):
-            raise ValueError(f"layers must be in 1..{len(blocks)}, got {layers}")
-        self.first = len(blocks) - layers  # blocks before this one run unchanged
-        self.temporal = nn.ModuleList([TemporalAttention(width, heads, self.options["max_frames"]) for _ in range(layers)])
+        points = insertion_points(visual)  # ViT: before each block; ResNet: after each stage
+        layers = self.options["layers"] or len(points)
+        if not 1 <= layers <= len(points):
+            raise ValueError(f"layers must be in 1..{len(points)}, got {layers}")
+        self.first = len(points) - layers  # insertion points before this one stay untouched
+        self.temporal = nn.ModuleList([TemporalAttention(p.width, self.options["heads"] or p.heads, self.options["max_frames"])
+                                       for p in points[self.first :]])
         self.temporal_scale = nn.Parameter(torch.zeros(layers))  # dynamic temporal scaling, 0 at init
 
     def tower(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames [B, T, 3, S, S] -> frame features [B, T, D] and patch features [B, T, P, D] (normalised)."""
         b, t = frames.shape[:2]
-        visual = self.clip.visual
-        blocks = visual.transformer.resblocks
-        with torch.no_grad():  # frozen and nothing trainable before self.first: no graph needed
-            x = vit_tokens(visual, frames.flatten(0, 1).float())
-            for block in blocks[: self.first]:
-                x = block(x)
-        for scale, temporal, block in zip(self.temporal_scale, self.temporal, blocks[self.first :]):
-            x = x + scale * temporal(x, b, t)
-            x = block(x)
-        cls, patches = vit_head(visual, x)
+
+        def hook(k: int):
+            return lambda x: x + self.temporal_scale[k] * self.temporal[k](x, b, t)
+
+        hooks = [None] * self.first + [hook(k) for k in range(len(self.temporal))]
+        cls, patches, _ = run_tower(self.clip.visual, frames.flatten(0, 1).float(), hooks, self.first)
         return F.normalize(cls, dim=-1).reshape(b, t, -1), F.normalize(patches, dim=-1).reshape(b, t, patches.shape[1], -1)
 
     def video_embed(self, features: torch.Tensor | None, frames: torch.Tensor | None = None) -> torch.Tensor:

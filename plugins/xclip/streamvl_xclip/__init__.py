@@ -5,7 +5,10 @@
   T message tokens of a clip exchange information by self-attention (cross-frame fusion), then
   each frame's message token joins that frame's tokens in the block's own attention
   (intra-frame diffusion) and is dropped before the block's MLP. New parts are randomly
-  initialised; the blocks are the pretrained ones.
+  initialised; the blocks are the pretrained ones. On a ModifiedResNet tower (the shipped
+  shapes-world model, RN50 CLIPs) messages come from each stage's mean token; after a conv stage
+  (no attention to diffuse through) the fused message is added through a zero-initialised
+  projection, and at the attention pool it joins the pool's keys and values.
 - Multi-frame integration Transformer (MIT): one Transformer layer with temporal position
   embeddings over the frame features, then average pooling.
 - Video-specific prompt generator: text features attend (cross-attention, 2 layers) to the
@@ -34,30 +37,66 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamvl.adapters import AdapterSpec, RerankerSpec
-from streamvl.adapting import TemporalTransformer, TorchAdapter, check_vit, vit_head, vit_tokens
+from streamvl.adapting import (
+    RESNET,
+    VIT,
+    InsertionPoint,
+    TemporalTransformer,
+    TorchAdapter,
+    attnpool_with,
+    freeze_batchnorm,
+    from_tokens,
+    insertion_points,
+    resnet_stages,
+    to_tokens,
+    tower_kind,
+    vit_head,
+    vit_tokens,
+)
 from streamvl.hookspecs import hookimpl
 
 
 class CrossFrameCommunication(nn.Module):
-    """The new parts of one cross-frame block; `forward` runs them around a pretrained block."""
+    """The new parts of one cross-frame layer: message tokens, their fusion, their diffusion.
 
-    def __init__(self, width: int, heads: int) -> None:
+    ViT (`forward`): around a pretrained block, the message token joins the frame's tokens in the
+    block's own attention and leaves before its MLP, as in the paper. ModifiedResNet: after a conv
+    stage, which has no attention, the fused message is diffused additively through a
+    zero-initialised projection (`diffuse`); at the attention pool, the message token joins the
+    pool's keys and values (`streamvl.adapting.attnpool_with`).
+    """
+
+    def __init__(self, width: int, heads: int, additive: bool = False) -> None:
         super().__init__()
         self.message_fc = nn.Linear(width, width)
         self.message_ln = nn.LayerNorm(width)
         self.message_attn = nn.MultiheadAttention(width, heads, batch_first=True)
         nn.init.trunc_normal_(self.message_fc.weight, std=0.02)
         nn.init.zeros_(self.message_fc.bias)
+        self.diffusion = nn.Linear(width, width) if additive else None
+        if self.diffusion is not None:
+            nn.init.zeros_(self.diffusion.weight)
+            nn.init.zeros_(self.diffusion.bias)
+
+    def messages(self, summary: torch.Tensor, b: int, t: int) -> torch.Tensor:
+        """One message token per frame from its summary token [B*T, C]; cross-frame fusion -> [B*T, 1, C]."""
+        c = summary.shape[-1]
+        msg = self.message_fc(summary).reshape(b, t, c)
+        m = self.message_ln(msg)
+        msg = msg + self.message_attn(m, m, m, need_weights=False)[0]
+        return msg.reshape(b * t, 1, c)
 
     def forward(self, block: nn.Module, x: torch.Tensor, b: int, t: int) -> torch.Tensor:
-        bt, l, c = x.shape
-        msg = self.message_fc(x[:, 0]).reshape(b, t, c)  # one message token per frame, from its class token
-        m = self.message_ln(msg)
-        msg = msg + self.message_attn(m, m, m, need_weights=False)[0]  # cross-frame fusion
-        y = torch.cat([x, msg.reshape(bt, 1, c)], dim=1)
+        """A ViT block with cross-frame communication: tokens [B*T, L, C] -> [B*T, L, C]."""
+        l = x.shape[1]
+        y = torch.cat([x, self.messages(x[:, 0], b, t)], dim=1)
         y = y + block.ls_1(block.attention(q_x=block.ln_1(y)))  # intra-frame diffusion: the block's own attention
         x = y[:, :l]  # the message token leaves before the MLP
         return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+    def diffuse(self, tokens: torch.Tensor, b: int, t: int) -> torch.Tensor:
+        """After a conv stage: spatial tokens [B*T, P, C] plus the projected fused message of their frame."""
+        return tokens + self.diffusion(self.messages(tokens.mean(dim=1), b, t))
 
 
 class PromptGeneratorLayer(nn.Module):
@@ -99,7 +138,7 @@ class XClipAdapter(TorchAdapter):
     name = "xclip"
     needs_frames = True
     defaults: dict[str, Any] = {
-        "layers": None,  # equip the last N vision blocks with cross-frame communication (default: all)
+        "layers": None,  # equip the last N blocks (ViT) / stages + attention pool (ResNet) (default: all)
         "mit_depth": 1,
         "prompt_layers": 2,
         "alpha_init": 0.1,
@@ -109,22 +148,31 @@ class XClipAdapter(TorchAdapter):
 
     def build(self) -> None:
         frozen = self.clip.visual
-        check_vit(frozen)
+        self.kind = tower_kind(frozen)
         o = self.options
-        blocks = frozen.transformer.resblocks
-        width, heads = frozen.transformer.width, blocks[0].attn.num_heads
-        layers = o["layers"] or len(blocks)
-        if not 1 <= layers <= len(blocks):
-            raise ValueError(f"layers must be in 1..{len(blocks)}, got {layers}")
-        self.first = len(blocks) - layers
+        points = insertion_points(frozen)  # ViT: each block; ResNet: each stage, then the attention pool
+        if self.kind == RESNET:
+            points.append(InsertionPoint(points[-1].width, frozen.attnpool.num_heads))
+        layers = o["layers"] or len(points)
+        if not 1 <= layers <= len(points):
+            raise ValueError(f"layers must be in 1..{len(points)}, got {layers}")
+        self.first = len(points) - layers
         if o["tune_vision"]:
             self.visual = copy.deepcopy(frozen).requires_grad_(True)  # initialised from the pretrained tower
-        self.cct = nn.ModuleList([CrossFrameCommunication(width, heads) for _ in range(layers)])
-        dim = self.embed_dim
+        n = len(points)
+        self.cct = nn.ModuleList([CrossFrameCommunication(p.width, p.heads, additive=self.kind == RESNET and i < n - 1)
+                                  for i, p in enumerate(points) if i >= self.first])
+        dim, width = self.embed_dim, points[-1].width
         self.mit = TemporalTransformer(dim, o["mit_depth"], max(1, dim // 64), o["max_frames"])
         self.prompts_visual_ln = nn.LayerNorm(width)
         self.prompts_visual_proj = nn.Parameter(torch.randn(width, dim) * width**-0.5)
         self.prompts = VideoSpecificPrompt(dim, o["prompt_layers"], max(1, dim // 64), o["alpha_init"])
+
+    def train(self, mode: bool = True) -> "XClipAdapter":
+        super().train(mode)
+        if self.options["tune_vision"]:
+            freeze_batchnorm(self.visual)  # a ResNet copy keeps its pretrained BatchNorm statistics
+        return self
 
     def vision(self) -> nn.Module:
         return self.visual if self.options["tune_vision"] else self.clip.visual
@@ -141,16 +189,30 @@ class XClipAdapter(TorchAdapter):
         """Frames [B, T, 3, S, S] -> frame features [B, T, D] (not normalised) and visual tokens [B, P, D]."""
         b, t = frames.shape[:2]
         visual = self.vision()
-        blocks = visual.transformer.resblocks
+        images = frames.flatten(0, 1).float()
         grad_prefix = torch.is_grad_enabled() and self.options["tune_vision"]
-        with torch.set_grad_enabled(grad_prefix):  # a frozen prefix needs no graph
-            x = vit_tokens(visual, frames.flatten(0, 1).float())
-            for block in blocks[: self.first]:
-                x = block(x)
-        for cct, block in zip(self.cct, blocks[self.first :]):
-            x = cct(block, x, b, t)
-        cls, _ = vit_head(visual, x)
-        tokens = self.prompts_visual_ln(x[:, 1:]) @ self.prompts_visual_proj  # [BT, P, D]
+        if self.kind == VIT:
+            blocks = visual.transformer.resblocks
+            with torch.set_grad_enabled(grad_prefix):  # a frozen prefix needs no graph
+                x = vit_tokens(visual, images)
+                for block in blocks[: self.first]:
+                    x = block(x)
+            for cct, block in zip(self.cct, blocks[self.first :]):
+                x = cct(block, x, b, t)
+            cls, _ = vit_head(visual, x)
+            tokens = x[:, 1:]
+        else:
+            stages = resnet_stages(visual)
+            with torch.set_grad_enabled(grad_prefix):
+                x = visual.stem(images)
+                for stage in stages[: self.first]:
+                    x = stage(x)
+            for cct, stage in zip(self.cct[:-1], stages[self.first :]):
+                x = stage(x)
+                x = from_tokens(cct.diffuse(to_tokens(x), b, t), x)
+            tokens = to_tokens(x)
+            cls = attnpool_with(visual.attnpool, x, self.cct[-1].messages(tokens.mean(dim=1), b, t))
+        tokens = self.prompts_visual_ln(tokens) @ self.prompts_visual_proj  # [BT, P, D]
         return cls.reshape(b, t, -1), tokens.reshape(b, t, *tokens.shape[1:]).mean(dim=1)
 
     def video_from(self, frame: torch.Tensor) -> torch.Tensor:
