@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=str(DEFAULT_ROOT))
     p.add_argument("--out", default="bench/adapters")
     p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--train-per-class", type=int, default=ShapesOptions.train_per_class, help="train clips per class")
+    p.add_argument("--test-per-class", type=int, default=ShapesOptions.test_per_class, help="test clips per class")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the whole table")
     args = p.parse_args(argv)
 
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    shapes = ShapesOptions(seed=args.seed)
+    shapes = ShapesOptions(seed=args.seed, train_per_class=args.train_per_class, test_per_class=args.test_per_class)
     if args.quick:
         shapes = ShapesOptions(seed=args.seed, train_per_class=2, test_per_class=1, streams=(1, 1), stream_seconds=30.0)
         args.steps, args.steps_frames, args.batch, args.batch_frames = 5, 2, 8, 4
