@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"== {name} {split}: {headline(metrics, split)} ({report.seconds:.0f}s training)")
             (out / "results.json").write_text(json.dumps({"model": model.name, "shapes": asdict(shapes), "results": results}, indent=1))
 
-    from streamvl.synthetic import RenderConfig, render_clip, sample_stream
+    from streamvl.synthetic import render_clip, sample_stream
 
     frames = render_clip(sample_stream(1, 32.0, width=model.image_size, height=model.image_size, fps=8.0))[:256]
     speed = {n: indexing_speed(model, plugins, n, options.get(n, {}), frames) for n in ["meanpool", *adapters]}
