@@ -153,7 +153,7 @@ class Watcher:
                 self.lag[row["stream_id"]].append(now - row["last_wallclock"])
         for table in (FRAMES, CLIPS, STREAMS, "stream_events"):
             self.fragments[table].append(self.store.fragments(table))
-        for proc in [psutil.Process(self.root_pid), *psutil.Process(self.root_pid).children(recursive=True)]:
+        for proc in self._processes():
             try:
                 cmd = " ".join(proc.cmdline())
                 name = "driver" if proc.pid == self.root_pid else cmd.split("ray::", 1)[1].split()[0].split(".")[0] if "ray::" in cmd else None
@@ -161,6 +161,18 @@ class Watcher:
                     self.rss[f"{name}:{proc.pid}"].append((now, proc.memory_info().rss / 2**20))
             except (psutil.NoSuchProcess, IndexError):
                 pass
+
+
+    def _processes(self) -> list[psutil.Process]:
+        """The driver and every Ray worker of this run: its descendants, plus `ray::` workers started
+        since (workers with a runtime_env, e.g. the sinks, are not always children of the driver's tree)."""
+        root = psutil.Process(self.root_pid)
+        procs = {p.pid: p for p in [root, *root.children(recursive=True)]}
+        for p in psutil.process_iter(["cmdline", "create_time"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if "ray::" in cmd and (p.info["create_time"] or 0) >= root.create_time():
+                procs.setdefault(p.pid, p)
+        return list(procs.values())
 
 
 def watch(db: str, fps: float, root_pid: int, stop_event, out) -> None:
