@@ -36,8 +36,9 @@ def parse(argv: list[str]) -> tuple[PretrainConfig, Path, bool]:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--checkpoints", action="store_true", help="also export the model at every evaluation (OUT/checkpoints)")
     a = p.parse_args(argv)
-    config = PretrainConfig(arch=a.arch, domain=a.domain, seed=a.seed, grey_p=a.grey_p, steps=a.steps, batch=a.batch, minutes=a.minutes, stop_after=a.stop_after, lr=a.lr,
-                            eval_every=a.eval_every, storage_dtype=a.dtype, name=a.name)
+    config = PretrainConfig(arch=a.arch, domain=a.domain, seed=a.seed, grey_p=a.grey_p, steps=a.steps, batch=a.batch,
+                            minutes=a.minutes, stop_after=a.stop_after, lr=a.lr, eval_every=a.eval_every,
+                            storage_dtype=a.dtype, name=a.name)
     return config, Path(a.out), a.checkpoints
 
 
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> None:
         result = train(config, log=lambda rec: (log.write(json.dumps(rec) + "\n"), log.flush()), on_eval=snapshot)
     weights, sidecar = export(result, config, out)
     print(json.dumps({"weights": str(weights), "json": str(sidecar), "bytes": weights.stat().st_size,
-                      "steps_done": result.steps_done, "complete": result.steps_done == (config.stop_after or config.steps),
+                      "steps_done": result.steps_done, "complete": result.steps_done == config.last_step,
                       "minutes": round(result.seconds / 60, 1), "images_per_s": round(result.images_per_s, 1)}))
 
 

@@ -152,7 +152,7 @@ def search_query(text: str, truth: list[tuple[float, float]], db: str, config: D
     hits = api.search(text, db, k=config.k)
     result = QueryResult(text, truth, sum(e - s for s, e in truth) / seconds)
     for h in hits:
-        peak = h.peak or (h.start, h.end)
+        peak = h.best_window
         result.hits.append(DemoHit(h.start, h.end, h.score, _overlaps(h.start, h.end, truth), peak,
                                    _inside((peak[0] + peak[1]) / 2, truth)))
     return result

@@ -3,8 +3,8 @@
 Everything follows from PretrainConfig: the init (torch seed + the seeded token embedding of
 streamvl.weights), the data (batch `step` is drawn from numpy seed [seed, step]) and the
 schedule. Stills come from the PRETRAIN domain (every shape-colour combo, never the held-out
-checker background; `domain="train"` also withholds the held-out combos), rendered at the model's input size; captions are `static_caption` or its
-terser variant `short_static_caption` (some objects named by shape or colour alone): shape,
+checker background; `domain="train"` also withholds the held-out combos), rendered at the
+model's input size; captions are `static_caption` or its terser variant `short_static_caption` (some objects named by shape or colour alone): shape,
 colour, size, position and background, never a motion or order word. Half of each batch is
 pairs of stills that differ in one object's shape only (hard negatives: without them colour and
 position are enough to tell captions apart and shape is never learned). The model is open_clip's own CLIP module trained with open_clip.ClipLoss.
@@ -71,6 +71,11 @@ class PretrainConfig:
     stop_after: int | None = None  # stop after this many steps of the `steps`-long schedule
     storage_dtype: str = "float16"
 
+    @property
+    def last_step(self) -> int:
+        """The step count a complete run of this recipe reaches."""
+        return self.stop_after or self.steps
+
 
 @dataclass
 class PretrainResult:
@@ -111,6 +116,11 @@ def greyscale(image: np.ndarray) -> np.ndarray:
     return np.repeat(np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
+def _style(config: PretrainConfig, rng: np.random.Generator) -> tuple[bool, bool]:
+    """(short caption?, greyscale?) for one still or pair; no draw for grey when grey_p is 0."""
+    return rng.random() < config.short_caption_p, bool(config.grey_p) and rng.random() < config.grey_p
+
+
 def _scenes(config: PretrainConfig, rng: np.random.Generator) -> list[tuple[SceneState, str, bool]]:
     """(scene, caption) for one batch: shape-swap pairs first, captioned with the same phrasing draws.
 
@@ -128,14 +138,14 @@ def _scenes(config: PretrainConfig, rng: np.random.Generator) -> list[tuple[Scen
         variant = shape_variant(scene, rng, domain)
         if variant is None:
             continue
-        short, grey = rng.random() < config.short_caption_p, bool(config.grey_p) and rng.random() < config.grey_p
+        short, grey = _style(config, rng)
         state = rng.bit_generator.state
         first = _caption(scene, rng, short, grey=grey)
         rng.bit_generator.state = state
         out += [(scene, first, grey), (variant, _caption(variant, rng, short, grey=grey), grey)]
     while len(out) < config.batch:
         scene = sample_still_scene(rng, domain)
-        short, grey = rng.random() < config.short_caption_p, bool(config.grey_p) and rng.random() < config.grey_p
+        short, grey = _style(config, rng)
         out.append((scene, _caption(scene, rng, short, config.partial_p, grey), grey))
     return out
 
@@ -223,10 +233,8 @@ def train(config: PretrainConfig, log: Callable[[dict[str, Any]], None] = lambda
     history: list[dict[str, Any]] = []
     losses: list[float] = []
     start, eval_seconds, done = time.monotonic(), 0.0, 0
-    bar = tqdm(range(config.steps), desc="pretrain", unit="step", mininterval=5.0)
+    bar = tqdm(range(config.last_step), desc="pretrain", unit="step", mininterval=5.0)
     for step in bar:
-        if config.stop_after is not None and step >= config.stop_after:
-            break
         if config.minutes is not None and time.monotonic() - start > 60 * config.minutes:
             bar.write(f"stopping at step {step}: the {config.minutes} minute cap was reached (recipe incomplete)")
             break
@@ -248,7 +256,7 @@ def train(config: PretrainConfig, log: Callable[[dict[str, Any]], None] = lambda
         losses.append(float(loss.detach()))
         done = step + 1
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
-        if done % config.eval_every == 0 or done in (config.steps, config.stop_after):
+        if done % config.eval_every == 0 or done == config.last_step:
             train_seconds = time.monotonic() - start - eval_seconds
             record = {"step": done, "loss": round(float(np.mean(losses[-50:])), 4), "lr": lr_at(config, step),
                       "images_per_s": round(done * config.batch / train_seconds, 1),
@@ -306,7 +314,7 @@ def export(result: PretrainResult, config: PretrainConfig, out_dir: str | Path, 
         "training": {
             "recipe": asdict(config),
             "steps_done": result.steps_done,
-            "complete": result.steps_done == (config.stop_after or config.steps),
+            "complete": result.steps_done == config.last_step,
             "seconds": round(result.seconds, 1),
             "images_per_s": round(result.images_per_s, 1),
             "images_seen": result.steps_done * config.batch,

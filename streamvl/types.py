@@ -100,7 +100,11 @@ class Hit:
     extra: dict[str, object] = field(default_factory=dict)
     peak: tuple[float, float] | None = None
 
+    @property
+    def best_window(self) -> tuple[float, float]:
+        """`peak`, or the whole range for a hit built without one."""
+        return self.peak if self.peak is not None else (self.start, self.end)
+
     def as_dict(self) -> dict[str, object]:
-        peak = list(self.peak) if self.peak is not None else [self.start, self.end]
         return {"stream_id": self.stream_id, "uri": self.uri, "start": self.start, "end": self.end, "score": self.score,
-                "peak": peak}
+                "peak": list(self.best_window)}

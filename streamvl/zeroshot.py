@@ -1,6 +1,6 @@
 """Zero-shot evaluation of a frozen model on held-out shapes-world clips, through the meanpool adapter.
 
-Two measurements (docs/model_card.md quotes `python jobs/evaluate_zeroshot.py`):
+Two measurements (the README's model card quotes `python jobs/evaluate_zeroshot.py`):
 
 - static: which (shape, colour) is the one object of a held-out clip? Clips come from the TEST
   domain (the shape/colour combos held out of the video splits' training sides, half of them on
