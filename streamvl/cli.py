@@ -68,6 +68,8 @@ def main() -> None:
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="LanceDB path or URI")
 @click.option("--fps", type=float, help="frames sampled per second (default 1)")
 @click.option("--model", help="model spec: default, ARCH@TAG, ARCH@PATH, ARCH@random[:SEED]")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+              help="image tower precision (default auto: bf16 where the CPU has native bf16)")
 @click.option("--adapter", "adapters", multiple=True, help="adapter name (repeatable; default meanpool)")
 @click.option("--window", type=int, help="frames per clip window (default 8)")
 @click.option("--stride", type=int, help="frames between clip windows (default 4)")
@@ -76,11 +78,11 @@ def main() -> None:
               help="adapter option, e.g. prompt.checkpoint=ckpt/prompt.safetensors (repeatable)")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML config file")
 @click.option("--json", "as_json", is_flag=True, help="print the run report as JSON")
-def index(sources, db, fps, model, adapters, window, stride, ids, adapter_options, config_path, as_json) -> None:
+def index(sources, db, fps, model, precision, adapters, window, stride, ids, adapter_options, config_path, as_json) -> None:
     """Index SOURCES (files, directories, globs, URLs) into the database."""
     from tqdm import tqdm
 
-    overrides = {"db": db, "model": model, "adapters": list(adapters) or None, "sampling.fps": fps,
+    overrides = {"db": db, "model": model, "precision": precision, "adapters": list(adapters) or None, "sampling.fps": fps,
                  "clips.window": window, "clips.stride": stride, **_adapter_options(adapter_options)}
     try:
         config = load_config(config_path, overrides)
@@ -92,13 +94,15 @@ def index(sources, db, fps, model, adapters, window, stride, ids, adapter_option
         _fail(exc)
     _warn(report.warning)
     if as_json:
-        click.echo(json.dumps({"model": report.model, "warning": report.warning, "seconds": report.seconds,
+        click.echo(json.dumps({"model": report.model, "precision": report.precision, "warning": report.warning,
+                               "seconds": report.seconds,
                                "streams": [vars(s) for s in report.streams]}, indent=2))
     else:
         for s in report.streams:
             line = f"{s.status:6} {s.stream_id}  frames={s.frames} clips={s.clips}  {s.uri}"
             click.secho(line + (f"\n       {s.error}" if s.error else ""), fg="red" if s.error else None)
-        click.echo(f"{report.frames} frames from {len(report.streams)} streams in {report.seconds:.1f}s -> {config.db}")
+        click.echo(f"{report.frames} frames from {len(report.streams)} streams in {report.seconds:.1f}s -> {config.db} "
+                   f"(image tower {report.precision})")
     if report.failed:
         sys.exit(EXIT_STREAMS_FAILED)
 
@@ -207,6 +211,8 @@ def streams_remove(stream_id, db) -> None:
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="LanceDB path or URI")
 @click.option("--fps", type=float, help="default frames sampled per second (default 1)")
 @click.option("--model", help="model spec: default, ARCH@TAG, ARCH@PATH, ARCH@random[:SEED]")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+              help="image tower precision (default auto: bf16 where the CPU has native bf16)")
 @click.option("--adapter", "adapters", multiple=True, help="adapter name (repeatable; default meanpool)")
 @click.option("--window", type=int, help="frames per clip window (default 8)")
 @click.option("--stride", type=int, help="frames between clip windows (default 4)")
@@ -214,14 +220,14 @@ def streams_remove(stream_id, db) -> None:
 @click.option("--adapter-option", "adapter_options", multiple=True, metavar="ADAPTER.KEY=VALUE",
               help="adapter option (repeatable)")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML config file")
-def serve_index(db, fps, model, adapters, window, stride, poll_s, adapter_options, config_path) -> None:
+def serve_index(db, fps, model, precision, adapters, window, stride, poll_s, adapter_options, config_path) -> None:
     """Index live streams continuously until interrupted (SIGINT/SIGTERM).
 
     Streams are added and removed while it runs: `streamvl streams add URI` / `streams remove ID`.
     Every stream resumes from its committed checkpoint when the job is restarted."""
     import signal
 
-    overrides = {"db": db, "model": model, "adapters": list(adapters) or None, "sampling.fps": fps,
+    overrides = {"db": db, "model": model, "precision": precision, "adapters": list(adapters) or None, "sampling.fps": fps,
                  "clips.window": window, "clips.stride": stride, **_adapter_options(adapter_options)}
     stopping: list[int] = []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -90,6 +90,8 @@ class IndexConfig(BaseModel):
 
     db: str = DEFAULT_DB
     model: str = "default"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="image tower precision when indexing: auto = bf16 on CPUs with native bf16, else fp32")
     adapters: list[str] = Field(default_factory=lambda: ["meanpool"], min_length=1)
     adapter_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description='per-adapter options, e.g. {"prompt": {"checkpoint": "ckpt/prompt.safetensors"}}'

@@ -50,7 +50,7 @@ class EncodeStage:
 
     def __init__(self, config: IndexConfig, plugins: Plugins | None = None, model: LoadedModel | None = None):
         self.config = config
-        self.model = model if model is not None else load_model(config.model)
+        self.model = model if model is not None else load_model(config.model, config.precision)
         self.plugins = plugins if plugins is not None else Plugins()
         self.specs: dict[str, AdapterSpec] = {name: self.plugins.adapter(name) for name in config.adapters}
         self.adapters: dict[str, VideoAdapter] = {

@@ -14,6 +14,7 @@ Specs:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -23,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from streamvl import precision as prec
 from streamvl.errors import ModelLoadError
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -79,6 +81,8 @@ class LoadedModel:
     embed_dim: int
     weights_sha256: str = ""
     extra_meta: dict[str, str] = field(default_factory=dict)
+    precision: prec.PrecisionChoice = prec.PrecisionChoice("fp32", "default")
+    visual_bf16: Any = None  # bf16 copy of the image tower when precision is bf16 (see streamvl/precision.py)
 
     @property
     def random_weights(self) -> bool:
@@ -110,11 +114,13 @@ class LoadedModel:
         return preprocess_frames(frames, self.image_size, self.mean, self.std)
 
     def encode_images(self, frames: np.ndarray) -> "torch.Tensor":
-        """uint8 frames -> L2-normalised image embeddings [N, D]."""
+        """uint8 frames -> L2-normalised float32 image embeddings [N, D], at this model's precision."""
         import torch
 
         with torch.inference_mode():
-            return self.model.encode_image(self.preprocess(frames), normalize=True)
+            if self.visual_bf16 is None:
+                return self.model.encode_image(self.preprocess(frames), normalize=True)
+            return _bf16_embed(self.visual_bf16, self.preprocess(frames))
 
     def encode_text(self, texts: Sequence[str]) -> "torch.Tensor":
         """Texts -> L2-normalised text embeddings [N, D] (plain text tower)."""
@@ -122,6 +128,15 @@ class LoadedModel:
 
         with torch.inference_mode():
             return self.model.encode_text(self.tokenizer(list(texts)), normalize=True)
+
+
+def _bf16_embed(tower: Any, pixels: "torch.Tensor") -> "torch.Tensor":
+    """Normalised fp32 embeddings from a bf16 tower (what open_clip's encode_image(normalize=True) returns)."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode():
+        return F.normalize(tower(pixels.to(torch.bfloat16)).float(), dim=-1)
 
 
 def preprocess_frames(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]) -> "torch.Tensor":
@@ -281,10 +296,27 @@ def _shipped_meta(spec: ModelSpec) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=4)
-def load_model(spec: str = "default") -> LoadedModel:
-    """Load (once per process) the frozen model for `spec`."""
+def load_model(spec: str = "default", precision: str = "fp32") -> LoadedModel:
+    """Load (once per process) the frozen model for `spec`; `precision` ('fp32' | 'bf16' | 'auto') applies to
+    `encode_images` only (text tower, adapters and training use the fp32 weights)."""
+    if precision != "fp32":
+        return with_precision(load_model(spec), precision)
     parsed = parse_spec(spec)
     return wrap_model(_create(parsed), parsed)
+
+
+def with_precision(model: LoadedModel, requested: str) -> LoadedModel:
+    """The same model with its image tower at `requested` precision, checked against fp32 (streamvl.precision)."""
+    towers: list[Any] = []
+
+    def bf16_embed(frames: np.ndarray) -> np.ndarray:
+        towers.append(prec.bf16_tower(model.model.visual))
+        return _bf16_embed(towers[-1], model.preprocess(frames)).numpy()
+
+    choice = prec.choose(requested, lambda frames: model.encode_images(frames).numpy(), bf16_embed,
+                         model.image_size, model.spec.text)
+    tower = towers[-1] if choice.precision == "bf16" else None
+    return dataclasses.replace(model, precision=choice, visual_bf16=tower)
 
 
 def wrap_model(model: Any, spec: ModelSpec, freeze: bool = True) -> LoadedModel:

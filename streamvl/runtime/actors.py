@@ -104,7 +104,8 @@ class EncodeActor:
 
     def describe(self) -> dict[str, object]:
         model = self.stage.model
-        return {"model": model.name, "warning": model.warning(), "meta": model.meta()}
+        return {"model": model.name, "warning": model.warning(), "meta": model.meta(),
+                "precision": model.precision.precision, "precision_reason": model.precision.reason}
 
     def pid(self) -> int:
         import os

@@ -76,6 +76,7 @@ class IndexReport:
     model: str
     warning: str | None
     seconds: float
+    precision: str = "fp32"  # the image tower's precision in the encode actor
 
     @property
     def frames(self) -> int:
@@ -225,7 +226,8 @@ class IndexRun:
             self._handled[sid] = row["requested_at"]
 
     def report(self, seconds: float) -> IndexReport:
-        return IndexReport(list(self.reports.values()), str(self.info["model"]), self.info["warning"], seconds)
+        return IndexReport(list(self.reports.values()), str(self.info["model"]), self.info["warning"], seconds,
+                           str(self.info["precision"]))
 
     # -- streams -------------------------------------------------------------------------------
     def add(self, info: StreamInfo) -> StreamReport:

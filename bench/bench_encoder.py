@@ -1,0 +1,135 @@
+"""Image-tower speed and quality: streamvl's fast path vs plain open_clip fp32 eager, same frames.
+
+Frames are sampled from the real clips in ../shared/data/videos (or --videos), resized by the
+source to the model's input size. Both arms run in this process, interleaved round by round,
+with the same torch thread count the encode actor uses. Prints images/s per arm and batch size,
+the ratio, the cosine of every fast-path embedding to its fp32 embedding, and shapes-world
+zero-shot metrics of the shipped model at fp32 vs the fast path (points of difference).
+
+    python bench/bench_encoder.py [--model ViT-B-32@random:0] [--precision auto] [--frames 256]
+
+ViT-B/32 has no pretrained weights on this machine: its speed is weight-independent, and the
+cosine check on random weights exercises the same arithmetic; the shapes-world check uses the
+shipped (trained) model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamvl import api  # noqa: E402
+from streamvl.config import SamplingConfig  # noqa: E402
+from streamvl.models import LoadedModel, load_model  # noqa: E402
+from streamvl.precision import min_cosine  # noqa: E402
+from streamvl.sources import open_source  # noqa: E402
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+
+
+def real_frames(videos: Path, size: int, count: int) -> np.ndarray:
+    """Up to `count` frames sampled evenly in time from every clip in `videos`, at size x size."""
+    streams = api.discover([str(videos)])
+    if not streams:
+        raise SystemExit(f"no videos in {videos}")
+    sampling = SamplingConfig(fps=8.0, size=size)
+    frames = []
+    for info in streams:
+        with open_source(info, sampling) as source:
+            frames += [b.frames for b in source if len(b)]
+    all_frames = np.concatenate(frames)
+    pick = np.linspace(0, len(all_frames) - 1, min(count, len(all_frames))).round().astype(int)
+    return all_frames[pick]
+
+
+def plain_fp32(model: LoadedModel, frames: np.ndarray) -> np.ndarray:
+    """Plain open_clip: preprocess, then encode_image in fp32 eager mode."""
+    import torch
+
+    with torch.inference_mode():
+        return model.model.encode_image(model.preprocess(frames), normalize=True).numpy()
+
+
+def fast(model: LoadedModel, frames: np.ndarray) -> np.ndarray:
+    return model.encode_images(frames).numpy()
+
+
+def images_per_s(embed, model: LoadedModel, frames: np.ndarray, batch: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(frames), batch):
+        embed(model, frames[i : i + batch])
+    return len(frames) / (time.perf_counter() - start)
+
+
+def speed(base: LoadedModel, quick: LoadedModel, frames: np.ndarray, batches: list[int], rounds: int) -> None:
+    """Median images/s of both arms per batch size, rounds interleaved so load drifts hit both."""
+    plain_fp32(base, frames[:8]), fast(quick, frames[:8])  # warm-up (oneDNN primitive caches)
+    print(f"{'batch':>6} {'fp32 eager img/s':>17} {'fast path img/s':>16} {'ratio':>6}")
+    for batch in batches:
+        a, b = [], []
+        for _ in range(rounds):
+            a.append(images_per_s(plain_fp32, base, frames, batch))
+            b.append(images_per_s(fast, quick, frames, batch))
+        ma, mb = statistics.median(a), statistics.median(b)
+        print(f"{batch:>6} {ma:>17.1f} {mb:>16.1f} {mb / ma:>6.2f}")
+
+
+def cosine_report(base: LoadedModel, quick: LoadedModel, frames: np.ndarray) -> None:
+    a, b = plain_fp32(base, frames), fast(quick, frames)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    print(f"cosine to fp32         min {min_cosine(a, b):.5f}  p1 {np.percentile(cos, 1):.5f}  "
+          f"mean {cos.mean():.5f}  ({len(frames)} real frames; guard >= 0.99)")
+
+
+def shapes_report(spec: str, precision: str, per_action: int) -> None:
+    """Zero-shot held-out metrics of the shipped model through both arms."""
+    from streamvl.zeroshot import EvalConfig, evaluate
+
+    config = EvalConfig(per_action=per_action, per_order_action=per_action)
+    base, quick = load_model(spec), load_model(spec, precision)
+    ra, rb = evaluate(base, config), evaluate(quick, config)
+    rows = [("shape top-1", "static", "shape_top1"), ("colour top-1", "static", "colour_top1"),
+            ("shape+colour top-1", "static", "combined_top1"), ("order pairs top-1", "order", "top1")]
+    print(f"shapes world ({spec}, {ra['static']['n_clips']} + {ra['order']['n_clips']} held-out clips, meanpool)")
+    print(f"  {'metric':<20}{'fp32':>8}{quick.precision.precision:>8}{'points':>8}")
+    for name, part, key in rows:
+        x, y = ra[part][key], rb[part][key]
+        print(f"  {name:<20}{x:>8.3f}{y:>8.3f}{100 * (y - x):>+8.1f}")
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="ViT-B-32@random:0", help="model for speed and cosine")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--videos", type=Path, default=SHARED_VIDEOS)
+    parser.add_argument("--frames", type=int, default=256)
+    parser.add_argument("--batches", default="16,64,256", help="batch sizes, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the encode actor's default)")
+    parser.add_argument("--shapes-model", default="default", help="trained model for the shapes-world check ('' skips)")
+    parser.add_argument("--per-action", type=int, default=50)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    base, quick = load_model(args.model), load_model(args.model, args.precision)
+    frames = real_frames(args.videos, base.image_size, args.frames)
+    print(f"model                  {base.name}, image tower at {quick.precision.precision} ({quick.precision.reason})")
+    print(f"frames                 {len(frames)} real frames from {args.videos}, {base.image_size}px, "
+          f"{args.threads} torch threads")
+    speed(base, quick, frames, [int(b) for b in args.batches.split(",")], args.rounds)
+    cosine_report(base, quick, frames)
+    if args.shapes_model:
+        shapes_report(args.shapes_model, args.precision, args.per_action)
+
+
+if __name__ == "__main__":
+    main()
