@@ -1,10 +1,15 @@
-"""Pipeline vs bare encoder on the same generated video, in one process.
+"""Pipeline vs bare fast encoder on the same frames, and memory over a 1-hour input, in one process.
 
-Prints: bare open_clip images/s (a plain loop over the same sampled frames), pipeline
-frames/s end to end (decode -> encode -> adapters -> LanceDB through Ray), their ratio, and
-peak RSS of this driver and of the Ray workers.
+Generates --files shapes-world h264 videos (320x240, 25 fps, keyframe every second). Prints:
+  bare encoder   images/s of the model's own fast path (the precision indexing uses) in a plain
+                 loop over exactly the frames the pipeline samples (decode excluded)
+  pipeline       frames/s end to end (decode -> encode -> adapters -> LanceDB through Ray) over
+                 the set of files, in steady state (first frame committed -> last) and including
+                 actor start-up; and the ratio of each to the bare encoder
+  memory         peak RSS of the driver and of every actor kind, and RSS sampled along a run over
+                 a 1-hour input (--hour-seconds; the same video looped by remuxing), last/first
 
-    python bench/bench_pipeline.py [--seconds 600] [--fps 4] [--model SPEC]
+    python bench/bench_pipeline.py [--files 4] [--seconds 120] [--fps 4] [--model ViT-B-32@random:0]
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -22,23 +27,23 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_live import camera_video  # noqa: E402
 from streamvl import api  # noqa: E402
 from streamvl.config import IndexConfig  # noqa: E402
 from streamvl.models import load_model  # noqa: E402
 from streamvl.sources import open_source  # noqa: E402
-from tests.videos import make_video  # noqa: E402
 
 
-def sampled_frames(info, config: IndexConfig) -> np.ndarray:
-    with open_source(info, config.sampling) as source:
-        return np.concatenate([b.frames for b in source if len(b)])
+def sampled_frames(infos, config: IndexConfig) -> np.ndarray:
+    frames = []
+    for info in infos:
+        with open_source(info, config.sampling) as source:
+            frames += [b.frames for b in source if len(b)]
+    return np.concatenate(frames)
 
 
 def bare_encoder(model, frames: np.ndarray, batch: int) -> float:
-    """images/s of a plain loop: preprocess + encode_image, no pipeline."""
-    import torch
-
-    torch.set_num_threads(2)
+    """images/s of a plain loop over the frames through the model's encode_images (no pipeline)."""
     model.encode_images(frames[:batch])  # warm-up
     start = time.perf_counter()
     for i in range(0, len(frames), batch):
@@ -46,65 +51,115 @@ def bare_encoder(model, frames: np.ndarray, batch: int) -> float:
     return len(frames) / (time.perf_counter() - start)
 
 
+def loop_video(src: Path, dst: Path, times: int) -> Path:
+    """`src` repeated `times` times into one file by remuxing packets (no re-encode)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream_in = inp.streams.video[0]
+        stream_out = out.add_stream_from_template(stream_in)
+        packets = [p for p in inp.demux(stream_in) if p.dts is not None]
+        span = max(p.pts for p in packets) + packets[1].duration if len(packets) > 1 else 1
+        for k in range(times):
+            for p in packets:
+                p.pts, p.dts, p.stream = p.pts + (span if k else 0), p.dts + (span if k else 0), stream_out
+                out.mux(p)
+    return dst
+
+
 class RssSampler(threading.Thread):
     """Polls the RSS of this process and of Ray actor processes (by class) while a run goes on."""
 
-    def __init__(self, every: float = 0.25) -> None:
+    def __init__(self, every: float = 0.5) -> None:
         super().__init__(daemon=True)
-        self.every, self.peak_mb, self._done = every, {}, threading.Event()
+        self.every, self.peak_mb, self.series, self._done = every, {}, [], threading.Event()
 
     def run(self) -> None:
         while not self._done.wait(self.every):
+            now, sample = time.monotonic(), {}
             for proc in psutil.process_iter(["pid", "cmdline", "memory_info"]):
                 cmd = " ".join(proc.info["cmdline"] or [])
                 name = "driver" if proc.info["pid"] == os.getpid() else cmd.split("ray::", 1)[1].split()[0].split(".")[0] if "ray::" in cmd else None
-                if name and proc.info["memory_info"]:
-                    self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), proc.info["memory_info"].rss / 2**20)
+                if name and not name.startswith("IDLE") and proc.info["memory_info"]:
+                    mb = proc.info["memory_info"].rss / 2**20
+                    sample[name] = max(sample.get(name, 0.0), mb)
+                    self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), mb)
+            self.series.append((now, sample))
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> "RssSampler":
         self._done.set()
         self.join()
-        return self.peak_mb
+        return self
 
 
-def run_pipeline(info, config: IndexConfig) -> tuple[float, int, dict[str, float]]:
+def run_pipeline(infos, config: IndexConfig) -> tuple[int, float, float, RssSampler]:
+    """frames, seconds including start-up, steady-state seconds (first frame committed -> end), RSS."""
     sampler = RssSampler()
     sampler.start()
+    first: list[float] = []
     start = time.perf_counter()
-    report = api.index([info], config)
-    seconds = time.perf_counter() - start
-    return report.frames / seconds, report.frames, sampler.stop()
+    report = api.index(infos, config, on_frames=lambda n: first or first.append(time.perf_counter()))
+    end = time.perf_counter()
+    return report.frames, end - start, end - (first[0] if first else start), sampler.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=300.0, help="length of the generated video")
+    parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=120.0, help="length of each generated video")
     parser.add_argument("--fps", type=float, default=4.0, help="sampling rate")
-    parser.add_argument("--model", default="default")
+    parser.add_argument("--model", default="ViT-B-32@random:0")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--hour-seconds", type=float, default=3600.0, help="length of the memory run's input (0 skips)")
+    parser.add_argument("--hour-fps", type=float, default=1.0, help="sampling rate of the memory run")
     args = parser.parse_args()
 
+    import torch
+
+    torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="streamvl-bench-"))
-    long = make_video(work / "long.mp4", seconds=args.seconds, fps=25, size=(640, 360), pattern="noise").path
-    short = make_video(work / "short.mp4", seconds=args.seconds / 5, fps=25, size=(640, 360), pattern="noise").path
-    config = IndexConfig(db=str(work / "db"), model=args.model, sampling={"fps": args.fps})
-    model = load_model(config.model)
+    t0 = time.perf_counter()
+    paths = [camera_video(work / f"cam{i}.mp4", seed=i, seconds=args.seconds, fps=25, size=(320, 240))
+             for i in range(args.files)]
+    print(f"generated {args.files} x {args.seconds:.0f}s videos in {time.perf_counter() - t0:.0f}s", flush=True)
+    config = IndexConfig(db=str(work / "db"), model=args.model, precision=args.precision, sampling={"fps": args.fps})
+    model = load_model(config.model, config.precision)
     config = config.model_copy(update={"sampling": config.sampling.model_copy(update={"size": model.image_size})})
-    short_info, long_info = api.discover([str(short), str(long)])
+    infos = api.discover([str(p) for p in paths])
 
-    frames = sampled_frames(long_info, config)
+    frames = sampled_frames(infos, config)
     bare = bare_encoder(model, frames, config.runtime.encode_batch)
-    _, short_frames, short_rss = run_pipeline(short_info, config)
-    pipeline, n, long_rss = run_pipeline(long_info, config)
+    n, total_s, steady_s, rss = run_pipeline(infos, config)
 
-    print(f"model                  {model.name}")
-    print(f"video                  {args.seconds:.0f}s 640x360 25fps h264 noise, sampled at {args.fps} fps -> {len(frames)} frames")
-    print(f"bare encoder           {bare:8.1f} images/s  (plain open_clip loop over the same frames)")
-    print(f"pipeline end to end    {pipeline:8.1f} frames/s  (decode+encode+adapters+LanceDB on Ray, incl. actor start)")
-    print(f"ratio pipeline/bare    {pipeline / bare:8.2f}")
-    print(f"peak RSS MiB           {'process':<14}{short_frames:>6} frames {n:>8} frames   ratio")
-    for name in sorted(long_rss):
-        a, b = short_rss.get(name, float("nan")), long_rss[name]
-        print(f"                       {name:<14}{a:13.0f} {b:15.0f}   {b / a:5.2f}")
+    print(f"model                  {model.name}, image tower {model.precision.precision}")
+    print(f"input                  {args.files} files x {args.seconds:.0f}s 320x240 25fps h264 (shapes world), "
+          f"sampled at {args.fps:g} fps -> {len(frames)} frames")
+    print(f"bare fast encoder      {bare:8.1f} images/s  (model.encode_images loop over the same frames)")
+    print(f"pipeline steady state  {n / steady_s:8.1f} frames/s  ratio {n / steady_s / bare:5.2f}  (goal >= 0.9)")
+    print(f"pipeline incl. start   {n / total_s:8.1f} frames/s  ratio {n / total_s / bare:5.2f}  "
+          f"({total_s - steady_s:.1f}s of actor start-up and model load)")
+    print("peak RSS MiB           " + "  ".join(f"{k} {v:.0f}" for k, v in sorted(rss.peak_mb.items())))
+    if args.hour_seconds:
+        memory_run(args, work, paths[0], config)
+
+
+def memory_run(args, work: Path, video: Path, config: IndexConfig) -> None:
+    """RSS per actor along a run over one long input; flat memory shows as last/first near 1."""
+    long = loop_video(video, work / "hour.mp4", max(1, int(round(args.hour_seconds / args.seconds))))
+    info = api.discover([str(long)], ["hour"])
+    config = config.model_copy(update={"db": str(work / "db-hour"),
+                                       "sampling": config.sampling.model_copy(update={"fps": args.hour_fps})})
+    n, total_s, steady_s, rss = run_pipeline(info, config)
+    t1 = rss.series[-1][0]
+    t0 = t1 - steady_s  # frames flowing from here on: start-up and model load are not the steady state
+    series = [(t, s) for t, s in rss.series if s and t >= t0]
+    print(f"memory run             {n} frames from a {args.hour_seconds / 60:.0f}-min input at {args.hour_fps:g} fps "
+          f"in {total_s:.0f}s")
+    print("RSS MiB                process          at 10%   25%   50%   75%  100% of the steady run   last/10%")
+    for name in sorted(rss.peak_mb):
+        points = [np.mean([s[name] for t, s in series if name in s and abs(t - (t0 + f * (t1 - t0))) <= 0.05 * (t1 - t0)]
+                          or [np.nan]) for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
+        print(f"                       {name:<16}" + "".join(f"{m:6.0f}" for m in points) + f"   {points[-1] / points[0]:17.2f}")
 
 
 if __name__ == "__main__":
