@@ -99,7 +99,8 @@ def index(sources, db, fps, model, precision, adapters, window, stride, ids, ada
                                "streams": [vars(s) for s in report.streams]}, indent=2))
     else:
         for s in report.streams:
-            line = f"{s.status:6} {s.stream_id}  frames={s.frames} clips={s.clips}  {s.uri}"
+            skipped = f" skipped={s.skipped}/{s.frames}" if s.skipped else ""
+            line = f"{s.status:6} {s.stream_id}  frames={s.frames} clips={s.clips}{skipped}  {s.uri}"
             click.secho(line + (f"\n       {s.error}" if s.error else ""), fg="red" if s.error else None)
         click.echo(f"{report.frames} frames from {len(report.streams)} streams in {report.seconds:.1f}s -> {config.db} "
                    f"(image tower {report.precision})")
@@ -175,6 +176,8 @@ def _stream_line(r: dict) -> str:
         line += f" lag={lag} reconnects={r.get('reconnects') or 0} gaps={r.get('gaps') or 0}"
         if r.get("gap_total_s"):
             line += f" ({r['gap_total_s']:.1f}s)"
+    if r.get("frames_skipped"):
+        line += f" skipped={r['frames_skipped']}/{r['frames_indexed']}"
     if r.get("restarts"):
         line += f" restarts={r['restarts']}"
     return f"{line}  {r['uri']}"

@@ -7,7 +7,7 @@ benchmark drive it directly. Frames of all streams in a call go through the mode
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -37,6 +37,7 @@ class StreamProgress:
     resume_after: float | None = None  # checkpoint: time of the frame before it
     last_wallclock: float | None = None  # arrival of the last frame (live)
     error: str | None = None  # the batch was refused: it does not continue this stream's windows
+    skipped: int = 0  # frames marked repeat: not run through the model, their embedding reused
 
 
 def fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
@@ -63,6 +64,8 @@ class EncodeStage:
         self.frames_schema = store.frames_schema(self.model.embed_dim, meta)
         self.clips_schema = store.clips_schema(self.model.embed_dim, extra, meta)
         self._windows: dict[str, Windower] = {}
+        # stream -> (embedding, pixels if keep_frames) of its last frame run through the model
+        self._last: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
 
     def process(self, batches: Sequence[FrameBatch]) -> tuple[pa.Table, pa.Table, list[StreamProgress]]:
         """Embed all frames in one pass, advance each stream's windows, embed completed clips.
@@ -79,14 +82,16 @@ class EncodeStage:
             else:
                 progress.append(StreamProgress(batch.stream_id, 0, 0, None, False, error=refused))
         batches = accepted
-        features = self._embed_frames(batches)
+        fresh = self._embed_frames([_fresh_only(b) for b in batches])  # repeats skip the model
+        features, pixels = zip(*(self._fill_repeats(b, f) for b, f in zip(batches, fresh))) if batches else ((), ())
         windows: list[Window] = []
-        for batch, feats in zip(batches, features):
+        for batch, feats, frames in zip(batches, features, pixels):
             windower = self._windows[batch.stream_id]
-            done = windower.push(batch.pts, feats, batch.frames if self.keep_frames else None)
+            done = windower.push(batch.pts, feats, frames)
             if batch.final:
                 done += windower.flush()
                 del self._windows[batch.stream_id]
+                self._last.pop(batch.stream_id, None)
             windows += done
             progress.append(_progress(batch, windower, len(done)))
         return self._frame_rows(batches, features), self._clip_rows(windows), progress
@@ -96,6 +101,10 @@ class EncodeStage:
         at its grid index (a resume point); later batches must continue them frame by frame."""
         windower = self._windows.get(batch.stream_id)
         if batch.seq == 0:
+            self._last.pop(batch.stream_id, None)  # a new decoder run: repeats refer to its own frames only
+            leading_repeat = _leading_repeat(batch)
+            if leading_repeat:
+                return leading_repeat
             try:
                 self._windows[batch.stream_id] = self._new_windower(batch)
             except ValueError as exc:
@@ -104,6 +113,8 @@ class EncodeStage:
         if windower is None or windower.seen != batch.first_index:
             expected = "a decoder restart (seq 0)" if windower is None else f"frame {windower.seen}"
             return f"out of sync: batch {batch.seq} starts at frame {batch.first_index}, windows expect {expected}"
+        if batch.stream_id not in self._last:
+            return _leading_repeat(batch)
         return None
 
     def _new_windower(self, batch: FrameBatch) -> Windower:
@@ -114,7 +125,25 @@ class EncodeStage:
     def finish(self, stream_id: str) -> pa.Table:
         """A stream ended early (error, removal): embed its tail window so good frames are kept."""
         windower = self._windows.pop(stream_id, None)
+        self._last.pop(stream_id, None)
         return self._clip_rows(windower.flush() if windower else [])
+
+    def _fill_repeats(self, batch: FrameBatch, fresh: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Features [N, D] (and pixels for adapters that need frames) of every frame of the batch:
+        a repeat gets those of the stream's last frame run through the model, which may be in an
+        earlier batch. Pixels of repeats are filled the same way, whether or not the batch still
+        carries its own (it is within the skip threshold of that frame), so results never depend
+        on whether repeat pixels crossed Ray."""
+        pixels = batch.fresh_frames() if self.keep_frames else None
+        if batch.repeats:
+            prev_feat, prev_px = self._last[batch.stream_id]  # _sync refused batches without one
+            take = np.cumsum(~batch.repeat)  # 1 + index of the last fresh frame at or before each; 0: the previous one
+            fresh = np.concatenate([prev_feat[None], fresh])[take]
+            if pixels is not None:
+                pixels = np.concatenate([prev_px[None], pixels])[take]
+        if len(batch):
+            self._last[batch.stream_id] = (fresh[-1], pixels[-1] if pixels is not None else None)
+        return fresh, pixels
 
     def _embed_frames(self, batches: Sequence[FrameBatch]) -> list[np.ndarray]:
         """Frames of every batch through the image tower in chunks of encode_batch; split back."""
@@ -201,7 +230,24 @@ def _progress(batch: FrameBatch, windower: Windower, clips: int) -> StreamProgre
     wall = float(batch.wallclock[-1]) if batch.wallclock is not None and len(batch.wallclock) else None
     next_window, resume_after = windower.checkpoint()
     return StreamProgress(batch.stream_id, len(batch), clips, last, batch.final, seen=windower.seen,
-                          next_window=next_window, resume_after=resume_after, last_wallclock=wall)
+                          next_window=next_window, resume_after=resume_after, last_wallclock=wall,
+                          skipped=batch.repeats)
+
+
+def _fresh_only(batch: FrameBatch) -> FrameBatch:
+    """The batch's frames not marked repeat (those the model runs on)."""
+    if not batch.repeats:
+        return batch
+    keep = ~batch.repeat
+    return replace(batch, pts=batch.pts[keep], frames=batch.fresh_frames(), repeat=None,
+                   wallclock=None if batch.wallclock is None else batch.wallclock[keep])
+
+
+def _leading_repeat(batch: FrameBatch) -> str | None:
+    """Why a batch cannot be encoded when no earlier frame of its stream was: it starts with repeats."""
+    if batch.repeat is not None and len(batch) and batch.repeat[0]:
+        return f"batch {batch.seq} starts with a repeat frame but no frame of its stream was encoded before it"
+    return None
 
 
 def _build(spec: AdapterSpec, model: LoadedModel, options: dict | None = None) -> VideoAdapter:

@@ -103,6 +103,7 @@ STREAM_LIVE_FIELDS = (
     pa.field("gap_total_s", pa.float64()),
     pa.field("last_gap_s", pa.float64()),
     pa.field("restarts", pa.int64()),  # replays from the checkpoint after an actor crash or a job restart
+    pa.field("frames_skipped", pa.int64()),  # indexed frames marked repeat (static scene): model not run
 )
 
 

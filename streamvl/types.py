@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -18,6 +18,10 @@ class FrameBatch:
         starts at the first uncommitted clip window, not at 0); the clip windows are cut on it.
     fps: the stream's sampling rate (frames per second of presentation time).
     events: live-source events (reconnect, gap, stall) that happened before these frames.
+    repeat: bool [N] or None; True marks a frame nearly identical to the stream's last frame not
+        marked repeat (streamvl.sources.static): the encoder reuses that frame's embedding. A
+        batch holds either every frame's pixels (frames [N, ...], as sources yield it) or only
+        the non-repeats' (frames [N - repeats, ...], `without_repeat_pixels()`, what crosses Ray).
     """
 
     stream_id: str
@@ -30,17 +34,40 @@ class FrameBatch:
     first_index: int = 0
     fps: float = 0.0
     events: tuple["StreamEvent", ...] = ()
+    repeat: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3:
             raise ValueError(f"frames must be [N,H,W,3], got {self.frames.shape}")
         if self.frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8, got {self.frames.dtype}")
-        if self.pts.shape != (self.frames.shape[0],):
-            raise ValueError(f"pts {self.pts.shape} does not match {self.frames.shape[0]} frames")
+        if self.pts.ndim != 1:
+            raise ValueError(f"pts must be [N], got {self.pts.shape}")
+        if self.repeat is not None and (self.repeat.shape != self.pts.shape or self.repeat.dtype != np.bool_):
+            raise ValueError(f"repeat must be bool {self.pts.shape}, got {self.repeat.dtype} {self.repeat.shape}")
+        if self.frames.shape[0] not in (len(self.pts), len(self.pts) - self.repeats):
+            raise ValueError(f"pts {self.pts.shape} does not match {self.frames.shape[0]} frames "
+                             f"({self.repeats} repeats)")
 
     def __len__(self) -> int:
-        return int(self.frames.shape[0])
+        return int(self.pts.shape[0])
+
+    @property
+    def repeats(self) -> int:
+        """Frames marked repeat."""
+        return 0 if self.repeat is None else int(self.repeat.sum())
+
+    def fresh_frames(self) -> np.ndarray:
+        """Pixels of the frames not marked repeat, in order."""
+        if self.repeat is None or self.frames.shape[0] != len(self.pts):
+            return self.frames
+        return self.frames[~self.repeat]
+
+    def without_repeat_pixels(self) -> "FrameBatch":
+        """This batch with only the non-repeats' pixels (what a repeat carries is its pts)."""
+        if not self.repeats or self.frames.shape[0] != len(self.pts):
+            return self
+        return replace(self, frames=self.fresh_frames())
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ class DecodeActor:
         except Exception as exc:  # anything untyped still fails this stream only
             return BatchMeta(self.info.stream_id, self._seq, 0, None, True, f"{type(exc).__name__}: {exc}"), None
         self._seq += 1
+        batch = batch.without_repeat_pixels()  # a repeat is encoded from the stream's last frame: no pixels to ship
         last = float(batch.pts[-1]) if len(batch) else None
         wall = float(batch.wallclock[-1]) if batch.wallclock is not None and len(batch.wallclock) else None
         meta = BatchMeta(batch.stream_id, batch.seq, len(batch), last, batch.final, first_index=batch.first_index,

@@ -60,6 +60,7 @@ class StreamReport:
     error: str | None = None
     live: bool = False
     restarts: int = 0
+    skipped: int = 0  # frames marked repeat (static scene): embedding reused, model not run
     reconnects: int = 0
     gaps: int = 0
     gap_total_s: float = 0.0
@@ -130,6 +131,7 @@ def _counters_from_row(report: StreamReport, row: dict) -> None:
     for name in ("restarts", "reconnects", "gaps"):
         setattr(report, name, int(row.get(name) or 0))
     report.gap_total_s = float(row.get("gap_total_s") or 0.0)
+    report.skipped = int(row.get("frames_skipped") or 0)
     report.last_gap_s = row.get("last_gap_s")
 
 
@@ -489,6 +491,7 @@ class IndexRun:
             grown = state.checkpoint.frames - report.frames
             report.frames, report.last_pts = state.checkpoint.frames, state.checkpoint.last_pts
             report.clips += p.clips
+            report.skipped = min(report.skipped + p.skipped, report.frames)  # a replay counts its skips again
             if p.last_wallclock is not None:
                 report.lag_s = time.time() - p.last_wallclock
             if grown > 0:
@@ -543,7 +546,7 @@ class IndexRun:
             model=str(self.info["model"]), next_window=row["next_window"], resume_after=row["resume_after"],
             grid=row["grid"], last_wallclock=row["last_wallclock"], live=report.live, lag_s=report.lag_s,
             reconnects=report.reconnects, gaps=report.gaps, gap_total_s=report.gap_total_s,
-            last_gap_s=report.last_gap_s, restarts=report.restarts)
+            last_gap_s=report.last_gap_s, restarts=report.restarts, frames_skipped=report.skipped)
         self._records[ref] = report.stream_id
 
     def _record_events(self, events: list[StreamEvent]) -> None:

@@ -135,6 +135,65 @@ def probe_duration(path: str | Path) -> float | None:
         return None
 
 
+# "auto" decode mode: how far into a file the keyframe interval is measured (demux only, no decoding).
+KEYFRAME_PROBE_SECONDS = 20.0
+KEYFRAME_PROBE_PACKETS = 2000
+
+
+def keyframe_gap(uri: str, horizon_s: float = KEYFRAME_PROBE_SECONDS,
+                 max_packets: int = KEYFRAME_PROBE_PACKETS) -> float | None:
+    """Longest time between keyframes of a local file's video within its first `horizon_s` seconds.
+
+    Demuxes packets without decoding them (milliseconds). The stretch from the last keyframe to
+    the last packet read counts too (to the end of the file when it is shorter than the horizon).
+    None when it cannot be told: a URL, no readable video, no keyframe, or no timestamps.
+    """
+    if is_url(uri):
+        return None
+    try:
+        with av.open(str(local_path(uri)), mode="r", metadata_errors="replace") as container:
+            stream = container.streams.best("video")
+            if stream is None or stream.time_base is None:
+                return None
+            tb = stream.time_base
+            keys: list[float] = []
+            first = end = None
+            for n, packet in enumerate(container.demux(stream)):
+                if packet.pts is None or n >= max_packets:
+                    if packet.pts is None and not packet.size:
+                        continue  # the flush packet at the end
+                    break
+                t = float(packet.pts * tb)
+                first = t if first is None else min(first, t)
+                end = max(end or t, t + float((packet.duration or 0) * tb))
+                if packet.is_keyframe:
+                    keys.append(t)
+                if t - first > horizon_s:
+                    break
+    except AV_ERRORS:
+        return None
+    if not keys or first is None or end is None:
+        return None
+    keys.sort()
+    stretches = [keys[0] - first, *(b - a for a, b in zip(keys, keys[1:])), end - keys[-1]]
+    return max(stretches)
+
+
+def keyframes_only(mode: str, uri: str, fps: float, live: bool) -> bool:
+    """Whether to decode keyframes only, for decode mode "all" | "keyframes" | "auto".
+
+    auto: only for local files whose measured keyframe interval is at most the sampling interval,
+    so every sampling slot still holds a keyframe (one sample per slot, as decoding all gives);
+    live sources and URLs decode all (their keyframe interval is not known ahead).
+    """
+    if mode == "keyframes":
+        return True
+    if mode != "auto" or live:
+        return False
+    gap = keyframe_gap(uri)
+    return gap is not None and gap <= 1.0 / fps + 1e-6
+
+
 @dataclass(frozen=True, slots=True)
 class DecodedFrame:
     """A decoded frame, its time in seconds from stream start, and receipt time for live sources."""
@@ -176,6 +235,14 @@ class VideoReader:
         self._last_end: float | None = None  # ... plus its duration
         rate = stream.average_rate or stream.guessed_rate
         self._step = 1.0 / float(rate) if rate else 0.04
+        self.keyframes_only = False
+        self._demuxed_end: float | None = None  # end of the last packet read (keyframes only: frames lag it)
+
+    def decode_keyframes_only(self) -> None:
+        """From now on the decoder drops every frame that is not a keyframe (FFmpeg skip_frame NONKEY):
+        packets are still demuxed, but the expensive decoding of the frames between keyframes is skipped."""
+        self.keyframes_only = True
+        self.stream.codec_context.skip_frame = "NONKEY"
 
     def frames(self, start_after: float | None = None) -> Iterator[DecodedFrame]:
         """Every decoded frame, in presentation order; starts near `start_after` when seekable.
@@ -191,6 +258,9 @@ class VideoReader:
                 break
             except AV_ERRORS as exc:
                 raise self._error(f"reading failed after t={self._at()}: {_describe(exc)}") from exc
+            if self.keyframes_only and packet.pts is not None and self.origin is not None:
+                end = self._time_of(packet.pts) + float((packet.duration or 0) * self.time_base)
+                self._demuxed_end = end if self._demuxed_end is None else max(self._demuxed_end, end)
             try:
                 decoded = packet.decode()
             except AV_ERRORS as exc:
@@ -241,6 +311,8 @@ class VideoReader:
         if stream is None:
             raise SourceError("no video stream", stream_id=self.stream_id, uri=self.uri)
         self.stream = stream
+        if self.keyframes_only:
+            self.decode_keyframes_only()
 
     def _time_of(self, pts: int) -> float:
         if self.origin is None:
@@ -287,5 +359,7 @@ class VideoReader:
         if self.live or self.duration is None or self.last_t is None:
             return
         end = self._last_end if self._last_end is not None else self.last_t
+        if self.keyframes_only and self._demuxed_end is not None:  # data may go on well past the last keyframe
+            end = max(end, self._demuxed_end)
         if end < TRUNCATED_FRACTION * self.duration and self.duration - end > TRUNCATED_SECONDS:
             raise self._error(f"truncated: decoding stopped at t={self.last_t:.3f}s", pts=self.last_t)

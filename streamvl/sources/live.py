@@ -25,9 +25,10 @@ import numpy as np
 
 from streamvl.config import LiveConfig, SamplingConfig
 from streamvl.errors import DecodeError, SourceError
-from streamvl.sources.decode import AV_ERRORS, VideoReader, is_url, transport_options
+from streamvl.sources.decode import AV_ERRORS, VideoReader, is_url, keyframes_only, transport_options
 from streamvl.sources.resize import SquareResizer
 from streamvl.sources.sampling import SlotSampler
+from streamvl.sources.static import RepeatDetector
 from streamvl.sources.source import Source, with_stream_fps
 from streamvl.types import FrameBatch, StreamEvent, StreamInfo
 
@@ -119,6 +120,7 @@ class _Batcher:
     def __init__(self, info: StreamInfo, sampling: SamplingConfig, first_index: int, max_delay: float) -> None:
         self.info, self.size, self.cap, self.fps = info, sampling.size, sampling.batch_frames, sampling.fps
         self.max_delay = max_delay
+        self.detector = RepeatDetector(sampling.static_threshold)  # one per decoder run, across reconnects
         self.index = first_index  # grid index of the next frame
         self.seq = 0
         self.events: list[StreamEvent] = []
@@ -127,12 +129,16 @@ class _Batcher:
     def _reset(self) -> None:
         self.pts: list[float] = []
         self.clocks: list[float] = []
+        self.repeats: list[bool] = []
         self.frames = np.empty((self.cap, self.size, self.size, 3), dtype=np.uint8)
 
-    def add(self, t: float, image: np.ndarray, wallclock: float) -> None:
+    def add(self, t: float, image: np.ndarray, wallclock: float) -> bool:
+        """Add a sampled frame; True if it is a repeat of the last encoded one."""
         self.frames[len(self.pts)] = image
+        self.repeats.append(self.detector.is_repeat(self.frames[len(self.pts)]))
         self.pts.append(t)
         self.clocks.append(wallclock)
+        return self.repeats[-1]
 
     def due(self, now: float) -> bool:
         """Full, or waiting for the next sample would hold the first frame past max_delay."""
@@ -146,7 +152,7 @@ class _Batcher:
             stream_id=self.info.stream_id, uri=self.info.uri, pts=np.asarray(self.pts, np.float64),
             frames=self.frames if n == self.cap else self.frames[:n].copy(), seq=self.seq, final=final,
             wallclock=np.asarray(self.clocks, np.float64), first_index=self.index, fps=self.fps,
-            events=tuple(self.events))
+            events=tuple(self.events), repeat=np.asarray(self.repeats, bool) if self.detector.enabled else None)
         self.seq += 1
         self.index += n
         self.events = []
@@ -170,7 +176,7 @@ class LiveSource:
                                      step=min(step, 0.04), jump_s=max(10.0, 2 * live.stall_timeout_s))
         self._resumed = resume is not None
         self._options = transport_options(info.uri, info.transport or live.rtsp_transport)
-        self.stats = {"connections": 0, "reconnects": 0, "frames_sampled": 0}
+        self.stats = {"connections": 0, "reconnects": 0, "frames_sampled": 0, "frames_skipped": 0}
 
     def __iter__(self) -> Iterator[FrameBatch]:
         return self._generate()
@@ -200,6 +206,8 @@ class LiveSource:
                                   open_timeout=self.live.open_timeout_s, first_index=self.first_index)
                 return
             self.stats["connections"] += 1
+            if keyframes_only(self.sampling.decode, self.info.uri, self.sampling.fps, live=True):
+                reader.decode_keyframes_only()  # only when asked for: "auto" decodes all on live sources
             if resizer is None:
                 resizer = SquareResizer(self.sampling.size, sar=reader.stream.sample_aspect_ratio)
             self.timeline.new_connection()
@@ -217,7 +225,7 @@ class LiveSource:
                     if not sampler.take(stamp.t):
                         continue
                     try:
-                        batcher.add(stamp.t, resizer(decoded.frame), now)
+                        self.stats["frames_skipped"] += batcher.add(stamp.t, resizer(decoded.frame), now)
                     except AV_ERRORS as exc:
                         raise DecodeError(f"cannot resize frame at t={stamp.t:.3f}s: {exc}", stream_id=self.info.stream_id,
                                           uri=self.info.uri, pts=stamp.t) from exc

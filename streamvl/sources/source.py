@@ -9,9 +9,10 @@ import numpy as np
 
 from streamvl.config import SamplingConfig
 from streamvl.errors import DecodeError
-from streamvl.sources.decode import AV_ERRORS, VideoReader, transport_options
+from streamvl.sources.decode import AV_ERRORS, VideoReader, keyframes_only, transport_options
 from streamvl.sources.resize import SquareResizer
 from streamvl.sources.sampling import SlotSampler
+from streamvl.sources.static import RepeatDetector
 from streamvl.types import FrameBatch, StreamInfo
 
 
@@ -21,7 +22,9 @@ class Source:
     Batches hold at most `sampling.batch_frames` frames, seq counts from 0, and the last batch of
     a cleanly ended stream has final=True (possibly with 0 frames). If the stream fails, the good
     frames sampled so far are yielded first (final=False), then DecodeError is raised.
-    stats: frames_decoded, frames_sampled, last_pts (time of the last sampled frame).
+    stats: frames_decoded, frames_sampled, frames_skipped (sampled frames marked repeat: see
+    streamvl.sources.static), last_pts (time of the last sampled frame), keyframes_only (the
+    decode mode chosen: see SamplingConfig.decode).
     """
 
     def __init__(
@@ -39,8 +42,11 @@ class Source:
         self._yielded = 0
         self._reader = VideoReader(info, open_timeout, options=transport_options(info.uri, info.transport))
         self._resizer = SquareResizer(sampling.size, sar=self._reader.stream.sample_aspect_ratio)
+        if keyframes_only(sampling.decode, info.uri, sampling.fps, self._reader.live):
+            self._reader.decode_keyframes_only()
         self._batches: Iterator[FrameBatch] | None = None
-        self.stats: dict[str, float | int | None] = {"frames_decoded": 0, "frames_sampled": 0, "last_pts": None}
+        self.stats: dict[str, float | int | None] = {"frames_decoded": 0, "frames_sampled": 0, "frames_skipped": 0,
+                                                     "last_pts": None, "keyframes_only": self._reader.keyframes_only}
 
     @property
     def live(self) -> bool:
@@ -73,10 +79,12 @@ class Source:
     def _generate(self) -> Iterator[FrameBatch]:
         size, cap = self.sampling.size, self.sampling.batch_frames
         sampler = SlotSampler(self.sampling.fps, self.start_after)
+        detector = RepeatDetector(self.sampling.static_threshold)  # new per run: its first frame is never a repeat
         live = self._reader.live
         seq = 0
         pts: list[float] = []
         clocks: list[float] = []
+        repeats: list[bool] = []
         frames = np.empty((cap, size, size, 3), dtype=np.uint8)
         try:
             for decoded in self._reader.frames(self.start_after):
@@ -88,19 +96,21 @@ class Source:
                 except AV_ERRORS as exc:
                     message = f"cannot resize frame at t={decoded.t:.3f}s: {exc}"
                     raise DecodeError(message, stream_id=self.info.stream_id, uri=self.info.uri) from exc
+                repeats.append(detector.is_repeat(frames[len(pts)]))
                 pts.append(decoded.t)
                 if live:
                     clocks.append(decoded.wallclock or 0.0)
                 self.stats["frames_sampled"] = int(self.stats["frames_sampled"] or 0) + 1
+                self.stats["frames_skipped"] = int(self.stats["frames_skipped"] or 0) + repeats[-1]
                 self.stats["last_pts"] = decoded.t
                 if len(pts) == cap:
-                    yield self._batch(seq, pts, frames, clocks, final=False)
+                    yield self._batch(seq, pts, frames, clocks, repeats, final=False)
                     seq += 1
-                    pts, clocks = [], []
+                    pts, clocks, repeats = [], [], []
                     frames = np.empty((cap, size, size, 3), dtype=np.uint8)
         except DecodeError as exc:
             if pts:  # good frames first, so they get indexed; then the error is recorded
-                yield self._batch(seq, pts, frames, clocks, final=False)
+                yield self._batch(seq, pts, frames, clocks, repeats, final=False)
             if exc.pts is None:
                 exc.pts = self.stats["last_pts"]  # type: ignore[assignment]
             self._reader.close()
@@ -108,9 +118,10 @@ class Source:
         finally:
             self.stats["frames_decoded"] = self._reader.frames_decoded
         self._reader.close()  # release the container as soon as the stream is done
-        yield self._batch(seq, pts, frames, clocks, final=True)
+        yield self._batch(seq, pts, frames, clocks, repeats, final=True)
 
-    def _batch(self, seq: int, pts: list[float], frames: np.ndarray, clocks: list[float], *, final: bool) -> FrameBatch:
+    def _batch(self, seq: int, pts: list[float], frames: np.ndarray, clocks: list[float], repeats: list[bool], *,
+               final: bool) -> FrameBatch:
         n = len(pts)
         first = self.first_index + self._yielded
         self._yielded += n
@@ -124,6 +135,7 @@ class Source:
             wallclock=np.asarray(clocks, dtype=np.float64) if self._reader.live else None,
             first_index=first,
             fps=self.sampling.fps,
+            repeat=np.asarray(repeats, dtype=bool) if self.sampling.static_threshold else None,
         )
 
 
