@@ -12,9 +12,10 @@ from streamvl.errors import ConfigError
 
 DEFAULT_DB = "./streamvl-db"
 # Thumbnail difference (levels 0..255, see streamvl.sources.static) below which a sampled frame
-# is a repeat. Static h264 scenes with sensor noise measure <= 0.18 (<= 0.51 at CRF 35); a
-# 12x12-pixel object moving in a 320x240 frame >= 0.55, 16x16 >= 0.88. 0.6 sits between them.
-DEFAULT_STATIC_THRESHOLD = 0.6
+# is a repeat. Static h264 scenes with sensor noise (sigma 2-4) measure <= 0.18; a 16x16-pixel
+# object in a 320x240 frame scores ~0.45 when it appears or leaves and >= 0.88 when it moves.
+# Erring low is cheap (an extra encode) while erring high leaves a stale embedding: 0.3.
+DEFAULT_STATIC_THRESHOLD = 0.3
 
 
 class SamplingConfig(BaseModel):

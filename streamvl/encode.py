@@ -136,11 +136,11 @@ class EncodeStage:
         on whether repeat pixels crossed Ray."""
         pixels = batch.fresh_frames() if self.keep_frames else None
         if batch.repeats:
-            prev_feat, prev_px = self._last[batch.stream_id]  # _sync refused batches without one
-            take = np.cumsum(~batch.repeat)  # 1 + index of the last fresh frame at or before each; 0: the previous one
-            fresh = np.concatenate([prev_feat[None], fresh])[take]
+            take = np.cumsum(~batch.repeat)  # 1 + index of the last fresh frame at or before each; 0: an earlier batch's
+            before = self._last[batch.stream_id] if take[0] == 0 else (None, None)  # _sync refused a batch without one
+            fresh = _pick(fresh, before[0], take)
             if pixels is not None:
-                pixels = np.concatenate([prev_px[None], pixels])[take]
+                pixels = _pick(pixels, before[1], take)
         if len(batch):
             self._last[batch.stream_id] = (fresh[-1], pixels[-1] if pixels is not None else None)
         return fresh, pixels
@@ -241,6 +241,12 @@ def _fresh_only(batch: FrameBatch) -> FrameBatch:
     keep = ~batch.repeat
     return replace(batch, pts=batch.pts[keep], frames=batch.fresh_frames(), repeat=None,
                    wallclock=None if batch.wallclock is None else batch.wallclock[keep])
+
+
+def _pick(rows: np.ndarray, before: np.ndarray | None, take: np.ndarray) -> np.ndarray:
+    """rows[take - 1] for every frame, where take 0 means `before` (an earlier batch's last fresh row)."""
+    head = before[None] if before is not None else rows[:1]  # rows[:1]: a placeholder no take 0 points at
+    return np.concatenate([head, rows])[take]
 
 
 def _leading_repeat(batch: FrameBatch) -> str | None:

@@ -98,6 +98,7 @@ def make_video(
     gop: int | None = None,
     options: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,
+    noise: float = 2.0,
 ) -> VideoSpec:
     """Write a test video with PyAV; container from the suffix unless given.
 
@@ -105,6 +106,9 @@ def make_video(
     pattern "noise": random pixels (realistic bitrate, no content checks);
     pattern "centre": the centred square (side = shorter side) at 235, the margins at 16;
     pattern "halves": left half 16, right half 235 (to see which way a rotation went).
+    pattern "static": a fixed coloured background of 16x16 blocks plus fresh sensor noise on every
+    frame (sigma `noise`): a static camera; "moving": the same with a 16x16 red square moving
+    2 px per frame (50 px/s at 25 fps) across it.
     vfr: irregular timestamps from `vfr_times` (time base 1/1000).
     rotation: display rotation in degrees counter-clockwise (phone-style metadata).
     gop: keyframe interval in frames (codec default if None).
@@ -114,6 +118,7 @@ def make_video(
     w, h = size
     times = vfr_times(fps, seconds) if vfr else [i / fps for i in range(int(round(seconds * fps)))]
     rng = np.random.default_rng(0)
+    scene = scene_background(h, w) if pattern in ("static", "moving") else None
     codec_options = dict(options or {})
     if gop is not None:
         codec_options["g"] = str(gop)
@@ -137,6 +142,11 @@ def make_video(
                 side = min(w, h)
                 y0, x0 = (h - side) // 2, (w - side) // 2
                 img[y0 : y0 + side, x0 : x0 + side] = 235
+            elif scene is not None:
+                img = np.clip(scene + rng.normal(0.0, noise, scene.shape), 0, 255).astype(np.uint8)
+                if pattern == "moving":
+                    x, y = 8 + (2 * i) % (w - 24), h // 2 - 8
+                    img[y : y + 16, x : x + 16] = (250, 20, 20)
             elif pattern == "halves":
                 img = np.full((h, w, 3), 16, dtype=np.uint8)
                 img[:, w // 2 :] = 235
@@ -148,6 +158,12 @@ def make_video(
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return VideoSpec(path=path, times=tuple(times), size=size, fps=float(fps))
+
+
+def scene_background(h: int, w: int, seed: int = 3) -> np.ndarray:
+    """A fixed 'static camera' picture: random colours in 16x16 blocks (levels 40..200), float [h, w, 3]."""
+    blocks = np.random.default_rng(seed).uniform(40, 200, (h // 16 + 1, w // 16 + 1, 3))
+    return np.kron(blocks, np.ones((16, 16, 1)))[:h, :w]
 
 
 def make_truncated(path: str | Path, *, seconds: float = 6.0, keep: float = 0.5) -> VideoSpec:

@@ -10,9 +10,11 @@ removed: per block, |a - b| averaged over RGB, minus the median over all blocks 
 NOISE_FLOOR_CAP, so a change of the whole picture still counts), clipped at 0, then averaged. Averaging ~7x7 pixels (of a 224 frame) already divides sensor and compression
 noise by ~7; subtracting the median takes off what noise still leaves on *every* block, while an
 object that moves keeps its full contrast on the few blocks it leaves and enters. Measured on
-h264 320x240 at 1 frame/s (bench/bench_skip.py prints the same figures): static scenes with
-sensor noise sigma 2-4 score <= 0.18 (<= 0.51 at CRF 35), a 12x12-pixel object moving 50 px/s
-scores >= 0.55, 16x16 >= 0.88, 24x24 >= 1.85; the default threshold is 0.6.
+h264 320x240 at 1 frame/s (bench/bench_skip.py prints such figures): static scenes with sensor
+noise sigma 2-4 score <= 0.18 (one frame per GOP up to 0.5 at CRF 35, where the keyframe's
+quality differs: one extra encode); a 16x16-pixel object that moves 50 px/s scores >= 0.88, one
+that appears or leaves ~0.45 (the change is in one place, not two). The default threshold is
+0.3: a too-low threshold costs an extra encode, a too-high one leaves a stale embedding.
 """
 
 from __future__ import annotations
