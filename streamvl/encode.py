@@ -142,7 +142,8 @@ class EncodeStage:
             if pixels is not None:
                 pixels = _pick(pixels, before[1], take)
         if len(batch):
-            self._last[batch.stream_id] = (fresh[-1], pixels[-1] if pixels is not None else None)
+            # copies: views would keep the whole encoder output and frame batch alive per stream
+            self._last[batch.stream_id] = (fresh[-1].copy(), pixels[-1].copy() if pixels is not None else None)
         return fresh, pixels
 
     def _embed_frames(self, batches: Sequence[FrameBatch]) -> list[np.ndarray]:

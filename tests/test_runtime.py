@@ -115,3 +115,25 @@ def test_real_clips(ray_local, shared_videos, tmp_path):
     assert frames["arm_wrestling.mp4"] in (20, 21)
     assert frames["apply_eye_makeup.avi"] in (13, 14)
     assert frames["cleaning_pool_1s.mp4"] in (2, 3)
+
+
+def test_static_stream_skips_are_counted_in_the_streams_table(ray_local, tmp_path):
+    """Through Ray (repeat pixels are not shipped): a static camera's repeats keep their frame rows
+    and windows, and the skip count reaches the report, the `streams` row and `streamvl streams`."""
+    from click.testing import CliRunner
+
+    from streamvl.cli import main
+
+    static = make_video(tmp_path / "static.mp4", pattern="static", seconds=12.0)
+    moving = make_video(tmp_path / "moving.mp4", pattern="moving", seconds=12.0)
+    db = tmp_path / "db"
+    report = api.index(api.discover([str(static.path), str(moving.path)]), config(db, clips={"window": 4, "stride": 2}))
+    by_name = {Path(s.uri).name: s for s in report.streams}
+    assert [(by_name[n].status, by_name[n].frames, by_name[n].skipped) for n in ("static.mp4", "moving.mp4")] == [
+        ("done", 12, 11), ("done", 12, 0)]
+    rows = {Path(r["uri"]).name: r for r in Store(str(db)).streams()}
+    assert rows["static.mp4"]["frames_skipped"] == 11 and rows["moving.mp4"]["frames_skipped"] == 0
+    frames = lancedb.connect(str(db)).open_table(FRAMES).to_arrow()
+    assert by_stream(frames) == {by_name["static.mp4"].stream_id: 12, by_name["moving.mp4"].stream_id: 12}
+    out = CliRunner().invoke(main, ["streams", "--db", str(db)]).output
+    assert "skipped=11/12" in out and out.count("skipped=") == 1

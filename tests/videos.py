@@ -107,7 +107,7 @@ def make_video(
     pattern "centre": the centred square (side = shorter side) at 235, the margins at 16;
     pattern "halves": left half 16, right half 235 (to see which way a rotation went).
     pattern "static": a fixed coloured background of 16x16 blocks plus fresh sensor noise on every
-    frame (sigma `noise`): a static camera; "moving": the same with a 16x16 red square moving
+    frame (sigma `noise`, 16 noise fields cycled): a static camera; "moving": the same with a 16x16 red square moving
     2 px per frame (50 px/s at 25 fps) across it.
     vfr: irregular timestamps from `vfr_times` (time base 1/1000).
     rotation: display rotation in degrees counter-clockwise (phone-style metadata).
@@ -119,6 +119,8 @@ def make_video(
     times = vfr_times(fps, seconds) if vfr else [i / fps for i in range(int(round(seconds * fps)))]
     rng = np.random.default_rng(0)
     scene = scene_background(h, w) if pattern in ("static", "moving") else None
+    # sensor noise: a bank of 16 fields, cycled (drawing a fresh one per frame dominates the run time)
+    noise_bank = rng.standard_normal((16, h, w, 3), dtype=np.float32) * noise if scene is not None else None
     codec_options = dict(options or {})
     if gop is not None:
         codec_options["g"] = str(gop)
@@ -143,7 +145,7 @@ def make_video(
                 y0, x0 = (h - side) // 2, (w - side) // 2
                 img[y0 : y0 + side, x0 : x0 + side] = 235
             elif scene is not None:
-                img = np.clip(scene + rng.normal(0.0, noise, scene.shape), 0, 255).astype(np.uint8)
+                img = np.clip(scene + noise_bank[i % 16], 0, 255).astype(np.uint8)
                 if pattern == "moving":
                     x, y = 8 + (2 * i) % (w - 24), h // 2 - 8
                     img[y : y + 16, x : x + 16] = (250, 20, 20)
@@ -162,8 +164,8 @@ def make_video(
 
 def scene_background(h: int, w: int, seed: int = 3) -> np.ndarray:
     """A fixed 'static camera' picture: random colours in 16x16 blocks (levels 40..200), float [h, w, 3]."""
-    blocks = np.random.default_rng(seed).uniform(40, 200, (h // 16 + 1, w // 16 + 1, 3))
-    return np.kron(blocks, np.ones((16, 16, 1)))[:h, :w]
+    blocks = np.random.default_rng(seed).uniform(40, 200, (h // 16 + 1, w // 16 + 1, 3)).astype(np.float32)
+    return np.kron(blocks, np.ones((16, 16, 1), np.float32))[:h, :w]
 
 
 def make_truncated(path: str | Path, *, seconds: float = 6.0, keep: float = 0.5) -> VideoSpec:

@@ -9,6 +9,11 @@ kept frames are exactly those an uninterrupted run keeps after `start_after`. Fe
 at any frame at or before `start_after` (e.g. the keyframe a seek landed on): whichever frame
 takes the slot `start_after` lies in, it is not kept, and both runs leave that slot in the same
 state.
+
+Keyframe-only decoding (SamplingConfig.decode "keyframes") feeds only keyframes through the same
+grid: slot k is then represented by the first keyframe at or after k/fps, and a keyframe that is
+first for several slots (a keyframe interval longer than 1/fps) is one sample, as with a gap.
+Resume works unchanged: the resumed run feeds the same keyframes from the seek point on.
 """
 
 from __future__ import annotations
