@@ -44,6 +44,16 @@ def decode_all(paths: list[Path], mode: str) -> tuple[float, int, int]:
     return time.perf_counter() - start, sampled, decoded
 
 
+def _counting(encode_images, counts: list[int]):
+    """encode_images that also records how many images each call got (whatever tower/precision runs)."""
+
+    def wrapped(frames):
+        counts.append(len(frames))
+        return encode_images(frames)
+
+    return wrapped
+
+
 def encoded_images(path: Path, model_spec: str, threshold: float | None) -> tuple[int, int, int]:
     """(frames indexed, images through the model, frames skipped) for one stream through EncodeStage."""
     from streamvl.encode import EncodeStage
@@ -51,7 +61,7 @@ def encoded_images(path: Path, model_spec: str, threshold: float | None) -> tupl
     config = IndexConfig(model=model_spec, sampling={"fps": 1.0, "static_threshold": threshold})
     stage = EncodeStage(config)
     images = []
-    stage.model.model.visual.register_forward_hook(lambda module, args, out: images.append(int(args[0].shape[0])))
+    stage.model.encode_images = _counting(stage.model.encode_images, images)
     sampling = config.sampling.model_copy(update={"size": stage.model.image_size})
     frames = skipped = 0
     with open_source(StreamInfo(path.stem, str(path)), sampling) as source:

@@ -113,6 +113,16 @@ def test_frame_batch_checks_repeat_shapes():
         FrameBatch("s", "u", pts, frames, repeat=np.array([0, 1, 1]))
 
 
+def _counting(encode_images, counts: list[int]):
+    """encode_images that also records how many images each call got (whatever tower/precision runs)."""
+
+    def wrapped(frames):
+        counts.append(len(frames))
+        return encode_images(frames)
+
+    return wrapped
+
+
 # -- encode stage: only fresh frames reach the model ------------------------------------------
 
 
@@ -120,8 +130,8 @@ def test_frame_batch_checks_repeat_shapes():
 def stage_parts():
     config = IndexConfig(model=MODEL, sampling={"fps": 1.0, "batch_frames": 4}, clips={"window": 4, "stride": 2})
     stage = EncodeStage(config)
-    images = []  # images that went through the image tower, per forward call
-    stage.model.model.visual.register_forward_hook(lambda module, args, out: images.append(int(args[0].shape[0])))
+    images: list[int] = []  # images handed to the model, per call
+    stage.model.encode_images = _counting(stage.model.encode_images, images)
     return config, stage, images
 
 
