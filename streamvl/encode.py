@@ -70,6 +70,9 @@ class EncodeStage:
     def process(self, batches: Sequence[FrameBatch]) -> tuple[pa.Table, pa.Table, list[StreamProgress]]:
         """Embed all frames in one pass, advance each stream's windows, embed completed clips.
 
+        Frames marked repeat (FrameBatch.repeat) skip the model: they get the embedding of their
+        stream's last frame that went through it (kept across calls), so rows and windows stay complete.
+
         A batch that does not continue its stream's windows (after a restart of this stage or of
         the stream's decoder) is refused: no rows, and its progress carries `error`.
         """
