@@ -111,7 +111,7 @@ def run(args, urls: list[str], work: Path) -> tuple[dict, dict, dict[str, float]
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     config = IndexConfig(db=str(work / "db"), model=args.model, precision=args.precision,
-                         sampling={"fps": args.fps}, store_frames=True,
+                         sampling={"fps": args.fps, "decode": args.decode}, store_frames=True,
                          runtime={"decode_cpus": 0.01, "sink_cpus": 0.01, "encode_batch": 64})
     streams = [StreamInfo(f"{'static' if i < args.static else 'moving'}{i:02d}", url) for i, url in enumerate(urls)]
     run_ = IndexRun(streams, config, None)
@@ -151,6 +151,8 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=1.0)
     parser.add_argument("--model", default="ViT-B-32@random:0")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--decode", default="keyframes", choices=["all", "keyframes", "auto"],
+                        help="live cameras send a keyframe every second, so keyframes lose no 1 frame/s sample")
     parser.add_argument("--camera-fps", type=int, default=25)
     parser.add_argument("--camera-size", default="320x240")
     parser.add_argument("--max-lag", type=float, default=10.0, help="seconds of lag a stream that keeps up may reach")
@@ -168,8 +170,8 @@ def main() -> None:
         for cam in cameras:
             cam.wait_listening()
         print(f"{args.streams} live tcp:// MPEG-TS cameras ({args.static} static, {args.camera_size} h264 "
-              f"{args.camera_fps} fps, ffmpeg -re), {args.fps:g} frame/s each, {os.cpu_count()} cores, "
-              f"{args.model} at {args.precision}", flush=True)
+              f"{args.camera_fps} fps, ffmpeg -re), {args.fps:g} frame/s each, decode {args.decode}, "
+              f"{os.cpu_count()} cores, {args.model} at {args.precision}", flush=True)
         reports, lags, peak, seconds, rows = run(args, [c.url for c in cameras], work)
     finally:
         for cam in cameras:
