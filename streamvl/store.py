@@ -268,7 +268,8 @@ class Store:
     read_consistency_s: how stale a read may be with respect to other processes' writes
     (0 = every read checks for new versions; None = never, LanceDB's own default).
     cache_bytes: cap of LanceDB's index and metadata caches each (None: LanceDB's defaults);
-    long-running writers set it so their memory stays flat.
+    long-running writers set it, and call reconnect() now and then: the caches gain entries with
+    every committed version, and their item count is not bounded by the byte cap.
     """
 
     def __init__(self, uri: str | Path, *, read_consistency_s: float | None = 0.0, cache_bytes: int | None = None) -> None:
@@ -276,6 +277,7 @@ class Store:
         self.read_consistency_s = read_consistency_s
         self.cache_bytes = cache_bytes
         self._db: Any = None
+        self._session: Any = None
         self._tables: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -302,12 +304,30 @@ class Store:
         try:
             if "://" not in self.uri:
                 Path(self.uri).mkdir(parents=True, exist_ok=True)
-            session = None
+            self._session = None
             if self.cache_bytes is not None:
-                session = lancedb.Session(index_cache_size_bytes=self.cache_bytes, metadata_cache_size_bytes=self.cache_bytes)
-            return lancedb.connect(self.uri, read_consistency_interval=interval, session=session)
+                self._session = lancedb.Session(index_cache_size_bytes=self.cache_bytes,
+                                                metadata_cache_size_bytes=self.cache_bytes)
+            return lancedb.connect(self.uri, read_consistency_interval=interval, session=self._session)
         except Exception as exc:
             raise StoreError(f"cannot open LanceDB database {self.uri!r}: {exc}") from exc
+
+    def reconnect(self) -> None:
+        """Drop the connection, its table handles and its LanceDB caches; the next call opens the
+        latest committed version afresh. Committed data is unaffected (every write is a commit).
+
+        Why: a handle kept open across thousands of commits accumulates per-version state (cached
+        manifests, fragment and index metadata), so a long-running writer's memory keeps rising.
+        """
+        self._tables.clear()
+        self._db, self._session = None, None
+
+    def cache_stats(self) -> dict[str, int]:
+        """{bytes, items} held by this store's LanceDB session caches (zeros before the first
+        connection or without cache_bytes, when LanceDB's own default session is used)."""
+        if self._session is None:
+            return {"bytes": 0, "items": 0}
+        return {"bytes": int(self._session.size_bytes), "items": int(self._session.approx_num_items)}
 
     def table_names(self) -> list[str]:
         names: list[str] = []

@@ -1,5 +1,6 @@
 """Table upkeep under continuous appends: compaction bounds fragments; the ANN index is built once
-the clips table is large enough and kept up to date as rows keep arriving. No Ray."""
+the clips table is large enough and kept up to date as rows keep arriving; the sink reopens its
+handles after upkeep so LanceDB's per-version cache entries do not pile up. No Ray."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from streamvl.config import StoreConfig
+from streamvl.sink import TableSink
 from streamvl.store import CLIPS, STREAMS, Store, clips_schema
 
 D = 16
@@ -52,3 +55,38 @@ def test_ann_index_is_built_past_the_threshold_and_covers_new_rows(tmp_path):
     query = store.db.open_table(CLIPS).to_arrow()["embedding"][650].values.to_numpy()
     hits = store.search_clips(query, 5, adapter="meanpool", candidates=50)
     assert hits[0]["start"] == pytest.approx(650.0)  # a row added after the build is found
+
+
+def sink_cache_items(tmp_path, release: bool) -> tuple[list[int], TableSink]:
+    """LanceDB cache items held by a clips sink after each of 120 one-row writes (upkeep every 20)."""
+    upkeep = StoreConfig(optimize_every_writes=20, keep_versions_s=3600, release_after_upkeep=release)
+    sink, rng, items = TableSink(str(tmp_path / f"db-{release}"), CLIPS, upkeep), np.random.default_rng(2), []
+    for i in range(120):
+        sink.write(clips("cam", np.array([float(i)]), rng))
+        items.append(sink.store.cache_stats()["items"])
+    return items, sink
+
+
+def test_sink_reopens_its_handles_after_upkeep_so_cache_entries_do_not_pile_up(tmp_path):
+    kept, kept_sink = sink_cache_items(tmp_path, release=False)
+    released, sink = sink_cache_items(tmp_path, release=True)
+    assert kept_sink.upkeeps == sink.upkeeps == 6
+    assert kept[-1] > kept[40] > kept[20] > 0  # one handle for the whole run: entries grow with every version
+    assert max(released) * 3 < kept[-1]  # bounded by what one upkeep interval adds
+    assert released[19] == 0  # the upkeep after the 20th write dropped the caches
+    # reopened handles see every committed row, and a replayed batch after a reopen changes nothing
+    assert sink.store.count(CLIPS) == 120
+    assert sink.write(clips("cam", np.array([5.0, 6.0]), np.random.default_rng(2))) == 2
+    assert sink.store.count(CLIPS) == 120
+
+
+def test_sink_upkeep_is_due_by_writes_or_by_time(tmp_path):
+    now = [0.0]
+    upkeep = StoreConfig(optimize_every_writes=50, optimize_every_s=60.0, keep_versions_s=3600)
+    sink, rng = TableSink(str(tmp_path / "db"), CLIPS, upkeep, clock=lambda: now[0]), np.random.default_rng(3)
+    for i in range(10):
+        sink.write(clips("cam", np.array([float(i)]), rng))
+    assert sink.upkeeps == 0
+    now[0] = 61.0
+    sink.write(clips("cam", np.array([10.0]), rng))
+    assert sink.upkeeps == 1 and sink.last_upkeep["rows"] == 11

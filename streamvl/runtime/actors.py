@@ -11,7 +11,6 @@ checkpoint instead.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -22,9 +21,8 @@ from streamvl.errors import StreamvlError
 from streamvl.types import FrameBatch, StreamEvent, StreamInfo
 
 
-SINK_CACHE_BYTES = 16 << 20  # LanceDB index + metadata caches of a sink, each
 # glibc's per-thread malloc arenas fragment under LanceDB's many small write threads: a sink's
-# RSS then grows by ~13 MB per 1000 commits; two arenas keep it flat (bench/bench_live.py).
+# RSS then grows by ~13 MB per 1000 commits; two arenas keep it flatter (bench/bench_sink_memory.py).
 SINK_ENV = {"env_vars": {"MALLOC_ARENA_MAX": "2"}}
 
 
@@ -124,16 +122,13 @@ class EncodeActor:
 @ray.remote(max_task_retries=0)
 class SinkActor:
     """Writes batched Arrow data to one LanceDB table with idempotent upserts, and keeps the
-    table in shape under continuous appends: compaction every `optimize_every_writes` writes or
-    `optimize_every_s` seconds, and the ANN index once the clips table is large enough."""
+    table in shape under continuous appends (streamvl.sink.TableSink: compaction, the ANN index,
+    and reopening its handles after each upkeep so memory stays flat)."""
 
     def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None):
-        from streamvl.store import Store
+        from streamvl.sink import TableSink
 
-        self.store, self.table = Store(db, cache_bytes=SINK_CACHE_BYTES), table
-        self.upkeep = upkeep or StoreConfig()
-        self._writes, self._last_upkeep = 0, time.monotonic()
-        self.last_upkeep: dict[str, object] = {}
+        self.sink = TableSink(db, table, upkeep)
 
     def pid(self) -> int:
         import os
@@ -141,37 +136,14 @@ class SinkActor:
         return os.getpid()
 
     def write(self, data: pa.Table) -> int:
-        rows = self.store.upsert(self.table, data)
-        self._after_write(rows)
-        return rows
+        return self.sink.write(data)
 
     def record_stream(self, stream_id: str, uri: str, status: str, **fields) -> None:
-        self.store.record_stream(stream_id, uri, status, **fields)
-        self._after_write(1)
+        self.sink.record_stream(stream_id, uri, status, **fields)
 
     def record_events(self, events: list[StreamEvent]) -> int:
-        rows = self.store.record_events(events)
-        self._after_write(rows)
-        return rows
+        return self.sink.record_events(events)
 
     def upkeep_now(self) -> dict[str, object]:
         """Compact (and index) this sink's tables now; returns {fragments, rows, indexed} of its table."""
-        return self._upkeep()
-
-    def _after_write(self, rows: int) -> None:
-        if rows:
-            self._writes += 1
-        due = time.monotonic() - self._last_upkeep >= self.upkeep.optimize_every_s
-        if due or self._writes >= self.upkeep.optimize_every_writes:
-            self._upkeep()
-
-    def _upkeep(self) -> dict[str, object]:
-        from streamvl.store import STREAM_EVENTS, STREAMS
-
-        self._writes, self._last_upkeep = 0, time.monotonic()
-        tables = [self.table, STREAM_EVENTS] if self.table == STREAMS else [self.table]  # events share this sink
-        results = [self.store.maintain(name, keep_versions_s=self.upkeep.keep_versions_s,
-                                       index_min_rows=self.upkeep.index_min_rows, index_type=self.upkeep.index_type)
-                   for name in tables]
-        self.last_upkeep = results[0]
-        return self.last_upkeep
+        return self.sink.upkeep_now()
