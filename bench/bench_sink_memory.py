@@ -4,11 +4,13 @@ actors do under live streams, faster than real time, in a fresh process per sett
     python bench/bench_sink_memory.py [--commits 3000] [--table frames] [--keep-versions-s 30]
 
 Drives streamvl.sink.TableSink (the code each SinkActor runs) with one-row writes (4 cameras at
-1 frame/s give each sink ~4 commits/s) under MALLOC_ARENA_MAX=2, as the runtime sets for its sinks,
-twice:
-  before  release_after_upkeep=false: one set of table handles for the whole run
-  after   release_after_upkeep=true (the default): handles and LanceDB caches reopened, free heap
-          pages returned to the OS (malloc_trim) after each upkeep
+1 frame/s give each sink ~4 commits/s), three times:
+  before         MALLOC_ARENA_MAX=2 only (the runtime's sink env until now) and
+                 release_after_upkeep=false: one set of table handles for the whole run
+  reopen + trim  release_after_upkeep=true (the default): handles and LanceDB caches reopened,
+                 free heap pages returned to the OS (malloc_trim) after each upkeep
+  after          the same in SINK_PROCESS_ENV (what the runtime now sets): also Arrow on the
+                 system allocator instead of pyarrow's mimalloc pool
 Prints RSS at 0/25/50/75/100% of the commits and last/first after warm-up (25% -> 100%), the
 malloc heap in use and the LanceDB cache items at the end (100%/25% is last/first after warm-up). The live default keeps versions for
 300 s, ~1200 versions at 4 commits/s; --keep-versions-s 30 keeps about as many at this pace.
@@ -26,6 +28,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streamvl.sink import SINK_PROCESS_ENV  # noqa: E402
 
 CHILD = r"""
 import ctypes, json, sys, time
@@ -58,13 +63,13 @@ for i in range(n):
     if (i + 1) * 100 % n < 100 or i == 0:
         rss.append(proc.memory_info().rss / 2**20)
 print(json.dumps({"rss": rss, "heap_mib": libc.mallinfo2().uordblks / 2**20, "cache": sink.store.cache_stats(),
-                  "upkeeps": sink.upkeeps, "seconds": time.perf_counter() - t0}))
+                  "upkeeps": sink.upkeeps, "pool": pa.default_memory_pool().backend_name, "seconds": time.perf_counter() - t0}))
 """
 
 
-def run(table: str, commits: int, keep_s: float, release: bool) -> dict:
+def run(table: str, commits: int, keep_s: float, release: bool, sink_env: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory() as work:
-        env = os.environ | {"MALLOC_ARENA_MAX": "2"}
+        env = {k: v for k, v in os.environ.items() if k not in SINK_PROCESS_ENV} | sink_env
         out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(Path(work) / "db"), table, str(commits),
                               str(keep_s), "1" if release else "0"], env=env, capture_output=True, text=True)
     if out.returncode:
@@ -78,17 +83,20 @@ def main() -> None:
     parser.add_argument("--table", choices=["frames", "clips", "streams"], default="frames")
     parser.add_argument("--keep-versions-s", type=float, default=30.0, help="StoreConfig.keep_versions_s")
     args = parser.parse_args()
-    print(f"{args.table} sink, {args.commits} one-row commits, upkeep every 50, MALLOC_ARENA_MAX=2")
-    print(f"{'':<22} {'RSS MiB at':>10} {'0%':>5} {'25%':>5} {'50%':>5} {'75%':>5} {'100%':>5} {'100%/25%':>9}"
+    print(f"{args.table} sink, {args.commits} one-row commits, upkeep every 50, "
+          f"versions kept {args.keep_versions_s:g} s; RSS MiB at 0/25/50/75/100% of the commits")
+    print(f"{'setting':<22} {'arrow pool':>10} {'0%':>5} {'25%':>5} {'50%':>5} {'75%':>5} {'100%':>5} {'100%/25%':>9}"
           f" {'heap in use':>12} {'cache items':>12} {'commits/s':>10}")
     results = {}
-    for label, release in (("before (handles kept)", False), ("after (reopen + trim)", True)):
-        got = results[label] = run(args.table, args.commits, args.keep_versions_s, release)
+    settings = (("before", False, {"MALLOC_ARENA_MAX": "2"}), ("reopen + trim", True, {"MALLOC_ARENA_MAX": "2"}),
+                ("after", True, SINK_PROCESS_ENV))
+    for label, release, sink_env in settings:
+        got = results[label] = run(args.table, args.commits, args.keep_versions_s, release, sink_env)
         rss = got["rss"]
         at = [rss[min(len(rss) - 1, round(q * (len(rss) - 1)))] for q in (0, 0.25, 0.5, 0.75, 1.0)]
-        print(f"{label:<22} {'':>10} {' '.join(f'{x:5.0f}' for x in at)} {at[-1] / at[1]:9.3f}"
+        print(f"{label:<22} {got['pool']:>10} {' '.join(f'{x:5.0f}' for x in at)} {at[-1] / at[1]:9.3f}"
               f" {got['heap_mib']:8.1f} MiB {got['cache']['items']:12d} {args.commits / got['seconds']:10.0f}")
-    before, after = (results[k]["rss"] for k in results)
+    before, after = results["before"]["rss"], results["after"]["rss"]
     print(f"after/before RSS at 100%: {after[-1] / before[-1]:.3f}; "
           f"growth after warm-up: before {before[-1] - before[len(before) // 4]:+.0f} MiB, "
           f"after {after[-1] - after[len(after) // 4]:+.0f} MiB")

@@ -6,7 +6,8 @@ tests and bench/bench_sink_memory.py drive the same code without Ray.
 Memory: every upsert commits a new LanceDB table version. A table handle kept open for the life of
 the process accumulates per-version state (cached manifests and fragment / index metadata: the
 session caches' item count keeps rising even once their byte cap is reached), and glibc malloc
-keeps the pages LanceDB's write threads free. So after each upkeep (compaction, every
+keeps the pages LanceDB's write threads free (and pyarrow's mimalloc pool those of the Arrow work,
+hence SINK_PROCESS_ENV). So after each upkeep (compaction, every
 `optimize_every_writes` writes or `optimize_every_s` seconds) the sink reopens its handles with
 empty caches and hands free heap pages back to the OS (`StoreConfig.release_after_upkeep`).
 Every write is a commit, so reopening never loses or repeats data.
@@ -26,6 +27,12 @@ from streamvl.config import StoreConfig
 from streamvl.store import STREAM_EVENTS, STREAMS, Store
 
 SINK_CACHE_BYTES = 16 << 20  # cap of a sink's LanceDB index and metadata caches, each (between reopens)
+# Environment of a sink process (the runtime passes it as the sink actors' runtime_env):
+#   MALLOC_ARENA_MAX=2: glibc's per-thread arenas fragment under LanceDB's many write threads.
+#   ARROW_DEFAULT_MEMORY_POOL=system: pyarrow's default mimalloc pool keeps ~15-20 MiB of freed
+#   pages resident in a sink (the Arrow work per write: conform, dedupe); with the system pool
+#   they are glibc's, which release_free_heap() hands back after each upkeep.
+SINK_PROCESS_ENV = {"MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
 @functools.lru_cache(maxsize=1)

@@ -18,12 +18,12 @@ import ray
 
 from streamvl.config import IndexConfig, LiveConfig, SamplingConfig, StoreConfig
 from streamvl.errors import StreamvlError
+from streamvl.sink import SINK_PROCESS_ENV
 from streamvl.types import FrameBatch, StreamEvent, StreamInfo
 
 
-# glibc's per-thread malloc arenas fragment under LanceDB's many small write threads: a sink's
-# RSS then grows by ~13 MB per 1000 commits; two arenas keep it flatter (bench/bench_sink_memory.py).
-SINK_ENV = {"env_vars": {"MALLOC_ARENA_MAX": "2"}}
+# Sink processes: two malloc arenas and Arrow on the system allocator (see streamvl/sink.py).
+SINK_ENV = {"env_vars": dict(SINK_PROCESS_ENV)}
 
 
 @dataclass(frozen=True)
