@@ -12,8 +12,10 @@ Drives streamvl.sink.TableSink (the code each SinkActor runs) with one-row write
   after          the same in SINK_PROCESS_ENV (what the runtime now sets): also Arrow on the
                  system allocator instead of pyarrow's mimalloc pool
 Prints RSS at 0/25/50/75/100% of the commits and last/first after warm-up (25% -> 100%), the
-malloc heap in use and the LanceDB cache items at the end (100%/25% is last/first after warm-up). The live default keeps versions for
-300 s, ~1200 versions at 4 commits/s; --keep-versions-s 30 keeps about as many at this pace.
+malloc heap in use and the LanceDB cache items at the end (100%/25% is last/first after warm-up).
+The live default keeps versions for 300 s, ~1200 versions at 4 commits/s; --keep-versions-s 30
+keeps about as many at this pace. Memory that scales with the version count rises until that
+many seconds have passed (about half of a default run), then levels off.
 Figures only; nothing is asserted.
 """
 

@@ -4,12 +4,16 @@ handles after upkeep so LanceDB's per-version cache entries do not pile up. No R
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from streamvl.config import StoreConfig
-from streamvl.sink import TableSink
+from streamvl.sink import SINK_PROCESS_ENV, TableSink
 from streamvl.store import CLIPS, STREAMS, Store, clips_schema
 
 D = 16
@@ -90,3 +94,11 @@ def test_sink_upkeep_is_due_by_writes_or_by_time(tmp_path):
     now[0] = 61.0
     sink.write(clips("cam", np.array([10.0]), rng))
     assert sink.upkeeps == 1 and sink.last_upkeep["rows"] == 11
+
+
+def test_sink_process_env_puts_arrow_on_the_system_allocator():
+    """pyarrow's default mimalloc pool keeps freed pages resident; the sinks' env must switch it off."""
+    env = {k: v for k, v in os.environ.items() if k not in SINK_PROCESS_ENV} | SINK_PROCESS_ENV
+    code = "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "system"
