@@ -17,7 +17,7 @@ import datetime as dt
 import math
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -536,6 +536,17 @@ class Store:
         with _lance_errors(STREAMS, "read"):
             rows = handle.to_arrow().to_pylist()
         return sorted(rows, key=lambda r: r["stream_id"])
+
+    def stream_uris(self, stream_ids: Iterable[str]) -> dict[str, str]:
+        """{stream_id: uri} of these streams (unknown ones are absent); reads only those rows."""
+        ids = sorted(set(stream_ids))
+        handle = self._open(STREAMS) if ids else None
+        if handle is None:
+            return {}
+        where = f"stream_id IN ({', '.join(sql_str(s) for s in ids)})"
+        with _lance_errors(STREAMS, "read"):
+            got = handle.search().where(where).select(["stream_id", "uri"]).limit(None).to_arrow()
+        return dict(zip(got["stream_id"].to_pylist(), got["uri"].to_pylist()))
 
     def stream(self, stream_id: str) -> dict[str, Any] | None:
         handle = self._open(STREAMS)
