@@ -222,3 +222,44 @@ def test_search_errors(tmp_path, store, plugins, loads):
     with pytest.raises(PluginError, match="no reranker 'nope'"):
         search("shape 0", store.uri, rerank="nope", plugins=plugins)
     assert loads == []  # plugin names are checked before the model loads
+
+
+class CountingAdapter(FakeAdapter):
+    texts: list[str] = []
+
+    def encode_text(self, texts):
+        CountingAdapter.texts.extend(texts)
+        return super().encode_text(texts)
+
+
+def test_repeated_searches_reuse_the_adapter_and_text_embeddings(store, loads, tmp_path):
+    class Plugin:
+        @hookimpl
+        def streamvl_adapters(self):
+            return [AdapterSpec("meanpool", CountingAdapter)]
+
+    plugins = Plugins(build_plugin_manager(extra=[Plugin()], entry_points=False))
+    CountingAdapter.texts = []
+    first = search("shape 0", store.uri, k=2, plugins=plugins)
+    assert search("shape 0", store.uri, k=2, plugins=plugins) == first
+    search("shape 2", store.uri, k=2, plugins=plugins)
+    assert loads == [SPEC] and CountingAdapter.texts == ["shape 0", "shape 2"]  # one model load, one encode per text
+    ckpt = tmp_path / "ckpt.safetensors"
+    ckpt.write_bytes(b"v1")
+    search("shape 0", store.uri, plugins=plugins, adapter_options={"checkpoint": str(ckpt)})
+    assert len(loads) == 2  # other options: another adapter
+    search("shape 0", store.uri, plugins=plugins, adapter_options={"checkpoint": str(ckpt)})
+    assert len(loads) == 2
+    ckpt.write_bytes(b"v2")
+    import os
+    os.utime(ckpt, ns=(0, 1))  # a rewritten checkpoint at the same path is loaded again
+    search("shape 0", store.uri, plugins=plugins, adapter_options={"checkpoint": str(ckpt)})
+    assert len(loads) == 3
+
+
+def test_search_sees_clips_committed_after_its_first_call(store, plugins, loads):
+    assert [h.stream_id for h in search("shape 3", store.uri, k=1, plugins=plugins)] != ["c"]
+    add_clips(Store(store.uri), "c", [0], [axis(3)])  # another writer
+    Store(store.uri).record_stream("c", "file:///videos/c.mp4", "done")
+    hits = search("shape 3", store.uri, k=1, plugins=plugins)
+    assert [(h.stream_id, h.uri) for h in hits] == [("c", "file:///videos/c.mp4")]

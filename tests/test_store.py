@@ -184,6 +184,15 @@ def test_streams_record_update_and_read(store):
         store.record_stream("a", "x", "finished")
 
 
+def test_stream_uris_reads_only_the_asked_streams(store):
+    assert store.stream_uris(["a"]) == {}  # no streams table yet
+    store.record_stream("a", "file:///a.mp4", "done")
+    store.record_stream("o'neil", "file:///o.mp4", "done")
+    store.record_stream("c", "file:///c.mp4", "done")
+    assert store.stream_uris(["o'neil", "a", "missing"]) == {"a": "file:///a.mp4", "o'neil": "file:///o.mp4"}
+    assert store.stream_uris([]) == {}
+
+
 # ---------------------------------------------------------------- interoperability and metadata
 
 
