@@ -481,12 +481,28 @@ class Store:
             if not indexed and index_min_rows is not None and table == CLIPS and rows >= index_min_rows:
                 self._build_vector_index(handle, rows, index_type)
                 indexed = True
+            if indexed and table == CLIPS and not self._has_adapter_index(handle):
+                from lancedb.index import Bitmap
+
+                handle.create_index("adapter", config=Bitmap(), replace=True)
             fragments = int(handle.stats()["fragment_stats"]["num_fragments"])
         return {"fragments": fragments, "rows": rows, "indexed": indexed}
 
     @staticmethod
     def _has_vector_index(handle: Any) -> bool:
         return any(EMBEDDING in list(ix.columns) for ix in handle.list_indices())
+
+    @staticmethod
+    def _has_adapter_index(handle: Any) -> bool:
+        return any(list(ix.columns) == ["adapter"] for ix in handle.list_indices())
+
+    def _one_adapter(self, handle: Any, adapter: str) -> bool:
+        """True when every clip row is this adapter's: then the `adapter =` prefilter selects every
+        row, and LanceDB pays for it inside the ANN search (about 100 ms at 1M rows, vs 10 ms without).
+        Answered from the bitmap index upkeep builds next to the vector index (under 1 ms); without one, False."""
+        if not (self._has_vector_index(handle) and self._has_adapter_index(handle)):
+            return False
+        return int(handle.count_rows(f"adapter != {sql_str(adapter)}")) == 0
 
     @staticmethod
     def _build_vector_index(handle: Any, rows: int, index_type: str) -> None:
@@ -582,15 +598,29 @@ class Store:
                              f"plugin installed (e.g. streamvl-alpro)")
         query = _query_vector(vector, _dim(handle.schema, CLIPS))
         columns = [n for n in handle.schema.names if n != EMBEDDING]
+        where = clip_filter(adapter, stream_ids, start, end, tags)
+        candidates = REFINE_CANDIDATES * k if candidates is None else candidates
         with _lance_errors(CLIPS, "vector search"):
-            builder = (handle.search(query, vector_column_name=EMBEDDING).distance_type("cosine")
-                       .where(clip_filter(adapter, stream_ids, start, end, tags), prefilter=True)
-                       .select([*columns, "_distance"]).limit(int(k)))
-            candidates = REFINE_CANDIDATES * k if candidates is None else candidates
-            if candidates and candidates > k:
-                builder = builder.refine_factor(math.ceil(candidates / k))
-            rows = builder.to_arrow().to_pylist()
+            only_adapter = stream_ids is None and start is None and end is None and not tags
+            rows = None
+            if only_adapter and self._one_adapter(handle, adapter):
+                rows = self._ann(handle, query, k, columns, None, candidates)
+                if any(r["adapter"] != adapter for r in rows):  # another adapter's rows landed meanwhile
+                    rows = None
+            if rows is None:
+                rows = self._ann(handle, query, k, columns, where, candidates)
         return sorted((_scored(r) for r in rows), key=lambda r: (-r["score"], r["stream_id"], r["start"]))
+
+    @staticmethod
+    def _ann(handle: Any, query: np.ndarray, k: int, columns: list[str], where: str | None,
+             candidates: int) -> list[dict[str, Any]]:
+        builder = handle.search(query, vector_column_name=EMBEDDING).distance_type("cosine")
+        if where:
+            builder = builder.where(where, prefilter=True)
+        builder = builder.select([*columns, "_distance"]).limit(int(k))
+        if candidates and candidates > k:
+            builder = builder.refine_factor(math.ceil(candidates / k))
+        return builder.to_arrow().to_pylist()
 
     def schema(self, table: str) -> pa.Schema | None:
         """The Arrow schema (with model metadata) of a table, or None if it does not exist yet."""

@@ -102,3 +102,23 @@ def test_sink_process_env_puts_arrow_on_the_system_allocator():
     code = "import pyarrow as pa; print(pa.default_memory_pool().backend_name)"
     got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert got.stdout.strip() == "system"
+
+
+def test_indexed_search_keeps_adapters_apart_with_and_without_the_prefilter(tmp_path):
+    store, rng = Store(tmp_path / "db"), np.random.default_rng(2)
+    store.upsert(CLIPS, clips("cam", np.arange(400, dtype=np.float64), rng))
+    assert store.maintain(CLIPS, index_min_rows=300)["indexed"] is True
+    assert [ix.columns for ix in store.db.open_table(CLIPS).list_indices() if "adapter" in ix.columns] == [["adapter"]]
+    query = store.db.open_table(CLIPS).to_arrow()["embedding"][7].values.to_numpy()
+    only = store.search_clips(query, 5, adapter="meanpool", candidates=100)  # one adapter: the filter is dropped
+    assert only[0]["start"] == pytest.approx(7.0) and len(only) == 5
+    assert store.search_clips(query, 5, adapter="xclip") == []
+    other = clips("cam", np.arange(3, 12, dtype=np.float64), rng)  # another adapter's rows, near the query
+    other = other.set_column(other.schema.get_field_index("adapter"), "adapter", pa.array(["xclip"] * other.num_rows))
+    other = other.set_column(other.schema.get_field_index("embedding"), "embedding",
+                             pa.FixedSizeListArray.from_arrays(pa.array(np.tile(query, other.num_rows)), D))
+    store.upsert(CLIPS, other)
+    mean = store.search_clips(query, 5, adapter="meanpool", candidates=100)
+    assert {r["adapter"] for r in mean} == {"meanpool"} and mean[0]["start"] == pytest.approx(7.0)
+    x = store.search_clips(query, 5, adapter="xclip", candidates=100)
+    assert {r["adapter"] for r in x} == {"xclip"} and len(x) == 5
