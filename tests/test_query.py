@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -251,7 +253,6 @@ def test_repeated_searches_reuse_the_adapter_and_text_embeddings(store, loads, t
     search("shape 0", store.uri, plugins=plugins, adapter_options={"checkpoint": str(ckpt)})
     assert len(loads) == 2
     ckpt.write_bytes(b"v2")
-    import os
     os.utime(ckpt, ns=(0, 1))  # a rewritten checkpoint at the same path is loaded again
     search("shape 0", store.uri, plugins=plugins, adapter_options={"checkpoint": str(ckpt)})
     assert len(loads) == 3
