@@ -123,11 +123,45 @@ class LoadedModel:
             return _bf16_embed(self.visual_bf16, self.preprocess(frames))
 
     def encode_text(self, texts: Sequence[str]) -> "torch.Tensor":
-        """Texts -> L2-normalised text embeddings [N, D] (plain text tower)."""
+        """Texts -> L2-normalised text embeddings [N, D] (plain text tower).
+
+        On open_clip's CLIP text tower (causal attention, pooled at the end-of-text token) the padding
+        after the longest text cannot change the result, so it is cut off: a short query costs its own
+        tokens, not the full context (about 2x faster for ViT-B/32; the same embeddings to float error)."""
         import torch
 
         with torch.inference_mode():
-            return self.model.encode_text(self.tokenizer(list(texts)), normalize=True)
+            tokens = self.tokenizer(list(texts))
+            if not _prefix_exact(self.model, self.tokenizer):
+                return self.model.encode_text(tokens, normalize=True)
+            used = torch.nonzero(tokens.ne(0).any(dim=0))
+            return _encode_text_prefix(self.model, tokens[:, : int(used.max()) + 1 if len(used) else 1])
+
+
+def _prefix_exact(model: Any, tokenizer: Any) -> bool:
+    """True when encoding a token prefix gives the full context's embedding: open_clip CLIP with a causal
+    text mask, argmax (end-of-text) pooling and the zero-padding SimpleTokenizer."""
+    import open_clip
+    import torch
+
+    mask = getattr(model, "attn_mask", None)
+    return (type(model).__name__ == "CLIP" and getattr(model, "text_pool_type", None) == "argmax"
+            and isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer) and isinstance(mask, torch.Tensor)
+            and torch.equal(mask, torch.full_like(mask, float("-inf")).triu(1)))
+
+
+def _encode_text_prefix(model: Any, tokens: "torch.Tensor") -> "torch.Tensor":
+    """open_clip CLIP.encode_text(normalize=True) on the first n token positions only (see encode_text)."""
+    import torch
+    import torch.nn.functional as F
+    from open_clip.transformer import text_global_pool
+
+    n, cast = tokens.shape[1], model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:n, :n]))
+    x = text_global_pool(x, tokens, "argmax")
+    x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+    return F.normalize(x, dim=-1)
 
 
 def _bf16_embed(tower: Any, pixels: "torch.Tensor") -> "torch.Tensor":

@@ -155,3 +155,20 @@ def test_missing_shipped_asset_names_the_spec(asset_copy):
     with pytest.raises(ModelLoadError, match="missing") as info:
         load_model.__wrapped__("streamvl-shapes@v1")
     assert "streamvl-shapes@v1" in str(info.value)
+
+
+def test_text_encoding_cuts_padding_without_changing_embeddings():
+    """Short texts skip the padded context; the result equals open_clip's full-context encode_text."""
+    import torch
+
+    from streamvl.models import _prefix_exact, load_model
+
+    model = load_model("streamvl-tiny@random:0")
+    texts = ["x", "a red star", "a small blue circle moves left then right on a checkered background"]
+    with torch.inference_mode():
+        full = model.model.encode_text(model.tokenizer(texts), normalize=True)
+    assert _prefix_exact(model.model, model.tokenizer)
+    assert torch.allclose(model.encode_text(texts), full, atol=1e-5)
+    assert torch.allclose(model.encode_text(texts[:1]), full[:1], atol=1e-5)  # batch of one short text
+    no_mask = type("NotCLIP", (), {"attn_mask": None, "text_pool_type": "argmax"})()
+    assert not _prefix_exact(no_mask, model.tokenizer)  # anything else takes open_clip's own path
