@@ -110,6 +110,9 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=4.0, help="sampling rate")
     parser.add_argument("--model", default="ViT-B-32@random:0")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--decode", default="auto", choices=["all", "keyframes", "auto"],
+                        help="sampling.decode (auto: keyframes only when the 1 s GOP covers every sample)")
+    parser.add_argument("--batch-frames", type=int, help="sampling.batch_frames (default: the config's)")
     parser.add_argument("--hour-seconds", type=float, default=3600.0, help="length of the memory run's input (0 skips)")
     parser.add_argument("--hour-fps", type=float, default=1.0, help="sampling rate of the memory run")
     args = parser.parse_args()
@@ -122,7 +125,9 @@ def main() -> None:
     paths = [camera_video(work / f"cam{i}.mp4", seed=i, seconds=args.seconds, fps=25, size=(320, 240))
              for i in range(args.files)]
     print(f"generated {args.files} x {args.seconds:.0f}s videos in {time.perf_counter() - t0:.0f}s", flush=True)
-    config = IndexConfig(db=str(work / "db"), model=args.model, precision=args.precision, sampling={"fps": args.fps})
+    config = IndexConfig(db=str(work / "db"), model=args.model, precision=args.precision,
+                         sampling={"fps": args.fps, "decode": args.decode}
+                         | ({"batch_frames": args.batch_frames} if args.batch_frames else {}))
     model = load_model(config.model, config.precision)
     config = config.model_copy(update={"sampling": config.sampling.model_copy(update={"size": model.image_size})})
     infos = api.discover([str(p) for p in paths])
@@ -137,7 +142,8 @@ def main() -> None:
 
     print(f"model                  {model.name}, image tower {model.precision.precision}")
     print(f"input                  {args.files} files x {args.seconds:.0f}s 320x240 25fps h264 (shapes world), "
-          f"sampled at {args.fps:g} fps -> {len(frames)} frames")
+          f"sampled at {args.fps:g} fps (decode {args.decode}, {config.sampling.batch_frames}-frame decoder batches) "
+          f"-> {len(frames)} frames")
     print(f"bare fast encoder      {bare:8.1f} images/s  (model.encode_images loop over the same frames)")
     print(f"pipeline steady state  {n / steady_s:8.1f} frames/s  ratio {n / steady_s / bare:5.2f}  (goal >= 0.9; "
           f"static skip off: the model sees every frame, as in the bare loop)")

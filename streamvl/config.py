@@ -24,7 +24,8 @@ class SamplingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fps: float = Field(1.0, gt=0, description="frames sampled per second of presentation time")
-    batch_frames: int = Field(16, ge=1, description="frames per FrameBatch")
+    batch_frames: int = Field(64, ge=1, description="frames per FrameBatch (live batches also leave after live.max_batch_delay_s); "
+                              "as large as runtime.encode_batch so one decoder batch fills an encoder call")
     size: int = Field(224, ge=8, description="square output size; set from the model's input size")
     static_threshold: float | None = Field(
         DEFAULT_STATIC_THRESHOLD, ge=0,
