@@ -34,6 +34,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_live import camera_video  # noqa: E402
+from bench.procs import process_kind  # noqa: E402
 from streamvl.config import IndexConfig  # noqa: E402
 from streamvl.synthetic.clips import iter_frames, sample_stream  # noqa: E402
 from streamvl.types import StreamInfo  # noqa: E402
@@ -95,8 +96,7 @@ def actor_rss(root: psutil.Process, peak: dict[str, float]) -> None:
     for proc in [root, *root.children(recursive=True), *psutil.process_iter()]:
         try:
             cmd = " ".join(proc.cmdline())
-            name = "driver" if proc.pid == root.pid else cmd.split("ray::", 1)[1].split()[0].split(".")[0] \
-                if "ray::" in cmd else None
+            name = process_kind(cmd, proc.pid, root.pid)
             if name and not name.startswith("IDLE"):
                 peak[name] = max(peak.get(name, 0.0), proc.memory_info().rss / 2**20)
         except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):

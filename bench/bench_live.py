@@ -39,6 +39,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.procs import process_kind  # noqa: E402
 from streamvl.config import IndexConfig  # noqa: E402
 from streamvl.store import CLIPS, FRAMES, STREAMS, Store, clips_schema  # noqa: E402
 from streamvl.synthetic.clips import iter_frames, sample_stream  # noqa: E402
@@ -156,7 +157,7 @@ class Watcher:
         for proc in self._processes():
             try:
                 cmd = " ".join(proc.cmdline())
-                name = "driver" if proc.pid == self.root_pid else cmd.split("ray::", 1)[1].split()[0].split(".")[0] if "ray::" in cmd else None
+                name = process_kind(cmd, proc.pid, self.root_pid)
                 if name and proc.pid != os.getpid():
                     self.rss[f"{name}:{proc.pid}"].append((now, proc.memory_info().rss / 2**20))
             except (psutil.NoSuchProcess, IndexError):

@@ -28,6 +28,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_live import camera_video  # noqa: E402
+from bench.procs import process_kind  # noqa: E402
 from streamvl import api  # noqa: E402
 from streamvl.config import IndexConfig  # noqa: E402
 from streamvl.models import load_model  # noqa: E402
@@ -79,7 +80,7 @@ class RssSampler(threading.Thread):
             now, sample = time.monotonic(), {}
             for proc in psutil.process_iter(["pid", "cmdline", "memory_info"]):
                 cmd = " ".join(proc.info["cmdline"] or [])
-                name = "driver" if proc.info["pid"] == os.getpid() else cmd.split("ray::", 1)[1].split()[0].split(".")[0] if "ray::" in cmd else None
+                name = process_kind(cmd, proc.info["pid"], os.getpid())
                 if name and not name.startswith("IDLE") and proc.info["memory_info"]:
                     mb = proc.info["memory_info"].rss / 2**20
                     sample[name] = max(sample.get(name, 0.0), mb)
