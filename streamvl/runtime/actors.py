@@ -123,7 +123,7 @@ class EncodeActor:
 class SinkActor:
     """Writes batched Arrow data to one LanceDB table with idempotent upserts, and keeps the
     table in shape under continuous appends (streamvl.sink.TableSink: compaction, the ANN index,
-    and reopening its handles after each upkeep so memory stays flat)."""
+    and reopening its handles after each upkeep to bound LanceDB's caches)."""
 
     def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None):
         from streamvl.sink import TableSink
