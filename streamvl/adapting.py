@@ -290,6 +290,10 @@ def freeze_batchnorm(module: nn.Module) -> None:
             m.eval()
 
 
+CHANGE_FLOOR = 1e-3  # below this mean per-frame change (unit-norm features), a clip counts as still
+CHANGE_SCALE = 0.1  # the mean per-frame change the temporal blocks see
+
+
 class TemporalTransformer(nn.Module):
     """Pre-norm Transformer encoder over [B, T, D] frame features with learnable temporal positions.
 
@@ -316,6 +320,25 @@ class TemporalTransformer(nn.Module):
         if self.blocks is not None:
             x = self.blocks(x)
         return self.norm(x)
+
+    def pool(self, x: torch.Tensor, centre: bool = False) -> torch.Tensor:
+        """Mean-pooled output [B, D] over frames x [B, T, D].
+
+        centre: the blocks see each frame relative to the clip's mean frame, and the mean is
+        added back after pooling. Frozen image features are dominated by what is in the frame;
+        how it changes is a small residual that a pre-norm block cannot see next to it. Centred,
+        the blocks model the change only, and the output is invariant to a shift shared by all
+        frames (pool(x + c) = pool(x) + c), so what the clip shows passes through untouched.
+        The change is rescaled to a mean per-frame size of CHANGE_SCALE, whatever the backbone:
+        small next to what the blocks add (larger settings generalised worse on the shapes
+        world's few-shot split), large next to LayerNorm's epsilon.
+        """
+        if not centre:
+            return self(x).mean(dim=1)
+        mean = x.mean(dim=1, keepdim=True)
+        change = x - mean
+        size = change.norm(dim=-1, keepdim=True).mean(dim=1, keepdim=True)
+        return self(CHANGE_SCALE * change / (size + CHANGE_FLOOR)).mean(dim=1) + mean[:, 0]
 
 
 # ---------------------------------------------------------------- the base adapter

@@ -361,13 +361,15 @@ def _data_options(f):
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--train-seed", default=0, show_default=True, help="seed of batch sampling and initialisation")
+@click.option("--backwards", default=0.5, show_default=True,
+              help="share of labelled views played backwards as their class's time reverse (data that names reverses)")
 def train(adapter, data_spec, model_spec, options, frames, fps, cache, seed, train_per_class, test_per_class, streams,
-          threads, as_json, out, steps, batch_size, lr, train_seed) -> None:
+          threads, as_json, out, steps, batch_size, lr, train_seed, backwards) -> None:
     """Train an adapter on labelled clips; save safetensors + JSON; check the backbone is unchanged."""
     from streamvl.training import TrainConfig, run_training
 
     _threads(threads)
-    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, frames=frames, seed=train_seed)
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, frames=frames, seed=train_seed, backwards=backwards)
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     try:
         report = run_training(adapter, data_spec, out, model_spec=model_spec, options=_options(options), config=config,

@@ -49,7 +49,12 @@ class ClipRef:
 
 @dataclass(frozen=True)
 class TaskData:
-    """Train and test clips of one task; class_texts maps a label to the text adapters see."""
+    """Train and test clips of one task; class_texts maps a label to the text adapters see.
+
+    reverses: label -> the label of such a clip played backwards, for classes whose time reverse
+    is known (the shapes world's order pairs; blink is its own reverse). Training may use it to
+    augment views (streamvl.training.backwards); empty for a user's folder or CSV.
+    """
 
     name: str
     kind: str  # RECOGNITION | RETRIEVAL | LOCALISATION
@@ -58,6 +63,7 @@ class TaskData:
     train_classes: tuple[str, ...]
     test_classes: tuple[str, ...]
     class_texts: Mapping[str, str]
+    reverses: Mapping[str, str] = field(default_factory=dict)
 
     def texts(self, labels: tuple[str, ...]) -> list[str]:
         return [self.class_texts.get(label, label) for label in labels]
@@ -102,6 +108,14 @@ def shapes_class_texts() -> dict[str, str]:
     return {a: "changes colour" if a == "change_colour" else action_phrase(a, participle=False) for a in ACTIONS}
 
 
+def shapes_reverses() -> dict[str, str]:
+    """Every shapes action's time reverse: a clip of it played backwards is exactly a clip of that
+    action (streamvl.synthetic.actions.reverse_event): the order pairs swap, the rest map to themselves."""
+    from streamvl.synthetic.actions import ACTIONS, reverse_action
+
+    return {a: reverse_action(a) for a in ACTIONS}
+
+
 def shapes_task(name: str, k: int | None = None, options: ShapesOptions = ShapesOptions()) -> TaskData:
     """A shapes-world split as TaskData (rendered at the model's input size)."""
     from streamvl.synthetic import RenderConfig, make_split
@@ -115,7 +129,7 @@ def shapes_task(name: str, k: int | None = None, options: ShapesOptions = Shapes
     label = f"shapes:{name}" + (f":{k}" if k else "")
     return TaskData(label, kind, tuple(_shapes_ref(i, streams) for i in split.train),
                     tuple(_shapes_ref(i, streams) for i in split.test), split.train_classes, split.test_classes,
-                    shapes_class_texts())
+                    shapes_class_texts(), shapes_reverses())
 
 
 # ---------------------------------------------------------------- files

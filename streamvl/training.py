@@ -5,7 +5,7 @@ Plain Python + torch (no Ray): `jobs/train.py` and `streamvl train` call `run_tr
 A training item is a *view*: frames [lo, hi) of one clip (a whole shapes clip, a file, or a
 ground-truth segment of a long stream) with a label (recognition) or captions (retrieval).
 Each step samples B views, takes T frames of each (TSN-style, random inside each segment),
-and hands the adapter a `TrainBatch`; the adapter returns its loss (symmetric NCE by default).
+plays a share of them backwards as their reverse class where the task knows one, and hands the adapter a `TrainBatch`; the adapter returns its loss (symmetric NCE by default).
 Localisation data also trains the adapter's class-agnostic proposal head when it has one.
 """
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -45,6 +45,7 @@ class TrainConfig:
     log_every: int = 25
     grad_clip: float = 1.0
     proposal_window: int = 64  # frames per actionness window (localisation data)
+    backwards: float = 0.5  # share of labelled views played backwards as their reverse class (task.reverses)
 
 
 @dataclass
@@ -75,12 +76,13 @@ class TrainReport:
 
 @dataclass(frozen=True)
 class View:
-    """Frames [lo, hi) of clip `clip`; target: a class label or a tuple of captions."""
+    """Frames [lo, hi) of clip `clip` (in reverse order when `reversed`); target: a class label or captions."""
 
     clip: int
     lo: int
     hi: int
     target: str | tuple[str, ...]
+    reversed: bool = False
 
 
 @dataclass
@@ -126,12 +128,24 @@ def jitter(view: View, n: int, rng: np.random.Generator, amount: float = 0.2) ->
     return View(view.clip, lo, max(min(hi, n), lo + 1), view.target)
 
 
+def backwards(view: View, reverses: Mapping[str, str], p: float, rng: np.random.Generator) -> View:
+    """With probability p, the view played backwards and labelled with its class's time reverse.
+
+    Only for class labels the task knows a reverse of (TaskData.reverses): a left-to-right move
+    played backwards is a right-to-left move, which doubles the data of every such class and
+    shows the model the one thing that tells an order pair apart.
+    """
+    if not isinstance(view.target, str) or view.target not in reverses or rng.uniform() >= p:
+        return view
+    return replace(view, reversed=not view.reversed, target=reverses[view.target])
+
+
 def view_tensors(model: "LoadedModel", data: ClipData, views: Sequence[View], t: int,
                  rng: np.random.Generator | None) -> tuple["torch.Tensor", "torch.Tensor | None"]:
     """features [B, T, D] (and preprocessed frames [B, T, 3, S, S]) of views, T frames each."""
     import torch
 
-    idx = [v.lo + segment_indices(v.hi - v.lo, t, rng) for v in views]
+    idx = [v.lo + segment_indices(v.hi - v.lo, t, rng)[:: -1 if v.reversed else 1] for v in views]
     feats = torch.from_numpy(np.stack([data.features[v.clip].features[i] for v, i in zip(views, idx)]))
     if data.frames is None:
         return feats, None
@@ -207,6 +221,8 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
         picked = [views[i] for i in rng.integers(len(views), size=config.batch_size)]
         if task.kind == LOCALISATION:
             picked = [jitter(v, len(data.features[v.clip]), rng) for v in picked]
+        if task.reverses and config.backwards:
+            picked = [backwards(v, task.reverses, config.backwards, rng) for v in picked]
         feats, frames = view_tensors(model, data, picked, config.frames, rng)
         texts, positives = targets_and_texts(picked, task, rng)
         loss, logs = adapter.training_loss(TrainBatch(feats, frames, texts, positives))

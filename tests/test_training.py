@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from streamvl.adapting import module_digest, prompt_positions, prompted_text_features, symmetric_nce
-from streamvl.datasets import ClipRef, GroundTruth, ShapesOptions, load_task
+from streamvl.adapting import TemporalTransformer, module_digest, prompt_positions, prompted_text_features, symmetric_nce
+from streamvl.datasets import ClipRef, GroundTruth, ShapesOptions, load_task, shapes_reverses
 from streamvl.features import FeatureStore, clip_features, range_indices, segment_indices
 from streamvl.localisation import Proposal, proposals, runs, temporal_nms, window_starts
 from streamvl.models import load_model
@@ -72,6 +72,42 @@ def test_segment_indices_spread_and_jitter():
     idx = segment_indices(16, 4, rng)
     assert all(4 * k <= i < 4 * (k + 1) for k, i in enumerate(idx))
     assert range_indices(np.arange(10, dtype=float), 2.0, 6.0, 2).tolist() == [3, 5]
+
+
+def test_centred_pooling_passes_what_all_frames_share_straight_through():
+    torch.manual_seed(0)
+    temporal = TemporalTransformer(16, depth=2, heads=4, max_frames=8).eval()
+    x, shift = torch.randn(3, 8, 16), 5 * torch.randn(1, 1, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(temporal.pool(x + shift, centre=True), temporal.pool(x, centre=True) + shift[:, 0])
+        plain = temporal.pool(x + shift) - temporal.pool(x)
+        assert not torch.allclose(plain, shift[:, 0].expand_as(plain), atol=1e-2)  # uncentred blocks do see the shift
+        assert not torch.allclose(temporal.pool(x, centre=True), temporal.pool(x.flip(1), centre=True), atol=1e-4)
+
+
+def test_backwards_views_play_frames_in_reverse_under_the_reverse_label(model):
+    from streamvl.training import ClipData, View, backwards, view_tensors
+
+    reverses = shapes_reverses()
+    assert reverses["move_left"] == "move_right" and reverses["blink"] == "blink"
+    assert all(reverses[reverses[a]] == a for a in reverses)
+    rng = np.random.default_rng(0)
+    view = View(0, 2, 10, "appear")
+    flipped = backwards(view, reverses, 1.0, rng)
+    assert flipped == View(0, 2, 10, "disappear", reversed=True)
+    assert backwards(flipped, reverses, 1.0, rng) == view
+    assert backwards(view, reverses, 0.0, rng) == view
+    assert backwards(View(0, 0, 4, "wave"), reverses, 1.0, rng).target == "wave"  # no known reverse: unchanged
+    captions = View(0, 0, 4, ("a red circle appears",))
+    assert backwards(captions, reverses, 1.0, rng) == captions
+    from streamvl.features import ClipFeatures
+
+    feats = np.arange(12, dtype=np.float32)[:, None].repeat(4, axis=1)
+    data = ClipData((), [ClipFeatures(np.arange(12.0), feats)])
+    fwd, _ = view_tensors(model, data, [view], 4, None)
+    back, _ = view_tensors(model, data, [flipped], 4, None)
+    torch.testing.assert_close(back, fwd.flip(1))
+    assert fwd[0, :, 0].tolist() == [3.0, 5.0, 7.0, 9.0]
 
 
 def test_feature_store_embeds_each_clip_once_and_keys_by_model(tmp_path, model):

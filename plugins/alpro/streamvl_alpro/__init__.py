@@ -2,7 +2,7 @@
 
 Over a frozen image-language backbone:
 - VTC (video-text contrastive): a video projection (a light temporal Transformer over frozen
-  frame features, mean pooling, a linear projection) and a text projection over the frozen text
+  frame features, mean pooling, a linear projection; `centre` as in prompt) and a text projection over the frozen text
   tower, trained with a symmetric contrastive loss and a learnable temperature. Both
   projections start at the identity, so the untrained adapter is the frame-mean baseline.
 - Prompter: each clip is scored against an entity vocabulary through entity prompts
@@ -58,6 +58,7 @@ class AlproAdapter(TorchAdapter):
         "depth": 1,
         "heads": 8,
         "dropout": 0.1,
+        "centre": True,  # the temporal blocks see frames relative to the clip mean (TemporalTransformer.pool)
         "entities": None,  # None: the shapes world's colour-shape pairs
         "entity_templates": ["a video of a {}"],
         "tag_threshold": 0.3,
@@ -77,7 +78,7 @@ class AlproAdapter(TorchAdapter):
     # -- VTC
 
     def video_embed(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
-        pooled = self.temporal(features.float()).mean(dim=1)
+        pooled = self.temporal.pool(features.float(), self.options["centre"])
         return F.normalize(self.video_proj(pooled), dim=-1)
 
     def text_embed(self, texts: Sequence[str]) -> torch.Tensor:

@@ -5,7 +5,9 @@
   (gradients flow through it into the vectors only); the feature is read at the shifted
   end-of-text position.
 - Video: a light temporal Transformer (`depth` layers, learnable temporal position embeddings)
-  over frozen frame features, then mean pooling.
+  over frozen frame features, then mean pooling. With `centre` (default) the blocks see each
+  frame relative to the clip's mean frame and the mean is added back after pooling: a
+  re-parameterisation (not in the paper) that lets them see motion next to appearance.
 - Loss: symmetric NCE between clips and texts (the TorchAdapter default).
 - Localisation (two-stage, as in the paper): a class-agnostic proposal head scores per-frame
   actionness over sliding windows of a stream's frozen features (trained on streams with
@@ -62,6 +64,7 @@ class PromptAdapter(TorchAdapter):
         "depth": 2,  # temporal Transformer layers
         "heads": 8,
         "dropout": 0.1,
+        "centre": True,  # the temporal blocks see frames relative to the clip mean (TemporalTransformer.pool)
         "proposal_depth": 2,
         "proposal_window": 64,  # frames per actionness window
     }
@@ -91,7 +94,7 @@ class PromptAdapter(TorchAdapter):
         return F.normalize(feats.float(), dim=-1)
 
     def video_embed(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
-        return F.normalize(self.temporal(features.float()).mean(dim=1), dim=-1)
+        return F.normalize(self.temporal.pool(features.float(), self.options["centre"]), dim=-1)
 
     # -- localisation: class-agnostic proposals
 
