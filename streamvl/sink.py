@@ -105,7 +105,8 @@ class TableSink:
         tables = [self.table, STREAM_EVENTS] if self.table == STREAMS else [self.table]  # events share this sink
         cfg = self.upkeep
         results = [self.store.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,
-                                       index_type=cfg.index_type) for name in tables]
+                                       index_type=cfg.index_type, index_max_deltas=cfg.index_max_deltas)
+                   for name in tables]
         if cfg.release_after_upkeep:
             self.store.reconnect()
             release_free_heap()

@@ -36,6 +36,9 @@ STREAM_EVENTS, REQUESTS = "stream_events", "stream_requests"
 KEYS.update({STREAM_EVENTS: ["stream_id", "wallclock", "kind"], REQUESTS: ["stream_id"]})
 MODEL_KEY = "streamvl.model"
 REFINE_CANDIDATES = 10  # ANN searches re-rank this many times k rows exactly (no effect without an index)
+# Upkeep retrains clips.embedding's ANN index once optimize has split it into more deltas than this:
+# compaction never merges fragments covered by different deltas (see Store.maintain).
+INDEX_MAX_DELTAS = 32
 
 
 # ---------------------------------------------------------------- schemas
@@ -466,31 +469,55 @@ class Store:
         return pts, (None if wall is None or math.isnan(wall) else wall)
 
     def maintain(self, table: str, *, keep_versions_s: float | None = None, index_min_rows: int | None = None,
-                 index_type: str = "IVF_PQ") -> dict[str, Any]:
+                 index_type: str = "IVF_PQ", index_max_deltas: int = INDEX_MAX_DELTAS) -> dict[str, Any]:
         """Upkeep of one table under continuous appends: compact fragments, fold new rows into
-        existing indices, and build the ANN index on `embedding` once the table has
-        index_min_rows rows (clips only). Returns {fragments, rows, indexed}."""
+        existing indices, build the ANN index on `embedding` once the table has index_min_rows
+        rows (clips only), and retrain that index once it has more than index_max_deltas deltas.
+
+        Why the retrain: each optimize indexes the rows appended since the last one as a new delta
+        of the vector index, and LanceDB's compaction never merges fragments covered by different
+        deltas, so every upkeep would leave one more fragment (and every search one more delta to
+        probe). lancedb's Python API cannot merge deltas (Lance's num_indices_to_merge is not exposed),
+        so the index is rebuilt over every row, after which compaction merges the fragments again.
+        Returns {fragments, rows, indexed, deltas, retrained}.
+        """
+        if index_max_deltas < 1:
+            raise StoreError(f"table {table!r}: index_max_deltas must be >= 1, got {index_max_deltas}")
         handle = self._open(table)
         if handle is None:
-            return {"fragments": 0, "rows": 0, "indexed": False}
+            return {"fragments": 0, "rows": 0, "indexed": False, "deltas": 0, "retrained": False}
         older = None if keep_versions_s is None else dt.timedelta(seconds=keep_versions_s)
         with _lance_errors(table, "optimize"):
             handle.optimize(cleanup_older_than=older)
             rows = int(handle.count_rows())
-            indexed = self._has_vector_index(handle)
-            if not indexed and index_min_rows is not None and table == CLIPS and rows >= index_min_rows:
+            deltas, retrained = self._vector_index_deltas(handle), False
+            if table == CLIPS and deltas == 0 and index_min_rows is not None and rows >= index_min_rows:
                 self._build_vector_index(handle, rows, index_type)
-                indexed = True
-            if indexed and table == CLIPS and not self._has_adapter_index(handle):
+                deltas = 1
+            elif table == CLIPS and deltas > index_max_deltas:
+                deltas, retrained = self._retrain_vector_index(handle, rows, index_type, older), True
+            if deltas and table == CLIPS and not self._has_adapter_index(handle):
                 from lancedb.index import Bitmap
 
                 handle.create_index("adapter", config=Bitmap(), replace=True)
             fragments = int(handle.stats()["fragment_stats"]["num_fragments"])
-        return {"fragments": fragments, "rows": rows, "indexed": indexed}
+        return {"fragments": fragments, "rows": rows, "indexed": deltas > 0, "deltas": deltas, "retrained": retrained}
 
     @staticmethod
-    def _has_vector_index(handle: Any) -> bool:
-        return any(EMBEDDING in list(ix.columns) for ix in handle.list_indices())
+    def _retrain_vector_index(handle: Any, rows: int, index_type: str, older: dt.timedelta | None) -> int:
+        """Rebuild the clips vector index as one delta over every row (fresh IVF centroids and PQ
+        codebooks, partitions sized for today's row count), then compact: the fragments its deltas
+        kept apart now share one index and merge. Returns the delta count after (1)."""
+        Store._build_vector_index(handle, rows, index_type)
+        handle.optimize(cleanup_older_than=older)
+        return Store._vector_index_deltas(handle)
+
+    @staticmethod
+    def _vector_index_deltas(handle: Any) -> int:
+        """How many deltas (segments) the vector index on `embedding` has; 0 without one."""
+        names = [ix.name for ix in handle.list_indices() if EMBEDDING in list(ix.columns)]
+        stats = handle.index_stats(names[0]) if names else None
+        return 0 if stats is None else int(stats.num_indices or 1)
 
     @staticmethod
     def _has_adapter_index(handle: Any) -> bool:

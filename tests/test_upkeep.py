@@ -1,5 +1,6 @@
 """Table upkeep under continuous appends: compaction bounds fragments; the ANN index is built once
-the clips table is large enough and kept up to date as rows keep arriving; the sink reopens its
+the clips table is large enough, kept up to date as rows keep arriving, and retrained once it has
+too many deltas (which would otherwise fence one more fragment per upkeep); the sink reopens its
 handles after upkeep so LanceDB's per-version cache entries do not pile up. No Ray."""
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pytest
+from lancedb.table import IndexStatistics
 
 from streamvl.config import StoreConfig
+from streamvl.errors import StoreError
 from streamvl.sink import SINK_PROCESS_ENV, TableSink
-from streamvl.store import CLIPS, STREAMS, Store, clips_schema
+from streamvl.store import CLIPS, INDEX_MAX_DELTAS, STREAMS, Store, clips_schema
 
 D = 16
 META = {"streamvl.model": "tiny@random:0"}
@@ -59,6 +62,61 @@ def test_ann_index_is_built_past_the_threshold_and_covers_new_rows(tmp_path):
     query = store.db.open_table(CLIPS).to_arrow()["embedding"][650].values.to_numpy()
     hits = store.search_clips(query, 5, adapter="meanpool", candidates=50)
     assert hits[0]["start"] == pytest.approx(650.0)  # a row added after the build is found
+
+
+def vector_index_stats(store: Store) -> IndexStatistics | None:
+    """LanceDB's statistics of the index on clips.embedding (None without one)."""
+    handle = store.db.open_table(CLIPS)
+    names = [ix.name for ix in handle.list_indices() if "embedding" in ix.columns]
+    return handle.index_stats(names[0]) if names else None
+
+
+def test_fragments_stay_bounded_once_the_ann_index_exists(tmp_path):
+    """Each optimize indexes the new rows as one more delta of the vector index and compaction never
+    merges fragments of different deltas: without the retrain, 30 upkeeps leave ~30 fragments."""
+    store, rng, max_deltas = Store(tmp_path / "db"), np.random.default_rng(4), 4
+    store.upsert(CLIPS, clips("cam", np.arange(400, dtype=np.float64), rng))
+    assert store.maintain(CLIPS, index_min_rows=300, index_max_deltas=max_deltas)["indexed"] is True
+    fragments, retrains, end = [], 0, 400
+    for _ in range(30):
+        for _ in range(3):  # a few small live commits between upkeeps
+            store.upsert(CLIPS, clips("cam", np.arange(end, end + 4, dtype=np.float64), rng))
+            end += 4
+        got = store.maintain(CLIPS, index_min_rows=300, index_max_deltas=max_deltas)
+        stats = vector_index_stats(store)
+        assert stats is not None and stats.num_unindexed_rows == 0 and stats.num_indexed_rows == got["rows"] == end
+        assert stats.num_indices == got["deltas"] <= max_deltas
+        fragments.append(got["fragments"])
+        retrains += got["retrained"]
+    assert max(fragments) <= max_deltas, fragments
+    assert retrains >= 1
+    # a row appended after the last upkeep is found before the next one (LanceDB scans unindexed
+    # fragments exactly next to the ANN search) and, once folded into the index, after it
+    fresh = clips("cam", np.array([float(end)]), rng)
+    query = fresh["embedding"][0].values.to_numpy()
+    store.upsert(CLIPS, fresh)
+    assert vector_index_stats(store).num_unindexed_rows == 1
+    assert store.search_clips(query, 5, adapter="meanpool", candidates=50)[0]["start"] == pytest.approx(end)
+    store.maintain(CLIPS, index_min_rows=300, index_max_deltas=max_deltas)
+    assert vector_index_stats(store).num_unindexed_rows == 0
+    assert store.search_clips(query, 5, adapter="meanpool", candidates=50)[0]["start"] == pytest.approx(end)
+    with pytest.raises(StoreError, match="index_max_deltas"):
+        store.maintain(CLIPS, index_max_deltas=0)
+
+
+def test_sink_upkeep_retrains_the_index_past_its_delta_bound(tmp_path):
+    assert StoreConfig().index_max_deltas == INDEX_MAX_DELTAS  # one default for the sink and Store.maintain
+    upkeep = StoreConfig(optimize_every_writes=2, keep_versions_s=3600, index_min_rows=256, index_max_deltas=2)
+    sink, rng = TableSink(str(tmp_path / "db"), CLIPS, upkeep), np.random.default_rng(5)
+    sink.write(clips("cam", np.arange(300, dtype=np.float64), rng))
+    results = []
+    for i in range(20):
+        sink.write(clips("cam", np.array([300.0 + i]), rng))
+        if i % 2 == 0:  # this write made the sink's 2nd since its last upkeep
+            results.append(sink.last_upkeep)
+    assert sink.upkeeps == len(results) == 10 and all(r["indexed"] for r in results)
+    assert max(r["deltas"] for r in results) <= 2 and max(r["fragments"] for r in results) <= 2
+    assert any(r["retrained"] for r in results)
 
 
 def sink_cache_items(tmp_path, release: bool) -> tuple[list[int], TableSink]:
