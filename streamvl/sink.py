@@ -90,7 +90,7 @@ class TableSink:
         return rows
 
     def upkeep_now(self) -> dict[str, Any]:
-        """Compact (and index) this sink's tables now; returns {fragments, rows, indexed} of its table."""
+        """Compact (and index) this sink's tables now; returns Store.maintain's dict for its table."""
         return self._upkeep()
 
     def _after_write(self, rows: int) -> None:
