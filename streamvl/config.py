@@ -96,6 +96,9 @@ class StoreConfig(BaseModel):
     keep_versions_s: float = Field(300.0, ge=0, description="old table versions kept this long (running readers)")
     index_min_rows: int = Field(20000, ge=256, description="clips rows before an ANN index is built")
     index_type: str = Field("IVF_PQ", description="LanceDB vector index type for clips.embedding")
+    index_max_deltas: int = Field(
+        1, ge=1, description="merge the clips ANN index's deltas into one once upkeep has left more than this "
+                             "(compaction never merges fragments of different deltas, so this bounds the fragments)")
     release_after_upkeep: bool = Field(
         True, description="after each upkeep, reopen the table handles (dropping LanceDB's caches) and return "
                           "free heap pages to the OS, so a sink's memory stays flat under continuous appends")

@@ -90,7 +90,7 @@ class TableSink:
         return rows
 
     def upkeep_now(self) -> dict[str, Any]:
-        """Compact (and index) this sink's tables now; returns {fragments, rows, indexed} of its table."""
+        """Compact (and index) this sink's tables now; returns Store.maintain's dict for its table."""
         return self._upkeep()
 
     def _after_write(self, rows: int) -> None:
@@ -105,7 +105,8 @@ class TableSink:
         tables = [self.table, STREAM_EVENTS] if self.table == STREAMS else [self.table]  # events share this sink
         cfg = self.upkeep
         results = [self.store.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,
-                                       index_type=cfg.index_type) for name in tables]
+                                       index_type=cfg.index_type, index_max_deltas=cfg.index_max_deltas)
+                   for name in tables]
         if cfg.release_after_upkeep:
             self.store.reconnect()
             release_free_heap()

@@ -14,7 +14,9 @@ a table is created; LanceDB keeps it across merge_insert and optimize.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import math
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -36,6 +38,11 @@ STREAM_EVENTS, REQUESTS = "stream_events", "stream_requests"
 KEYS.update({STREAM_EVENTS: ["stream_id", "wallclock", "kind"], REQUESTS: ["stream_id"]})
 MODEL_KEY = "streamvl.model"
 REFINE_CANDIDATES = 10  # ANN searches re-rank this many times k rows exactly (no effect without an index)
+# Upkeep merges clips.embedding's ANN index deltas into one once optimize has left more than this:
+# compaction never merges fragments covered by different deltas (see Store.maintain). 1: merge at
+# every upkeep that added a delta (merge + compaction 0.15-0.3 s at 100k 128-d rows; the compaction
+# grows with the table: README, "Fragments after the ANN index exists").
+INDEX_MAX_DELTAS = 1
 
 
 # ---------------------------------------------------------------- schemas
@@ -466,31 +473,71 @@ class Store:
         return pts, (None if wall is None or math.isnan(wall) else wall)
 
     def maintain(self, table: str, *, keep_versions_s: float | None = None, index_min_rows: int | None = None,
-                 index_type: str = "IVF_PQ") -> dict[str, Any]:
+                 index_type: str = "IVF_PQ", index_max_deltas: int = INDEX_MAX_DELTAS) -> dict[str, Any]:
         """Upkeep of one table under continuous appends: compact fragments, fold new rows into
-        existing indices, and build the ANN index on `embedding` once the table has
-        index_min_rows rows (clips only). Returns {fragments, rows, indexed}."""
+        existing indices, build the ANN index on `embedding` once the table has index_min_rows
+        rows (clips only), and merge that index's deltas into one once it has more than
+        index_max_deltas of them.
+
+        Why the merge: each optimize indexes the rows appended since the last one as a new delta
+        of the vector index, and Lance's compaction never merges fragments covered by different
+        deltas, so every upkeep would leave one more fragment (and every search one more delta to
+        probe). The merge keeps the centroids and codebooks trained at the build (no retraining),
+        after which compaction merges the fragments again. index_min_rows=None never builds one.
+        Returns {fragments, rows, indexed, deltas (after upkeep), merged (deltas merged, 0 if none),
+        merge_s (seconds of the merge and the compaction after it)}.
+        """
+        if index_max_deltas < 1:
+            raise StoreError(f"table {table!r}: index_max_deltas must be >= 1, got {index_max_deltas}")
         handle = self._open(table)
         if handle is None:
-            return {"fragments": 0, "rows": 0, "indexed": False}
+            return {"fragments": 0, "rows": 0, "indexed": False, "deltas": 0, "merged": 0, "merge_s": 0.0}
         older = None if keep_versions_s is None else dt.timedelta(seconds=keep_versions_s)
+        merged, merge_s = 0, 0.0
         with _lance_errors(table, "optimize"):
             handle.optimize(cleanup_older_than=older)
             rows = int(handle.count_rows())
-            indexed = self._has_vector_index(handle)
-            if not indexed and index_min_rows is not None and table == CLIPS and rows >= index_min_rows:
+            name, deltas = self._vector_index(handle)
+            if table == CLIPS and name is None and index_min_rows is not None and rows >= index_min_rows:
                 self._build_vector_index(handle, rows, index_type)
-                indexed = True
-            if indexed and table == CLIPS and not self._has_adapter_index(handle):
+                name, deltas = self._vector_index(handle)
+            elif name is not None and deltas > index_max_deltas:
+                began = time.perf_counter()
+                merged, deltas = deltas, self._merge_index_deltas(table, handle, name, deltas, older)
+                merge_s = time.perf_counter() - began
+            if name is not None and table == CLIPS and not self._has_adapter_index(handle):
                 from lancedb.index import Bitmap
 
                 handle.create_index("adapter", config=Bitmap(), replace=True)
             fragments = int(handle.stats()["fragment_stats"]["num_fragments"])
-        return {"fragments": fragments, "rows": rows, "indexed": indexed}
+        return {"fragments": fragments, "rows": rows, "indexed": name is not None, "deltas": deltas,
+                "merged": merged, "merge_s": merge_s}
 
     @staticmethod
-    def _has_vector_index(handle: Any) -> bool:
-        return any(EMBEDDING in list(ix.columns) for ix in handle.list_indices())
+    def _merge_index_deltas(table: str, handle: Any, name: str, deltas: int, older: dt.timedelta | None) -> int:
+        """Merge the `deltas` deltas of index `name` into one with Lance's own optimize_indices
+        (lancedb's optimize can only add deltas: it does not expose num_indices_to_merge), then
+        compact: the fragments the deltas kept apart now share one index and merge. Needs pylance
+        (the Lance that lancedb bundles, see pyproject.toml). Returns the delta count after (1)."""
+        try:
+            importlib.import_module("lance")  # lazy: only a table with a vector index needs it
+        except ImportError as exc:
+            raise StoreError(f"table {table!r}: merging the {deltas} deltas of index {name!r} needs the pylance "
+                             f"package, the version pinned in streamvl's dependencies ({exc})") from exc
+        handle.checkout_latest()
+        handle.to_lance().optimize.optimize_indices(num_indices_to_merge=deltas, index_names=[name])
+        handle.checkout_latest()
+        handle.optimize(cleanup_older_than=older)
+        return Store._vector_index(handle)[1]
+
+    @staticmethod
+    def _vector_index(handle: Any) -> tuple[str | None, int]:
+        """(name, delta count) of the vector index on `embedding`; (None, 0) without one."""
+        names = [ix.name for ix in handle.list_indices() if EMBEDDING in list(ix.columns)]
+        if not names:
+            return None, 0
+        stats = handle.index_stats(names[0])
+        return names[0], 1 if stats is None else int(stats.num_indices or 1)
 
     @staticmethod
     def _has_adapter_index(handle: Any) -> bool:
@@ -522,20 +569,16 @@ class Store:
         with _lance_errors(table, "stats"):
             return int(handle.stats()["fragment_stats"]["num_fragments"])
 
-    def optimize(self, *, keep_versions_s: float | None = None) -> dict[str, int]:
-        """Compact each table's small fragments (one per upsert) and update indices.
+    def optimize(self, *, keep_versions_s: float | None = None,
+                 index_max_deltas: int = INDEX_MAX_DELTAS) -> dict[str, int]:
+        """Upkeep of every table as the sinks do it (maintain: compact, fold new rows into indices,
+        merge the vector index's deltas past index_max_deltas); never builds the ANN index.
 
         Old versions are deleted once older than keep_versions_s (LanceDB's default: 7 days);
         0 is safe only when no other process reads the tables. Returns fragments per table.
         """
-        older = None if keep_versions_s is None else dt.timedelta(seconds=keep_versions_s)
-        fragments = {}
-        for name in self.table_names():
-            handle = self._open(name)
-            with _lance_errors(name, "optimize"):
-                handle.optimize(cleanup_older_than=older)
-                fragments[name] = int(handle.stats()["fragment_stats"]["num_fragments"])
-        return fragments
+        return {name: self.maintain(name, keep_versions_s=keep_versions_s, index_max_deltas=index_max_deltas)["fragments"]
+                for name in self.table_names()}
 
     # -- reads
 

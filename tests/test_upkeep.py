@@ -1,5 +1,6 @@
 """Table upkeep under continuous appends: compaction bounds fragments; the ANN index is built once
-the clips table is large enough and kept up to date as rows keep arriving; the sink reopens its
+the clips table is large enough, kept up to date as rows keep arriving, and its deltas merged into
+one (which would otherwise fence one more fragment per upkeep); the sink reopens its
 handles after upkeep so LanceDB's per-version cache entries do not pile up. No Ray."""
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pytest
+from lancedb.table import IndexStatistics
 
 from streamvl.config import StoreConfig
+from streamvl.errors import StoreError
 from streamvl.sink import SINK_PROCESS_ENV, TableSink
 from streamvl.store import CLIPS, STREAMS, Store, clips_schema
 
@@ -59,6 +62,114 @@ def test_ann_index_is_built_past_the_threshold_and_covers_new_rows(tmp_path):
     query = store.db.open_table(CLIPS).to_arrow()["embedding"][650].values.to_numpy()
     hits = store.search_clips(query, 5, adapter="meanpool", candidates=50)
     assert hits[0]["start"] == pytest.approx(650.0)  # a row added after the build is found
+
+
+def vector_index_stats(store: Store) -> IndexStatistics | None:
+    """LanceDB's statistics of the index on clips.embedding (None without one)."""
+    handle = store.db.open_table(CLIPS)
+    names = [ix.name for ix in handle.list_indices() if "embedding" in ix.columns]
+    return handle.index_stats(names[0]) if names else None
+
+
+def append_and_maintain(store: Store, end: int, rng: np.random.Generator, rounds: int,
+                        upkeep=lambda s: s.maintain(CLIPS, index_min_rows=300)) -> tuple[int, list[int], list]:
+    """`rounds` x (3 small live commits of 4 rows; upkeep), checking after each upkeep that every
+    row is indexed. Returns (next start, clips fragments after each upkeep, upkeep results)."""
+    fragments, results = [], []
+    for _ in range(rounds):
+        for _ in range(3):
+            store.upsert(CLIPS, clips("cam", np.arange(end, end + 4, dtype=np.float64), rng))
+            end += 4
+        results.append(upkeep(store))
+        stats = vector_index_stats(store)
+        assert stats is not None and stats.num_unindexed_rows == 0 and stats.num_indexed_rows == end
+        fragments.append(store.fragments(CLIPS))
+    return end, fragments, results
+
+
+def test_fragments_stay_bounded_once_the_ann_index_exists(tmp_path):
+    """Each optimize indexes the new rows as one more delta of the vector index and compaction never
+    merges fragments of different deltas: without the delta merge, 30 upkeeps leave ~30 fragments."""
+    store, rng = Store(tmp_path / "db"), np.random.default_rng(4)
+    store.upsert(CLIPS, clips("cam", np.arange(400, dtype=np.float64), rng))
+    assert store.maintain(CLIPS, index_min_rows=300)["indexed"] is True
+    end, fragments, results = append_and_maintain(store, 400, rng, 30)
+    assert max(fragments) <= 2, fragments  # main's upkeep: 2, 2, 3, 4, ... 30
+    assert vector_index_stats(store).num_indices == 1
+    assert all(r["deltas"] == 1 and r["fragments"] == f for r, f in zip(results, fragments))
+    assert sum(r["merged"] > 0 for r in results) >= 25  # optimize adds a delta each upkeep; maintain merges it
+    assert all(r["merged"] == 0 or r["merge_s"] > 0 for r in results)
+    # the merged index still finds old rows (no row lost or mis-assigned by the merges)
+    table = store.db.open_table(CLIPS).to_arrow()
+    for row in (0, 399, 400, end - 401):
+        query = table["embedding"][row].values.to_numpy()
+        assert store.search_clips(query, 1, adapter="meanpool", candidates=50)[0]["start"] == table["start"][row].as_py()
+    # a row appended after the last upkeep is found before the next one (LanceDB scans unindexed
+    # fragments exactly next to the ANN search) and, once folded into the index, after it
+    fresh = clips("cam", np.array([float(end)]), rng)
+    query = fresh["embedding"][0].values.to_numpy()
+    store.upsert(CLIPS, fresh)
+    assert vector_index_stats(store).num_unindexed_rows == 1
+    assert store.search_clips(query, 5, adapter="meanpool", candidates=50)[0]["start"] == pytest.approx(end)
+    store.maintain(CLIPS, index_min_rows=300)
+    assert vector_index_stats(store).num_unindexed_rows == 0
+    assert store.search_clips(query, 5, adapter="meanpool", candidates=50)[0]["start"] == pytest.approx(end)
+
+
+def test_a_larger_delta_bound_merges_less_often(tmp_path):
+    store, rng = Store(tmp_path / "db"), np.random.default_rng(6)
+    store.upsert(CLIPS, clips("cam", np.arange(400, dtype=np.float64), rng))
+    store.maintain(CLIPS, index_min_rows=300)
+    _, fragments, results = append_and_maintain(
+        store, 400, rng, 12, upkeep=lambda s: s.maintain(CLIPS, index_min_rows=300, index_max_deltas=4))
+    assert max(r["deltas"] for r in results) == 4 and max(fragments) <= 5, fragments
+    assert 2 <= sum(r["merged"] > 0 for r in results) <= 4  # one merge per 4 upkeeps, not one per upkeep
+    with pytest.raises(StoreError, match="index_max_deltas"):
+        store.maintain(CLIPS, index_max_deltas=0)
+
+
+def test_merging_needs_pylance_and_says_so(tmp_path, monkeypatch):
+    store, rng = Store(tmp_path / "db"), np.random.default_rng(7)
+    store.upsert(CLIPS, clips("cam", np.arange(400, dtype=np.float64), rng))
+    store.maintain(CLIPS, index_min_rows=300)
+    store.upsert(CLIPS, clips("cam", np.arange(400, 410, dtype=np.float64), rng))
+    monkeypatch.setitem(sys.modules, "lance", None)  # `import lance` now raises ImportError
+    with pytest.raises(StoreError, match="pylance") as err:
+        for _ in range(3):  # Lance folds the first append into the build's delta; later ones add deltas
+            store.upsert(CLIPS, clips("cam", np.arange(410 + 10 * _, 420 + 10 * _, dtype=np.float64), rng))
+            store.maintain(CLIPS, index_min_rows=300)
+    assert "clips" in str(err.value)
+
+
+def test_store_optimize_merges_deltas_instead_of_adding_one_per_call(tmp_path):
+    """Store.optimize (whole-database upkeep) goes through maintain: once clips has an index, calling
+    it after appends keeps one delta and 1-2 fragments, and it never builds an index itself."""
+    store, rng = Store(tmp_path / "db"), np.random.default_rng(8)
+    store.upsert(CLIPS, clips("cam", np.arange(400, dtype=np.float64), rng))
+    store.optimize()
+    assert vector_index_stats(store) is None  # optimize never builds the ANN index
+    store.maintain(CLIPS, index_min_rows=300)
+    _, fragments, _ = append_and_maintain(store, 400, rng, 12, upkeep=lambda s: s.optimize(keep_versions_s=3600))
+    assert max(fragments) <= 2, fragments
+    assert vector_index_stats(store).num_indices == 1
+
+
+def test_sink_upkeep_merges_the_index_deltas(tmp_path):
+    """The sink's default upkeep (StoreConfig()) keeps the clips table at 1-2 fragments once indexed."""
+    upkeep = StoreConfig(optimize_every_writes=2, keep_versions_s=3600, index_min_rows=256)
+    sink, rng = TableSink(str(tmp_path / "db"), CLIPS, upkeep), np.random.default_rng(5)
+    sink.write(clips("cam", np.arange(300, dtype=np.float64), rng))
+    results = []
+    for i in range(30):
+        sink.write(clips("cam", np.array([300.0 + i]), rng))
+        if i % 2 == 0:  # this write made the sink's 2nd since its last upkeep
+            results.append(sink.last_upkeep)
+    assert sink.upkeeps == len(results) == 15 and all(r["indexed"] for r in results)
+    assert max(r["fragments"] for r in results) <= 2, [r["fragments"] for r in results]
+    assert max(r["deltas"] for r in results) == 1 and any(r["merged"] for r in results)
+    from streamvl.store import INDEX_MAX_DELTAS
+
+    assert StoreConfig().index_max_deltas == INDEX_MAX_DELTAS == 1  # one default for the sink and Store.maintain
 
 
 def sink_cache_items(tmp_path, release: bool) -> tuple[list[int], TableSink]:
