@@ -54,13 +54,25 @@ class TrainBatch:
     """One training step's inputs: B clips against N texts.
 
     features [B, T, D] frozen frame embeddings; frames [B, T, 3, S, S] preprocessed (only for
-    adapters that need frames); positives bool [B, N]: clip b matches text n.
+    adapters that need frames); positives bool [B, N]: clip b matches text n. class_texts: the
+    texts are the task's class names (recognition), not one caption per clip (retrieval).
     """
 
     features: torch.Tensor
     frames: torch.Tensor | None
     texts: list[str]
     positives: torch.Tensor
+    class_texts: bool = False
+
+
+def video_to_text_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each clip over the texts [B, N] (its positives as one set): with class
+    names as texts, the usual recognition objective (X-CLIP's)."""
+    positives = positives.bool()
+    if not positives.any(dim=1).all():
+        raise ValueError("every clip needs at least one positive text")
+    neg_inf = torch.finfo(logits.dtype).min
+    return (logits.logsumexp(1) - logits.masked_fill(~positives, neg_inf).logsumexp(1)).mean()
 
 
 def symmetric_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -70,15 +82,13 @@ def symmetric_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor
     one positive set (MIL-NCE). Texts with no positive clip in the batch (classes absent from
     it) take part as negatives in the video->text term only.
     """
+    v2t = video_to_text_nce(logits, positives)
     positives = positives.bool()
-    if not positives.any(dim=1).all():
-        raise ValueError("every clip needs at least one positive text")
     neg_inf = torch.finfo(logits.dtype).min
-    v2t = logits.logsumexp(1) - logits.masked_fill(~positives, neg_inf).logsumexp(1)
     cols = positives.any(dim=0)
     lt, pt = logits.t()[cols], positives.t()[cols]
     t2v = lt.logsumexp(1) - lt.masked_fill(~pt, neg_inf).logsumexp(1)
-    return (v2t.mean() + t2v.mean()) / 2
+    return (v2t + t2v.mean()) / 2
 
 
 # ---------------------------------------------------------------- open_clip surgery
@@ -372,6 +382,11 @@ class TorchAdapter(nn.Module):
 
     name: ClassVar[str] = ""
     needs_frames: ClassVar[bool] = False
+    # Objective on class-name texts: "symmetric" NCE, or "video_to_text" cross-entropy over the
+    # classes. The text->video half asks each class text to pick its clips out of the batch,
+    # which frozen appearance dominates; an adapter whose only trainable path is the video tower
+    # can satisfy it only by erasing appearance, and collapses every clip to one vector.
+    class_objective: ClassVar[str] = "symmetric"
     defaults: ClassVar[dict[str, Any]] = {}
     common: ClassVar[dict[str, Any]] = {"template": "{}", "max_frames": 64}
 
@@ -437,8 +452,12 @@ class TorchAdapter(nn.Module):
         return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
     def training_loss(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Default objective: symmetric NCE between clips and texts."""
-        loss = symmetric_nce(self.scale() * self.scores(batch.features, batch.frames, batch.texts), batch.positives)
+        """Default objective: symmetric NCE between clips and texts (class_objective on class names)."""
+        logits = self.scale() * self.scores(batch.features, batch.frames, batch.texts)
+        if batch.class_texts and self.class_objective == "video_to_text":
+            loss = video_to_text_nce(logits, batch.positives)
+            return loss, {"v2t": float(loss.detach())}
+        loss = symmetric_nce(logits, batch.positives)
         return loss, {"nce": float(loss.detach())}
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from streamvl.datasets import LOCALISATION, RECOGNITION, ClipRef, TaskData
+from streamvl.datasets import LOCALISATION, RECOGNITION, RETRIEVAL, ClipRef, TaskData
 from streamvl.features import ClipFeatures, FeatureStore, clip_features, load_frames, segment_indices
 
 if TYPE_CHECKING:
@@ -140,6 +140,14 @@ def backwards(view: View, reverses: Mapping[str, str], p: float, rng: np.random.
     return replace(view, reversed=not view.reversed, target=reverses[view.target])
 
 
+def trainable_reverses(task: TaskData) -> dict[str, str]:
+    """task.reverses between train classes only (an open-set split may hold out one side of a pair)."""
+    if task.kind == RETRIEVAL:
+        return {}
+    train = set(task.train_classes)
+    return {a: b for a, b in task.reverses.items() if a in train and b in train}
+
+
 def view_tensors(model: "LoadedModel", data: ClipData, views: Sequence[View], t: int,
                  rng: np.random.Generator | None) -> tuple["torch.Tensor", "torch.Tensor | None"]:
     """features [B, T, D] (and preprocessed frames [B, T, 3, S, S]) of views, T frames each."""
@@ -211,6 +219,7 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
     if not views:
         raise ValueError(f"{task.name}: no training clips")
     proposals = task.kind == LOCALISATION and hasattr(adapter, "proposal_loss")
+    reverses = trainable_reverses(task)
     before = module_digest(model.model)
     opt = torch.optim.AdamW(adapter.param_groups(config.lr), weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config.warmup, config.steps))
@@ -221,11 +230,11 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
         picked = [views[i] for i in rng.integers(len(views), size=config.batch_size)]
         if task.kind == LOCALISATION:
             picked = [jitter(v, len(data.features[v.clip]), rng) for v in picked]
-        if task.reverses and config.backwards:
-            picked = [backwards(v, task.reverses, config.backwards, rng) for v in picked]
+        if reverses and config.backwards:
+            picked = [backwards(v, reverses, config.backwards, rng) for v in picked]
         feats, frames = view_tensors(model, data, picked, config.frames, rng)
         texts, positives = targets_and_texts(picked, task, rng)
-        loss, logs = adapter.training_loss(TrainBatch(feats, frames, texts, positives))
+        loss, logs = adapter.training_loss(TrainBatch(feats, frames, texts, positives, task.kind != RETRIEVAL))
         if proposals:
             w_feats, w_targets = actionness_batch(data, config.proposal_window, config.batch_size, rng)
             p_loss = adapter.proposal_loss(w_feats, w_targets)

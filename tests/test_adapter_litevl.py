@@ -104,6 +104,20 @@ def test_training_steps_lower_the_loss_and_leave_the_backbone_alone(model, plugi
     assert a.temporal_scale.abs().min() > 0 and module_digest(model.model) == before_digest
 
 
+def test_class_names_train_with_cross_entropy_over_the_classes_and_captions_with_nce(model, plugins):
+    from streamvl.adapting import symmetric_nce, video_to_text_nce
+
+    a = build(model, plugins)
+    _, frames = pixels(model, 3, 4)
+    pos = torch.tensor([[1, 0], [0, 1], [1, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        logits = a.scale() * a.scores(None, frames, ["moves left", "grows"])
+        classes, _ = a.training_loss(TrainBatch(None, frames, ["moves left", "grows"], pos, class_texts=True))
+        captions, _ = a.training_loss(TrainBatch(None, frames, ["moves left", "grows"], pos))
+    torch.testing.assert_close(classes, video_to_text_nce(logits, pos))
+    torch.testing.assert_close(captions, symmetric_nce(logits, pos))
+
+
 def test_indexing_search_and_the_frame_rereading_reranker(model, plugins, shapes_mp4, tmp_path):
     from streamvl import query
 

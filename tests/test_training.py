@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from streamvl.adapting import TemporalTransformer, module_digest, prompt_positions, prompted_text_features, symmetric_nce
+from streamvl.adapting import (
+    TemporalTransformer,
+    module_digest,
+    prompt_positions,
+    prompted_text_features,
+    symmetric_nce,
+    video_to_text_nce,
+)
 from streamvl.datasets import ClipRef, GroundTruth, ShapesOptions, load_task, shapes_reverses
 from streamvl.features import FeatureStore, clip_features, range_indices, segment_indices
 from streamvl.localisation import Proposal, proposals, runs, temporal_nms, window_starts
@@ -38,6 +45,14 @@ def test_symmetric_nce_with_shared_classes_ignores_absent_texts_in_text_to_video
     torch.testing.assert_close(loss, (v2t + t2v) / 2)
     with pytest.raises(ValueError):
         symmetric_nce(logits, torch.zeros_like(pos))
+
+
+def test_video_to_text_nce_is_cross_entropy_over_the_classes():
+    logits = torch.randn(6, 4)
+    target = torch.tensor([0, 1, 2, 3, 0, 0])
+    pos = torch.nn.functional.one_hot(target, 4).bool()
+    torch.testing.assert_close(video_to_text_nce(logits, pos), torch.nn.functional.cross_entropy(logits, target))
+    assert not torch.allclose(symmetric_nce(logits, pos), video_to_text_nce(logits, pos))
 
 
 def test_prompt_positions_layout():
@@ -86,7 +101,7 @@ def test_centred_pooling_passes_what_all_frames_share_straight_through():
 
 
 def test_backwards_views_play_frames_in_reverse_under_the_reverse_label(model):
-    from streamvl.training import ClipData, View, backwards, view_tensors
+    from streamvl.training import ClipData, View, backwards, trainable_reverses, view_tensors
 
     reverses = shapes_reverses()
     assert reverses["move_left"] == "move_right" and reverses["blink"] == "blink"
@@ -98,6 +113,10 @@ def test_backwards_views_play_frames_in_reverse_under_the_reverse_label(model):
     assert backwards(flipped, reverses, 1.0, rng) == view
     assert backwards(view, reverses, 0.0, rng) == view
     assert backwards(View(0, 0, 4, "wave"), reverses, 1.0, rng).target == "wave"  # no known reverse: unchanged
+    opened = load_task("shapes:open_set", shapes=ShapesOptions(train_per_class=1, test_per_class=1))
+    usable = trainable_reverses(opened)
+    assert usable and set(usable) | set(usable.values()) <= set(opened.train_classes)
+    assert len(usable) < len(opened.train_classes)  # the open-set split holds out one side of some pairs
     captions = View(0, 0, 4, ("a red circle appears",))
     assert backwards(captions, reverses, 1.0, rng) == captions
     from streamvl.features import ClipFeatures

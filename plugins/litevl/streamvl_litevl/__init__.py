@@ -56,6 +56,7 @@ class LiteVLAdapter(TorchAdapter):
 
     name = "litevl"
     needs_frames = True
+    class_objective = "video_to_text"  # cross-entropy over class names (see TorchAdapter.class_objective)
     defaults: dict[str, Any] = {
         "heads": None,  # temporal attention heads (default: the vision tower's)
         "layers": None,  # equip the last N insertion points (ViT blocks / ResNet stages) (default: all)

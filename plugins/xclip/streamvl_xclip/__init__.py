@@ -137,6 +137,7 @@ class XClipAdapter(TorchAdapter):
 
     name = "xclip"
     needs_frames = True
+    class_objective = "video_to_text"  # cross-entropy over class names (see TorchAdapter.class_objective)
     defaults: dict[str, Any] = {
         "layers": None,  # equip the last N blocks (ViT) / stages + attention pool (ResNet) (default: all)
         "mit_depth": 1,
