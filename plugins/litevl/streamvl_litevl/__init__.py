@@ -17,7 +17,8 @@
 Trainable: the temporal attention blocks and their scales (and the temperature); the image
 tower's own weights and the text tower stay frozen. (The paper fine-tunes BLIP end to end;
 this keeps the backbone frozen, as streamvl requires.) Needs frames: it re-runs the vision
-tower, so its clips cannot be re-scored from the frames table.
+tower, so its clips cannot be re-scored from the frames table. On class names it trains with
+cross-entropy over the classes (TorchAdapter.class_objective): the symmetric loss collapsed it.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@
 Training follows the paper: the text tower is frozen; the vision tower is a trainable *copy*
 of the pretrained one (`tune_vision`, learning rate x `vision_lr_scale`, 0.1 by default: new
 parts learn 10x faster), so the shared frozen backbone never changes. `tune_vision=false`
-trains only the new parts.
+trains only the new parts. All of it learns at `lr_scale` (0.3) x the run's rate: at the
+feature adapters' 1e-3 the new parts diverged and mapped every clip to one vector. On class
+names it trains with cross-entropy over the classes (X-CLIP's recognition objective).
 
 Search: a query has no video, so plain search ranks clips by the plain text features; the
 `xclip-prompts` reranker reads each hit's frames again and applies the video-specific prompts
@@ -145,6 +147,7 @@ class XClipAdapter(TorchAdapter):
         "alpha_init": 0.1,
         "tune_vision": True,  # fine-tune a copy of the pretrained vision tower (the paper's setting)
         "vision_lr_scale": 0.1,
+        "lr_scale": 0.3,  # every part learns at this x the run's rate: at 1e-3 the new parts diverged (one vector per clip)
     }
 
     def build(self) -> None:
@@ -181,6 +184,7 @@ class XClipAdapter(TorchAdapter):
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         tower = [p for n, p in self.named_parameters() if p.requires_grad and n.startswith("visual.")]
         new = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("visual.")]
+        lr = lr * self.options["lr_scale"]
         groups = [{"params": new, "lr": lr}]
         if tower:
             groups.append({"params": tower, "lr": lr * self.options["vision_lr_scale"]})
