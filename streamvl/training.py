@@ -5,7 +5,8 @@ Plain Python + torch (no Ray): `jobs/train.py` and `streamvl train` call `run_tr
 A training item is a *view*: frames [lo, hi) of one clip (a whole shapes clip, a file, or a
 ground-truth segment of a long stream) with a label (recognition) or captions (retrieval).
 Each step samples B views, takes T frames of each (TSN-style, random inside each segment),
-plays a share of them backwards as their reverse class where the task knows one, and hands the adapter a `TrainBatch`; the adapter returns its loss (symmetric NCE by default).
+plays a share of them backwards as their reverse class where the task knows one, and hands
+the adapter a `TrainBatch`; the adapter returns its loss (symmetric NCE by default).
 Localisation data also trains the adapter's class-agnostic proposal head when it has one.
 """
 
