@@ -39,7 +39,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.procs import process_kind  # noqa: E402
+from bench.procs import process_kind, rss_parts  # noqa: E402
 from streamvl.config import IndexConfig  # noqa: E402
 from streamvl.store import CLIPS, FRAMES, STREAMS, Store, clips_schema  # noqa: E402
 from streamvl.synthetic.clips import iter_frames, sample_stream  # noqa: E402
@@ -82,6 +82,7 @@ class Watcher:
         self.lag: dict[str, list[float]] = defaultdict(list)
         self.fragments: dict[str, list[int]] = defaultdict(list)
         self.rss: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.anon: dict[str, list[tuple[float, float]]] = defaultdict(list)  # RssAnon: private heap only
         self._arrival: dict[tuple[str, float], float] = {}
         self._seen_wall = 0.0
         self._seen_clips: set[tuple[str, float]] = set()
@@ -89,7 +90,7 @@ class Watcher:
 
     def results(self) -> dict:
         return {k: (dict(v) if isinstance(v, defaultdict) else v) for k, v in vars(self).items()
-                if k in ("frame_fresh", "clip_fresh", "query_ms", "lag", "fragments", "rss", "errors")}
+                if k in ("frame_fresh", "clip_fresh", "query_ms", "lag", "fragments", "rss", "anon", "errors")}
 
     def run(self) -> None:
         last_sample = last_query = 0.0
@@ -160,7 +161,8 @@ class Watcher:
                 name = process_kind(cmd, proc.pid, self.root_pid)
                 if name and proc.pid != os.getpid():
                     self.rss[f"{name}:{proc.pid}"].append((now, proc.memory_info().rss / 2**20))
-            except (psutil.NoSuchProcess, IndexError):
+                    self.anon[f"{name}:{proc.pid}"].append((now, rss_parts(proc.pid)["anon"]))
+            except (psutil.NoSuchProcess, IndexError, FileNotFoundError):
                 pass
 
 
@@ -249,6 +251,19 @@ def run_live(args, work: Path, urls: list[str]) -> tuple[SimpleNamespace, dict, 
     return SimpleNamespace(**results), info, seconds
 
 
+
+def print_memory(title: str, samples_by_process: dict[str, list[tuple[float, float]]]) -> None:
+    """One row per process: the mean of its samples within 30 s of 0/25/50/75/100% of the run,
+    last/first, and 100%/25% (growth after warm-up)."""
+    print(f"{title:<22}process              at 0%   25%   50%   75%  100% of the run   last/first  100%/25%")
+    for name, samples in sorted(samples_by_process.items()):
+        if name.startswith("IDLE") or len(samples) < 2:
+            continue
+        t0, t1 = samples[0][0], samples[-1][0]
+        series = [np.mean([m for t, m in samples if abs(t - (t0 + f * (t1 - t0))) <= 30]) for f in (0, .25, .5, .75, 1)]
+        print(f"                      {name:<18}" + "".join(f"{m:6.0f}" for m in series)
+              + f"   {series[-1] / series[0]:14.2f}  {series[-1] / series[1]:8.3f}")
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=4)
@@ -298,13 +313,8 @@ def report(args, work: Path, w: SimpleNamespace, info: dict, seconds: float) -> 
               f"    {r['reconnects']:>6}  {r['gaps']:>4}  {r['restarts']:>7}  {r['status']}")
     print("fragments (max/last)  " + "  ".join(f"{t} {max(v)}/{v[-1]}" for t, v in w.fragments.items() if v))
     print(f"clips table           {info['upkeep']}")
-    print("RSS MiB               process              at 0%   25%   50%   75%  100% of the run   last/first")
-    for name, samples in sorted(w.rss.items()):
-        if name.startswith("IDLE") or len(samples) < 2:
-            continue
-        t0, t1 = samples[0][0], samples[-1][0]
-        series = [np.mean([m for t, m in samples if abs(t - (t0 + f * (t1 - t0))) <= 30]) for f in (0, .25, .5, .75, 1)]
-        print(f"                      {name:<18}" + "".join(f"{m:6.0f}" for m in series) + f"   {series[-1] / series[0]:14.2f}")
+    print_memory("RSS MiB", w.rss)
+    print_memory("RssAnon MiB", w.anon)
     if w.errors:
         print(f"reader errors         {len(w.errors)} (first: {w.errors[0]})")
     live = Store(work / "db")
