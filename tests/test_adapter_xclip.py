@@ -65,6 +65,18 @@ def test_alpha_path_of_the_video_specific_prompts(model, plugins):
     assert a.prompts.decoder[0].cross_attn.in_proj_weight.grad.abs().sum() > 0
 
 
+def test_the_mit_is_centred_by_default(model, plugins):
+    """The MIT sees frames relative to the clip mean: a shift shared by every frame passes
+    through it unchanged, and the order of the frames still matters."""
+    a, plain = build(model, plugins, tune_vision=False), build(model, plugins, tune_vision=False, centre=False)
+    x, shift = torch.randn(2, 6, model.embed_dim), torch.randn(2, 1, model.embed_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(a.video_from(x + shift), torch.nn.functional.normalize(
+            a.mit.pool(x, centre=True) + shift[:, 0], dim=-1))
+        assert not torch.allclose(a.video_from(x), a.video_from(x.flip(1)), atol=1e-4)
+        assert not torch.allclose(plain.video_from(x + shift), a.video_from(x + shift), atol=1e-4)
+
+
 def test_gradients_go_to_new_parts_and_the_tuned_tower_copy_never_the_backbone(model, plugins):
     a = build(model, plugins, layers=2)
     assert len(a.cct) == 2

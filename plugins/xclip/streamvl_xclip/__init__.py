@@ -10,7 +10,9 @@
   (no attention to diffuse through) the fused message is added through a zero-initialised
   projection, and at the attention pool it joins the pool's keys and values.
 - Multi-frame integration Transformer (MIT): one Transformer layer with temporal position
-  embeddings over the frame features, then average pooling.
+  embeddings over the frame features, then average pooling. With `centre` (default) it sees
+  each frame relative to the clip's mean frame, as prompt's temporal Transformer does
+  (TemporalTransformer.pool): the untrained MIT passes the frame mean through unchanged.
 - Video-specific prompt generator: text features attend (cross-attention, 2 layers) to the
   clip's visual tokens (patch tokens averaged over frames, normalised and projected) and the
   result is added with a learnable per-channel weight alpha, initialised at 0.1 as in the
@@ -143,6 +145,7 @@ class XClipAdapter(TorchAdapter):
     defaults: dict[str, Any] = {
         "layers": None,  # equip the last N blocks (ViT) / stages + attention pool (ResNet) (default: all)
         "mit_depth": 1,
+        "centre": True,  # the MIT sees frames relative to the clip mean (TemporalTransformer.pool, as in prompt)
         "prompt_layers": 2,
         "alpha_init": 0.1,
         "tune_vision": True,  # fine-tune a copy of the pretrained vision tower (the paper's setting)
@@ -221,7 +224,7 @@ class XClipAdapter(TorchAdapter):
         return cls.reshape(b, t, -1), tokens.reshape(b, t, *tokens.shape[1:]).mean(dim=1)
 
     def video_from(self, frame: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.mit(frame).mean(dim=1), dim=-1)
+        return F.normalize(self.mit.pool(frame, self.options["centre"]), dim=-1)
 
     def video_embed(self, features: torch.Tensor | None, frames: torch.Tensor | None = None) -> torch.Tensor:
         if frames is None:
