@@ -195,6 +195,28 @@ def test_sink_reopens_its_handles_after_upkeep_so_cache_entries_do_not_pile_up(t
     assert sink.store.count(CLIPS) == 120
 
 
+def test_sink_upkeep_frees_the_handles_it_drops_without_waiting_for_the_cyclic_gc(tmp_path):
+    """The streams sink also compacts stream_events, which does not exist until a live stream has an
+    event: LanceDB raises inside open_table, and that exception's traceback cycle keeps the dropped
+    connection (with its caches and table handles) alive until a full garbage collection, which a
+    slow-paced sink process runs rarely. Upkeep must free the old connection itself."""
+    import gc
+    import weakref
+
+    sink = TableSink(str(tmp_path / "db"), STREAMS, StoreConfig(optimize_every_writes=1000, keep_versions_s=3600))
+    sink.record_stream("cam", "rtsp://cam", "running", frames_indexed=1)
+    old_db, old_table = weakref.ref(sink.store.db), weakref.ref(sink.store._open(STREAMS))
+    gc.collect()
+    gc.disable()  # the automatic collector runs whenever it likes; the sink must not depend on it
+    try:
+        sink.upkeep_now()
+        alive = old_db() is not None, old_table() is not None
+    finally:
+        gc.enable()
+    assert alive == (False, False)
+    assert sink.store.stream("cam")["frames_indexed"] == 1  # and the reopened store still reads it
+
+
 def test_sink_upkeep_is_due_by_writes_or_by_time(tmp_path):
     now = [0.0]
     upkeep = StoreConfig(optimize_every_writes=50, optimize_every_s=60.0, keep_versions_s=3600)
