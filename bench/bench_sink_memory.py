@@ -9,18 +9,20 @@ Drives streamvl.sink.TableSink (the code each SinkActor runs) with one-row write
   before          MALLOC_ARENA_MAX=2 only and release_after_upkeep=false: one set of table
                   handles for the whole run
   reopen + trim   release_after_upkeep=true: handles and LanceDB caches reopened, free heap
-                  pages returned to the OS (malloc_trim) after each upkeep, but without collecting
-                  reference cycles (free_dropped_handles disabled)
-  system pool     the same in SINK_PROCESS_ENV (Arrow on the system allocator), still without
-                  the collection: what the runtime shipped before free_dropped_handles
-  after           what the runtime runs now: SINK_PROCESS_ENV, reopen, collect cycles, trim
+                  pages returned to the OS (malloc_trim) after each upkeep, but with the reference
+                  cycles of before (a missing table found by LanceDB raising; no gc at upkeep)
+  system pool     the same in SINK_PROCESS_ENV (Arrow on the system allocator): what the runtime
+                  shipped before the cycle fixes
+  after           what the runtime runs now: SINK_PROCESS_ENV, reopen, no LanceDB exception for a
+                  missing table, cycles collected at upkeep (free_dropped_handles), trim
 Prints RssAnon (the private heap) at 0/25/50/75/100% of the commits and last/first after warm-up
 (100%/25%), the peak malloc heap in use after warm-up (mallinfo2), the LanceDB cache items at the
 end, and objects freed by a final gc.collect() (garbage a slow process would still be holding).
 --rate paces the commits (commits/s; 0 = as fast as possible). At live pace (--rate 4
 --keep-versions-s 300 --commits 2400, 10 minutes per setting) the streams sink, whose upkeep also
-opens the missing stream_events table, held dropped connections in traceback cycles until Python's
-full gc ran (every few minutes at that pace): a sawtooth of ~15 MiB of heap. Figures only; nothing is asserted.
+asks for the stream_events table (missing until a live stream has an event), held each dropped
+connection in a LanceDB exception's traceback cycle until Python's full gc ran (every few minutes
+at that pace): a sawtooth of ~15-20 MiB of heap. Figures only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -45,12 +47,21 @@ sys.path.insert(0, sys.argv[1])
 import streamvl.sink
 from streamvl.config import StoreConfig
 from streamvl.sink import TableSink
-from streamvl.store import CLIPS, FRAMES, STREAMS, clips_schema, frames_schema
+from streamvl.store import CLIPS, FRAMES, STREAMS, Store, clips_schema, frames_schema
 
-db, table, n, keep, release, collect, rate = (sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
+db, table, n, keep, release, fixed, rate = (sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
                                               sys.argv[6] == "1", sys.argv[7] == "1", float(sys.argv[8]))
-if not collect:
-    streamvl.sink.free_dropped_handles = lambda: 0  # the sink as shipped before the collection
+if not fixed:  # the sink as shipped before: no cycle collection, missing tables found by open_table raising
+    streamvl.sink.free_dropped_handles = lambda: 0
+    shipped_open = Store._open
+    def raising_open(self, table):
+        if table not in self._tables:
+            try:
+                self.db.open_table(table)
+            except Exception:
+                pass
+        return shipped_open(self, table)
+    Store._open = raising_open
 class MallInfo2(ctypes.Structure):
     _fields_ = [(f, ctypes.c_size_t) for f in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL("libc.so.6")
@@ -85,7 +96,7 @@ print(json.dumps({"anon": anon, "heap": heap, "cache": sink.store.cache_stats(),
                   "upkeeps": sink.upkeeps, "pool": pa.default_memory_pool().backend_name, "seconds": seconds}))
 """
 
-# label -> (release_after_upkeep, collect cycles, process env)
+# label -> (release_after_upkeep, reference-cycle fixes, process env)
 SETTINGS = {"before": (False, False, {"MALLOC_ARENA_MAX": "2"}),
             "reopen + trim": (True, False, {"MALLOC_ARENA_MAX": "2"}),
             "system pool": (True, False, SINK_PROCESS_ENV),
@@ -94,11 +105,11 @@ SETTINGS = {"before": (False, False, {"MALLOC_ARENA_MAX": "2"}),
 
 def run(table: str, commits: int, keep_s: float, rate: float, setting: str) -> dict:
     """One setting in a fresh process; its samples and end state."""
-    release, collect, sink_env = SETTINGS[setting]
+    release, fixed, sink_env = SETTINGS[setting]
     with tempfile.TemporaryDirectory() as work:
         env = {k: v for k, v in os.environ.items() if k not in SINK_PROCESS_ENV} | sink_env
         out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(Path(work) / "db"), table, str(commits),
-                              str(keep_s), "1" if release else "0", "1" if collect else "0", str(rate)],
+                              str(keep_s), "1" if release else "0", "1" if fixed else "0", str(rate)],
                              env=env, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"bench child failed:\n{out.stderr[-3000:]}")
