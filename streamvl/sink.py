@@ -12,11 +12,12 @@ hence SINK_PROCESS_ENV). So after each upkeep (compaction, every
 empty caches and hands free heap pages back to the OS (`StoreConfig.release_after_upkeep`).
 Every write is a commit, so reopening never loses or repeats data.
 
-Dropping the handles is not enough by itself: an exception raised inside LanceDB (e.g. opening
-`stream_events` before it exists, which the streams sink's upkeep does) leaves a traceback cycle
-that keeps the old connection, with its caches, alive until Python's full garbage collection, which
-a sink committing a few times a second runs only every few minutes. So the release step collects
-the cycles itself before trimming the heap (free_dropped_handles).
+Dropping the handles is not enough by itself: an exception raised inside LanceDB leaves a
+traceback cycle that keeps the old connection, with its caches, alive until Python's full garbage
+collection, which a sink committing a few times a second runs only every few minutes. (The streams
+sink hit this at every upkeep, asking for `stream_events` before it existed; Store._open no longer
+lets LanceDB raise for a missing table.) So the release step also collects cycles itself before
+trimming the heap (free_dropped_handles), for any other LanceDB error.
 """
 
 from __future__ import annotations
