@@ -1,22 +1,28 @@
-"""RSS of a long-running sink: many small LanceDB upserts with upkeep every 50 writes, as the sink
-actors do under live streams, faster than real time, in a fresh process per setting.
+"""Memory of a long-running sink: many small LanceDB upserts with upkeep every 50 writes (or every
+optimize_every_s seconds), as the sink actors do under live streams, in a fresh process per setting.
 
-    python bench/bench_sink_memory.py [--commits 3000] [--table frames] [--keep-versions-s 30]
+    python bench/bench_sink_memory.py [--commits 3000] [--table frames|clips|streams]
+        [--keep-versions-s 30] [--rate 0] [--settings before,...]
 
 Drives streamvl.sink.TableSink (the code each SinkActor runs) with one-row writes (4 cameras at
-1 frame/s give each sink ~4 commits/s), three times:
-  before         MALLOC_ARENA_MAX=2 only (the runtime's sink env until now) and
-                 release_after_upkeep=false: one set of table handles for the whole run
-  reopen + trim  release_after_upkeep=true (the default): handles and LanceDB caches reopened,
-                 free heap pages returned to the OS (malloc_trim) after each upkeep
-  after          the same in SINK_PROCESS_ENV (what the runtime now sets): also Arrow on the
-                 system allocator instead of pyarrow's mimalloc pool
-Prints RSS at 0/25/50/75/100% of the commits and last/first after warm-up (25% -> 100%), the
-malloc heap in use and the LanceDB cache items at the end (100%/25% is last/first after warm-up).
-The live default keeps versions for 300 s, ~1200 versions at 4 commits/s; --keep-versions-s 30
-keeps about as many at this pace. Memory that scales with the version count rises until that
-many seconds have passed (about half of a default run), then levels off.
-Figures only; nothing is asserted.
+1 frame/s give each sink ~4 commits/s; the streams sink gets record_stream with the live columns):
+  before          MALLOC_ARENA_MAX=2 only and release_after_upkeep=false: one set of table
+                  handles for the whole run
+  reopen + trim   release_after_upkeep=true: handles and LanceDB caches reopened, free heap
+                  pages returned to the OS (malloc_trim) after each upkeep, but with the reference
+                  cycles of before (a missing table found by LanceDB raising; no gc at upkeep)
+  system pool     the same in SINK_PROCESS_ENV (Arrow on the system allocator): what the runtime
+                  shipped before the cycle fixes
+  after           what the runtime runs now: SINK_PROCESS_ENV, reopen, no LanceDB exception for a
+                  missing table, cycles collected at upkeep (free_dropped_handles), trim
+Prints RssAnon (the private heap) at 0/25/50/75/100% of the commits and last/first after warm-up
+(100%/25%), the peak malloc heap in use after warm-up (mallinfo2), the LanceDB cache items at the
+end, and objects freed by a final gc.collect() (garbage a slow process would still be holding).
+--rate paces the commits (commits/s; 0 = as fast as possible). At live pace (--rate 4
+--keep-versions-s 300 --commits 2400, 10 minutes per setting) the streams sink, whose upkeep also
+asks for the stream_events table (missing until a live stream has an event), held each dropped
+connection in a LanceDB exception's traceback cycle until Python's full gc ran (every few minutes
+at that pace): a sawtooth of ~15-20 MiB of heap. Figures only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -35,21 +41,37 @@ sys.path.insert(0, str(ROOT))
 from streamvl.sink import SINK_PROCESS_ENV  # noqa: E402
 
 CHILD = r"""
-import ctypes, json, sys, time
-import numpy as np, pyarrow as pa, psutil
+import ctypes, gc, json, sys, time
+import numpy as np, pyarrow as pa
 sys.path.insert(0, sys.argv[1])
+import streamvl.sink
 from streamvl.config import StoreConfig
 from streamvl.sink import TableSink
-from streamvl.store import CLIPS, FRAMES, STREAMS, clips_schema, frames_schema
+from streamvl.store import CLIPS, FRAMES, STREAMS, Store, clips_schema, frames_schema
 
-db, table, n, keep, release = sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), sys.argv[6] == "1"
+db, table, n, keep, release, fixed, rate = (sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
+                                              sys.argv[6] == "1", sys.argv[7] == "1", float(sys.argv[8]))
+if not fixed:  # the sink as shipped before: no cycle collection, missing tables found by open_table raising
+    streamvl.sink.free_dropped_handles = lambda: 0
+    shipped_open = Store._open
+    def raising_open(self, table):
+        if table not in self._tables:
+            try:
+                self.db.open_table(table)
+            except Exception:
+                pass
+        return shipped_open(self, table)
+    Store._open = raising_open
 class MallInfo2(ctypes.Structure):
     _fields_ = [(f, ctypes.c_size_t) for f in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
+def anon_mib():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("RssAnon:")) / 1024
 sink = TableSink(db, table, StoreConfig(keep_versions_s=keep, release_after_upkeep=release))
-rng, proc, dim = np.random.default_rng(0), psutil.Process(), 128
-rss, t0 = [], time.perf_counter()
+rng, dim = np.random.default_rng(0), 128
+anon, heap, t0 = [], [], time.perf_counter()
 for i in range(n):
     sid, emb = f"cam{i % 4}", rng.normal(size=(1, dim)).astype(np.float32)
     vec = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), dim)
@@ -59,21 +81,36 @@ for i in range(n):
     elif table == CLIPS:
         sink.write(pa.Table.from_pydict({"stream_id": [sid], "start": [float(i // 4)], "end": [i // 4 + 8.0],
                                          "adapter": ["meanpool"], "embedding": vec, "model": ["m"]}, schema=clips_schema(dim)))
-    else:
+    else:  # what the driver's _record_report sends
         sink.record_stream(sid, f"rtsp://{sid}", "running", frames_indexed=i, last_committed_pts=float(i // 4),
-                           model="m", next_window=i // 4, live=True, lag_s=0.2)
+                           model="m", next_window=i // 4, resume_after=float(i // 4), grid="g", live=True,
+                           last_wallclock=time.time(), lag_s=0.2, reconnects=0, gaps=0, gap_total_s=0.0,
+                           last_gap_s=0.0, restarts=0, frames_skipped=0)
     if (i + 1) * 100 % n < 100 or i == 0:
-        rss.append(proc.memory_info().rss / 2**20)
-print(json.dumps({"rss": rss, "heap_mib": libc.mallinfo2().uordblks / 2**20, "cache": sink.store.cache_stats(),
-                  "upkeeps": sink.upkeeps, "pool": pa.default_memory_pool().backend_name, "seconds": time.perf_counter() - t0}))
+        anon.append(anon_mib())
+        heap.append(libc.mallinfo2().uordblks / 2**20)
+    if rate > 0:
+        time.sleep(max(0.0, t0 + (i + 1) / rate - time.perf_counter()))
+seconds = time.perf_counter() - t0
+print(json.dumps({"anon": anon, "heap": heap, "cache": sink.store.cache_stats(), "garbage": gc.collect(),
+                  "upkeeps": sink.upkeeps, "pool": pa.default_memory_pool().backend_name, "seconds": seconds}))
 """
 
+# label -> (release_after_upkeep, reference-cycle fixes, process env)
+SETTINGS = {"before": (False, False, {"MALLOC_ARENA_MAX": "2"}),
+            "reopen + trim": (True, False, {"MALLOC_ARENA_MAX": "2"}),
+            "system pool": (True, False, SINK_PROCESS_ENV),
+            "after": (True, True, SINK_PROCESS_ENV)}
 
-def run(table: str, commits: int, keep_s: float, release: bool, sink_env: dict[str, str]) -> dict:
+
+def run(table: str, commits: int, keep_s: float, rate: float, setting: str) -> dict:
+    """One setting in a fresh process; its samples and end state."""
+    release, fixed, sink_env = SETTINGS[setting]
     with tempfile.TemporaryDirectory() as work:
         env = {k: v for k, v in os.environ.items() if k not in SINK_PROCESS_ENV} | sink_env
         out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(Path(work) / "db"), table, str(commits),
-                              str(keep_s), "1" if release else "0"], env=env, capture_output=True, text=True)
+                              str(keep_s), "1" if release else "0", "1" if fixed else "0", str(rate)],
+                             env=env, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"bench child failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -84,24 +121,31 @@ def main() -> None:
     parser.add_argument("--commits", type=int, default=3000, help="one-row writes per setting")
     parser.add_argument("--table", choices=["frames", "clips", "streams"], default="frames")
     parser.add_argument("--keep-versions-s", type=float, default=30.0, help="StoreConfig.keep_versions_s")
+    parser.add_argument("--rate", type=float, default=0.0, help="commits/s (0: as fast as possible)")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {list(SETTINGS)}")
     args = parser.parse_args()
-    print(f"{args.table} sink, {args.commits} one-row commits, upkeep every 50, "
-          f"versions kept {args.keep_versions_s:g} s; RSS MiB at 0/25/50/75/100% of the commits")
-    print(f"{'setting':<22} {'arrow pool':>10} {'0%':>5} {'25%':>5} {'50%':>5} {'75%':>5} {'100%':>5} {'100%/25%':>9}"
-          f" {'heap in use':>12} {'cache items':>12} {'commits/s':>10}")
+    chosen = [s.strip() for s in args.settings.split(",")]
+    if unknown := set(chosen) - set(SETTINGS):
+        parser.error(f"unknown settings {sorted(unknown)}")
+    pace = f"{args.rate:g} commits/s" if args.rate > 0 else "as fast as possible"
+    print(f"{args.table} sink, {args.commits} one-row commits ({pace}), upkeep every 50, "
+          f"versions kept {args.keep_versions_s:g} s; RssAnon MiB at 0/25/50/75/100% of the commits")
+    print(f"{'setting':<14} {'arrow pool':>10} {'0%':>5} {'25%':>5} {'50%':>5} {'75%':>5} {'100%':>5} {'100%/25%':>9}"
+          f" {'peak heap >25%':>15} {'cache items':>12} {'garbage':>8} {'commits/s':>10}")
     results = {}
-    settings = (("before", False, {"MALLOC_ARENA_MAX": "2"}), ("reopen + trim", True, {"MALLOC_ARENA_MAX": "2"}),
-                ("after", True, SINK_PROCESS_ENV))
-    for label, release, sink_env in settings:
-        got = results[label] = run(args.table, args.commits, args.keep_versions_s, release, sink_env)
-        rss = got["rss"]
-        at = [rss[min(len(rss) - 1, round(q * (len(rss) - 1)))] for q in (0, 0.25, 0.5, 0.75, 1.0)]
-        print(f"{label:<22} {got['pool']:>10} {' '.join(f'{x:5.0f}' for x in at)} {at[-1] / at[1]:9.3f}"
-              f" {got['heap_mib']:8.1f} MiB {got['cache']['items']:12d} {args.commits / got['seconds']:10.0f}")
-    before, after = results["before"]["rss"], results["after"]["rss"]
-    print(f"after/before RSS at 100%: {after[-1] / before[-1]:.3f}; "
-          f"growth after warm-up: before {before[-1] - before[len(before) // 4]:+.0f} MiB, "
-          f"after {after[-1] - after[len(after) // 4]:+.0f} MiB")
+    for label in chosen:
+        got = results[label] = run(args.table, args.commits, args.keep_versions_s, args.rate, label)
+        anon, heap = got["anon"], got["heap"]
+        at = [anon[min(len(anon) - 1, round(q * (len(anon) - 1)))] for q in (0, 0.25, 0.5, 0.75, 1.0)]
+        print(f"{label:<14} {got['pool']:>10} {' '.join(f'{x:5.0f}' for x in at)} {at[-1] / at[1]:9.3f}"
+              f" {max(heap[len(heap) // 4:]):11.1f} MiB {got['cache']['items']:12d} {got['garbage']:8d}"
+              f" {args.commits / got['seconds']:10.1f}")
+    if len(results) > 1:
+        base, last = results[chosen[0]], results[chosen[-1]]
+        peak = [max(r["heap"][len(r["heap"]) // 4:]) for r in (base, last)]
+        print(f"{chosen[-1]}/{chosen[0]}: RssAnon at 100% {last['anon'][-1] / base['anon'][-1]:.3f}, "
+              f"peak heap after warm-up {peak[1] / peak[0]:.3f}; growth after warm-up: "
+              + ", ".join(f"{k} {r['anon'][-1] - r['anon'][len(r['anon']) // 4]:+.1f} MiB" for k, r in results.items()))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,13 @@ hence SINK_PROCESS_ENV). So after each upkeep (compaction, every
 `optimize_every_writes` writes or `optimize_every_s` seconds) the sink reopens its handles with
 empty caches and hands free heap pages back to the OS (`StoreConfig.release_after_upkeep`).
 Every write is a commit, so reopening never loses or repeats data.
+
+Dropping the handles is not enough by itself: an exception raised inside LanceDB leaves a
+traceback cycle that keeps the old connection, with its caches, alive until Python's full garbage
+collection, which a sink committing a few times a second runs only every few minutes. (The streams
+sink hit this at every upkeep, asking for `stream_events` before it existed; Store._open no longer
+lets LanceDB raise for a missing table.) So the release step also collects cycles itself before
+trimming the heap (free_dropped_handles), for any other LanceDB error.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import time
 from typing import Any, Callable, Sequence
 
@@ -58,6 +66,13 @@ def release_free_heap() -> bool:
         return False
     trim(0)
     return True
+
+
+def free_dropped_handles() -> int:
+    """Collect reference cycles now (a full gc), so dropped LanceDB connections and their caches
+    are freed before malloc_trim rather than whenever Python's collector next runs its oldest
+    generation. Returns the number of unreachable objects found."""
+    return gc.collect()
 
 
 class TableSink:
@@ -109,6 +124,7 @@ class TableSink:
                    for name in tables]
         if cfg.release_after_upkeep:
             self.store.reconnect()
+            free_dropped_handles()
             release_free_heap()
         self.upkeeps += 1
         self.last_upkeep = results[0]

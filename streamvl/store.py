@@ -348,13 +348,21 @@ class Store:
                     return sorted(names)
 
     def _open(self, table: str) -> Any | None:
-        """The table handle, or None if the table does not exist yet."""
+        """The table handle, or None if the table does not exist yet.
+
+        A missing table is looked up in the table list rather than left to open_table to raise:
+        LanceDB's exception leaves a traceback cycle that keeps this connection (and its caches)
+        alive until Python's full garbage collection, and the streams sink asks for the possibly
+        missing `stream_events` at every upkeep.
+        """
         if table in self._tables:
             return self._tables[table]
+        if table not in self.table_names():
+            return None
         try:
             handle = self.db.open_table(table)
         except Exception as exc:
-            if table not in self.table_names():
+            if table not in self.table_names():  # dropped meanwhile by another writer
                 return None
             raise StoreError(f"open table {table!r} failed: {exc}") from exc
         self._tables[table] = handle

@@ -253,6 +253,28 @@ def test_a_second_store_sees_new_writes(store):
     assert reader.count(FRAMES) == 2
 
 
+def test_looking_for_a_missing_table_leaves_no_reference_cycle(store):
+    """Asking for a table that does not exist yet (the streams sink's upkeep asks for
+    stream_events every time) must not go through a LanceDB exception: its traceback cycle kept
+    the connection and its caches alive after reconnect() until Python's full garbage collection."""
+    import gc
+    import weakref
+
+    store.upsert(FRAMES, frames("a", [0], unit(1)))
+    old_db = weakref.ref(store.db)
+    gc.collect()
+    gc.disable()
+    try:
+        assert store._open("stream_events") is None and store.events() == []
+        store.table_names()  # a round trip through LanceDB's event loop: its thread lets go of earlier calls
+        store.reconnect()
+        alive = old_db() is not None
+    finally:
+        gc.enable()
+    assert not alive
+    assert store.count(FRAMES) == 1
+
+
 # ---------------------------------------------------------------- search and frames
 
 

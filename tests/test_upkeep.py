@@ -5,9 +5,11 @@ handles after upkeep so LanceDB's per-version cache entries do not pile up. No R
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 import pyarrow as pa
@@ -193,6 +195,26 @@ def test_sink_reopens_its_handles_after_upkeep_so_cache_entries_do_not_pile_up(t
     assert sink.store.count(CLIPS) == 120
     assert sink.write(clips("cam", np.array([5.0, 6.0]), np.random.default_rng(2))) == 2
     assert sink.store.count(CLIPS) == 120
+
+
+def test_sink_upkeep_frees_the_connection_it_drops_even_from_a_reference_cycle(tmp_path):
+    """An exception raised inside LanceDB leaves a traceback cycle that holds the connection (and
+    its caches); a slow-paced sink process runs Python's full collection only every few minutes, so
+    the upkeep that drops the connection must collect it itself."""
+    sink = TableSink(str(tmp_path / "db"), STREAMS, StoreConfig(optimize_every_writes=1000, keep_versions_s=3600))
+    sink.record_stream("cam", "rtsp://cam", "running", frames_indexed=1)
+    old_db = weakref.ref(sink.store.db)
+    gc.collect()
+    gc.disable()  # the automatic collector runs whenever it likes; the sink must not depend on it
+    try:
+        with pytest.raises(ValueError):
+            sink.store.db.open_table("no_such_table")  # any LanceDB error: its traceback refers to the connection
+        sink.upkeep_now()
+        alive = old_db() is not None
+    finally:
+        gc.enable()
+    assert not alive
+    assert sink.store.stream("cam")["frames_indexed"] == 1  # and the reopened store still reads it
 
 
 def test_sink_upkeep_is_due_by_writes_or_by_time(tmp_path):
