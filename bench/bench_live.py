@@ -40,7 +40,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.procs import process_kind, rss_parts  # noqa: E402
-from streamvl.config import IndexConfig  # noqa: E402
+from streamvl.config import IndexConfig, StoreConfig  # noqa: E402
 from streamvl.store import CLIPS, FRAMES, STREAMS, Store, clips_schema  # noqa: E402
 from streamvl.synthetic.clips import iter_frames, sample_stream  # noqa: E402
 from streamvl.types import StreamInfo  # noqa: E402
@@ -252,17 +252,22 @@ def run_live(args, work: Path, urls: list[str]) -> tuple[SimpleNamespace, dict, 
 
 
 
-def print_memory(title: str, samples_by_process: dict[str, list[tuple[float, float]]]) -> None:
+def print_memory(title: str, samples_by_process: dict[str, list[tuple[float, float]]], warmup_s: float) -> None:
     """One row per process: the mean of its samples within 30 s of 0/25/50/75/100% of the run,
-    last/first, and 100%/25% (growth after warm-up)."""
-    print(f"{title:<22}process              at 0%   25%   50%   75%  100% of the run   last/first  100%/25%")
+    last/first, and the slope after warm-up (MiB/min, least squares over the samples taken
+    warmup_s or later into the run: the sinks keep table versions that long, see StoreConfig)."""
+    print(f"{title:<22}process              at 0%   25%   50%   75%  100% of the run   last/first"
+          f"  MiB/min after {warmup_s / 60:g} min")
     for name, samples in sorted(samples_by_process.items()):
         if name.startswith("IDLE") or len(samples) < 2:
             continue
         t0, t1 = samples[0][0], samples[-1][0]
         series = [np.mean([m for t, m in samples if abs(t - (t0 + f * (t1 - t0))) <= 30]) for f in (0, .25, .5, .75, 1)]
+        late = np.array([(t - t0, m) for t, m in samples if t - t0 >= warmup_s])
+        slope = np.polyfit(late[:, 0] / 60, late[:, 1], 1)[0] if len(late) >= 3 else float("nan")
         print(f"                      {name:<18}" + "".join(f"{m:6.0f}" for m in series)
-              + f"   {series[-1] / series[0]:14.2f}  {series[-1] / series[1]:8.3f}")
+              + f"   {series[-1] / series[0]:14.2f}  {slope:+10.2f}")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -313,8 +318,9 @@ def report(args, work: Path, w: SimpleNamespace, info: dict, seconds: float) -> 
               f"    {r['reconnects']:>6}  {r['gaps']:>4}  {r['restarts']:>7}  {r['status']}")
     print("fragments (max/last)  " + "  ".join(f"{t} {max(v)}/{v[-1]}" for t, v in w.fragments.items() if v))
     print(f"clips table           {info['upkeep']}")
-    print_memory("RSS MiB", w.rss)
-    print_memory("RssAnon MiB", w.anon)
+    warmup_s = StoreConfig().keep_versions_s
+    print_memory("RSS MiB", w.rss, warmup_s)
+    print_memory("RssAnon MiB", w.anon, warmup_s)
     if w.errors:
         print(f"reader errors         {len(w.errors)} (first: {w.errors[0]})")
     live = Store(work / "db")
