@@ -36,11 +36,13 @@ from streamvl.store import STREAM_EVENTS, STREAMS, Store
 
 SINK_CACHE_BYTES = 16 << 20  # cap of a sink's LanceDB index and metadata caches, each (between reopens)
 # Environment of a sink process (the runtime passes it as the sink actors' runtime_env):
-#   MALLOC_ARENA_MAX=2: glibc's per-thread arenas fragment under LanceDB's many write threads.
+#   MALLOC_ARENA_MAX=1: glibc's per-thread arenas fragment under LanceDB's many write threads; with
+#   2 the second arena still grew ~0.5 MiB/min at live pace with heap in use flat (1: +1.8 MiB over
+#   9 minutes against +5.1; ~15% fewer commits/s at full speed, far above live rates).
 #   ARROW_DEFAULT_MEMORY_POOL=system: pyarrow's default mimalloc pool keeps ~15-20 MiB of freed
 #   pages resident in a sink (the Arrow work per write: conform, dedupe); with the system pool
 #   they are glibc's, which release_free_heap() hands back after each upkeep.
-SINK_PROCESS_ENV = {"MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
+SINK_PROCESS_ENV = {"MALLOC_ARENA_MAX": "1", "ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
 @functools.lru_cache(maxsize=1)
