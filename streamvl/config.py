@@ -67,6 +67,8 @@ class RuntimeConfig(BaseModel):
     encode_cpus: float = Field(1.0, gt=0, description="Ray CPUs for the encode actor")
     actor_restarts: int = Field(3, ge=0, description="Ray restarts of the encode and sink actors after a crash")
     max_rewinds: int = Field(3, ge=0, description="replays of a stream from its checkpoint without progress before it fails")
+    restart_wait_s: float = Field(120.0, ge=0, description="after an encode or sink process died: how long to wait "
+                                  "for Ray to restart it before the affected streams are replayed")
     checkpoint_interval_s: float = Field(1.0, ge=0, description="min seconds between checkpoint rows of a stream")
     resume: bool = Field(True, description="continue each stream from its committed checkpoint; done streams are skipped")
 

@@ -51,9 +51,9 @@ def check_exactly_once(db: Path, spec, stream_id: str) -> None:
     assert sorted(frames["pts"].to_pylist()) == pytest.approx(pts)
 
 
-def config(db: Path) -> IndexConfig:
+def config(db: Path, **runtime) -> IndexConfig:
     return IndexConfig(db=str(db), model=MODEL, sampling={"fps": FPS, "batch_frames": BATCH},
-                       clips={"window": WINDOW, "stride": STRIDE}, runtime={"checkpoint_interval_s": 0.0})
+                       clips={"window": WINDOW, "stride": STRIDE}, runtime={"checkpoint_interval_s": 0.0, **runtime})
 
 
 VICTIMS = ("decode", "encode", "frames-sink", "clips-sink")
@@ -92,6 +92,30 @@ def test_actors_killed_mid_stream_resume_from_checkpoint(ray_local, clip, tmp_pa
     assert row["frames_indexed"] == len(truth(clip)[0])
     restarts = [e for e in store.events(stream.stream_id) if e["kind"] == "restart"]
     assert len(restarts) == report.restarts and "decode actor failed" in restarts[0]["message"]
+
+
+def test_a_replay_waits_for_the_killed_encoder_to_come_back(ray_local, clip, tmp_path):
+    """With one replay allowed, an encoder crash costs exactly one: the driver waits for Ray to
+    restart the encoder before it replays, instead of sending the replay to a process that is
+    still starting (which failed again and used up the budget on busy machines)."""
+    from streamvl.runtime.driver import IndexRun
+
+    stream = api.discover([str(clip.path)])[0]
+    run = IndexRun([stream], config(tmp_path / "db", max_rewinds=1), None)
+    old_pid = ray_local.get(run.encoder.pid.remote())
+    n_windows, killed = len(truth(clip)[1]), False
+    while run.queue or run.active or run.commits:
+        run.step()
+        state = run.active.get(stream.stream_id)
+        if not killed and state is not None and state.checkpoint.next_window >= n_windows // 4:
+            os.kill(old_pid, signal.SIGKILL)  # a crash, as the OS would do it
+            killed = True
+    run.flush_records()
+    report = run.reports[stream.stream_id]
+    assert killed and report.status == "done", report.error
+    assert report.restarts == 1
+    assert ray_local.get(run.encoder.pid.remote()) != old_pid
+    check_exactly_once(tmp_path / "db", clip, stream.stream_id)
 
 
 def _job_tree(pid: int) -> list[psutil.Process]:

@@ -137,9 +137,12 @@ def test_stream_that_never_connects_fails_with_a_typed_error():
 def test_stream_of_garbage_bytes_fails_with_a_decode_error():
     server = TcpServer(garbage)
     url = server.url
+    # Each attempt probes 1 MiB of junk; a generous open timeout keeps a slow probe on a busy
+    # machine from being reported as a connection timeout instead.
+    patient = FAST.model_copy(update={"open_timeout_s": 20.0})
     try:
         with pytest.raises(DecodeError, match="no decodable media") as err:
-            read(LiveSource(info(url), SamplingConfig(size=32), FAST), 1)
+            read(LiveSource(info(url), SamplingConfig(size=32), patient), 1)
     finally:
         server.close()
     assert err.value.stream_id == stream_id_for(url) and "gave up" in err.value.message

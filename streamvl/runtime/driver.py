@@ -460,6 +460,8 @@ class IndexRun:
             progress = {p.stream_id: p for p in ray.get(commit.progress_ref)} if commit.progress_ref else {}
         except ray.exceptions.RayError as exc:
             failure, system = _message(exc), is_system_error(exc)
+        if failure is not None and system:
+            self._await_pipeline()
         for part in commit.parts:
             meta = part.meta
             state = self.active.get(meta.stream_id)
@@ -480,6 +482,24 @@ class IndexRun:
             else:
                 self._advance(state, meta, p)
             self._close_if_idle(state)
+
+    def _await_pipeline(self) -> None:
+        """Wait (up to runtime.restart_wait_s) until the encoder and every sink answer again.
+
+        A replay sent while Ray is still restarting a crashed actor would fail at once and spend
+        one of the stream's max_rewinds on nothing; on 2 busy cores a restart (torch import, model
+        load) can outlast them all. An actor that is dead for good answers with an error at once,
+        and the replay budget then ends the stream as before."""
+        deadline = time.monotonic() + self.config.runtime.restart_wait_s
+        for actor in (self.encoder, *self.sinks.values()):
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    ray.get(actor.pid.remote(), timeout=left)
+                    break
+                except ray.exceptions.ActorUnavailableError:  # restarting: ask again shortly
+                    time.sleep(min(0.5, max(left, 0)))
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                    break
 
     def _advance(self, state: _Active, meta: BatchMeta, p) -> None:
         report = state.report
