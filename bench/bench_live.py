@@ -40,7 +40,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.procs import process_kind, rss_parts  # noqa: E402
-from streamvl.config import IndexConfig, StoreConfig  # noqa: E402
+from streamvl.config import IndexConfig, RuntimeConfig, StoreConfig  # noqa: E402
 from streamvl.store import CLIPS, FRAMES, STREAMS, Store, clips_schema  # noqa: E402
 from streamvl.synthetic.clips import iter_frames, sample_stream  # noqa: E402
 from streamvl.types import StreamInfo  # noqa: E402
@@ -223,7 +223,8 @@ def run_live(args, work: Path, urls: list[str]) -> tuple[SimpleNamespace, dict, 
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     config = IndexConfig(db=str(work / "db"), model=args.model, sampling={"fps": args.fps},
-                         live={"rtsp_transport": "udp"}, store={"index_min_rows": args.index_min_rows})
+                         live={"rtsp_transport": "udp"}, store={"index_min_rows": args.index_min_rows},
+                         runtime={"sink_recycle_s": args.sink_recycle_s})
     run = IndexRun([StreamInfo(f"cam{i}", url) for i, url in enumerate(urls)], config, None)
     ctx = multiprocessing.get_context("spawn")
     stop, out = ctx.Event(), ctx.Queue()
@@ -244,7 +245,8 @@ def run_live(args, work: Path, urls: list[str]) -> tuple[SimpleNamespace, dict, 
     stop.set()
     results = out.get(timeout=120)
     watcher.join(timeout=30)
-    info = {"reports": {s: vars(r) for s, r in run.reports.items()}, "model": run.info["model"]}
+    info = {"reports": {s: vars(r) for s, r in run.reports.items()}, "model": run.info["model"],
+            "sink_recycles": run.sink_recycles}
     upkeep = ray.get(run.sinks[CLIPS].upkeep_now.remote())
     info["upkeep"] = upkeep
     ray.shutdown()
@@ -269,6 +271,17 @@ def print_memory(title: str, samples_by_process: dict[str, list[tuple[float, flo
               + f"   {series[-1] / series[0]:14.2f}  {slope:+10.2f}")
 
 
+def kind_totals(samples_by_process: dict[str, list[tuple[float, float]]], kind: str) -> dict[str, list[tuple[float, float]]]:
+    """One series summing every process of `kind` sampled at the same moment (follows the sinks
+    across runtime.sink_recycle_s replacements; a moment when old and new overlap counts both)."""
+    total: dict[float, float] = defaultdict(float)
+    for name, samples in samples_by_process.items():
+        if name.startswith(f"{kind}:"):
+            for t, m in samples:
+                total[t] += m
+    return {f"all {kind}": sorted(total.items())} if total else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=4)
@@ -279,6 +292,8 @@ def main() -> None:
     parser.add_argument("--camera-size", default="320x240")
     parser.add_argument("--index-min-rows", type=int, default=500, help="clips rows before the sink builds IVF_PQ")
     parser.add_argument("--recall-rows", type=int, default=50000)
+    parser.add_argument("--sink-recycle-s", type=float, default=RuntimeConfig().sink_recycle_s,
+                        help="replace the sink processes this often (0: never)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     if not have_rtsp_tools():
@@ -319,8 +334,10 @@ def report(args, work: Path, w: SimpleNamespace, info: dict, seconds: float) -> 
     print("fragments (max/last)  " + "  ".join(f"{t} {max(v)}/{v[-1]}" for t, v in w.fragments.items() if v))
     print(f"clips table           {info['upkeep']}")
     warmup_s = StoreConfig().keep_versions_s
+    print(f"sink processes        replaced {info['sink_recycles']} time(s) (runtime.sink_recycle_s {args.sink_recycle_s:g})")
     print_memory("RSS MiB", w.rss, warmup_s)
     print_memory("RssAnon MiB", w.anon, warmup_s)
+    print_memory("RssAnon MiB, summed", kind_totals(w.anon, "SinkActor"), warmup_s)
     if w.errors:
         print(f"reader errors         {len(w.errors)} (first: {w.errors[0]})")
     live = Store(work / "db")

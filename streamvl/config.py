@@ -69,6 +69,8 @@ class RuntimeConfig(BaseModel):
     max_rewinds: int = Field(3, ge=0, description="replays of a stream from its checkpoint without progress before it fails")
     restart_wait_s: float = Field(120.0, ge=0, description="after an encode or sink process died: how long to wait "
                                   "for Ray to restart it before the affected streams are replayed")
+    sink_recycle_s: float = Field(3600.0, ge=0, description="replace the sink processes, between write groups, once "
+                                  "they are this old: bounds the slow heap growth of long-lived LanceDB writers (0: never)")
     checkpoint_interval_s: float = Field(1.0, ge=0, description="min seconds between checkpoint rows of a stream")
     resume: bool = Field(True, description="continue each stream from its committed checkpoint; done streams are skipped")
 

@@ -118,6 +118,39 @@ def test_a_replay_waits_for_the_killed_encoder_to_come_back(ray_local, clip, tmp
     check_exactly_once(tmp_path / "db", clip, stream.stream_id)
 
 
+def test_sinks_are_replaced_between_write_groups_without_losing_or_repeating_rows(ray_local, clip, tmp_path, monkeypatch):
+    """runtime.sink_recycle_s: the sinks are swapped for fresh processes during a stream, each
+    time only once no write is in flight; that is no failure (no replay) and every window is
+    still stored exactly once."""
+    from streamvl.runtime.driver import IndexRun
+
+    stream = api.discover([str(clip.path)])[0]
+    run = IndexRun([stream], config(tmp_path / "db", sink_recycle_s=3.0), None)
+    sinks = list(run.sinks.values())
+    pids = {tuple(ray_local.get([s.pid.remote() for s in sinks]))}
+    in_flight_at_kill = []
+    real_kill = ray_local.kill
+
+    def kill(actor, **kwargs):
+        if any(actor is s for s in sinks):
+            in_flight_at_kill.append(len(run.commits) + len(run._records))
+        real_kill(actor, **kwargs)
+
+    monkeypatch.setattr(ray_local, "kill", kill)
+    while run.queue or run.active or run.commits:
+        run.step()
+        sinks += [s for s in run.sinks.values() if not any(s is k for k in sinks)]
+        pids.add(tuple(ray_local.get([s.pid.remote() for s in run.sinks.values()])))
+    run.flush_records()
+    report = run.reports[stream.stream_id]
+    assert report.status == "done" and report.restarts == 0, report.error
+    assert run.sink_recycles >= 1 and len(pids) == run.sink_recycles + 1
+    assert in_flight_at_kill == [0] * 3 * run.sink_recycles
+    check_exactly_once(tmp_path / "db", clip, stream.stream_id)
+    row = Store(str(tmp_path / "db")).stream(stream.stream_id)
+    assert row["status"] == "done" and row["frames_indexed"] == len(truth(clip)[0])
+
+
 def _job_tree(pid: int) -> list[psutil.Process]:
     try:
         root = psutil.Process(pid)

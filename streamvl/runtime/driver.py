@@ -171,8 +171,11 @@ class IndexRun:
         free = float(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 0.0)))
         self._cpu_budget = free - rt.encode_cpus - 3 * rt.sink_cpus
         self.encoder = EncodeActor.options(num_cpus=rt.encode_cpus, max_restarts=rt.actor_restarts).remote(config)
-        self.sinks = {t: SinkActor.options(num_cpus=rt.sink_cpus, max_restarts=rt.actor_restarts, runtime_env=SINK_ENV)
-                      .remote(config.db, t, config.store) for t in (FRAMES, CLIPS, STREAMS)}
+        self.sinks = {t: self._new_sink(t) for t in (FRAMES, CLIPS, STREAMS)}
+        self._sinks_since = time.monotonic()
+        self._next_sinks: dict[str, object] | None = None  # fresh sinks starting up (sink_recycle_s)
+        self._next_ready: list = []
+        self.sink_recycles = 0
         self.info = ray.get(self.encoder.describe.remote())
         self.sampling = config.sampling.model_copy(update={"size": int(self.info["meta"]["streamvl.image_size"])})
         self._pending_checkpoints: dict[str, Checkpoint] = {}
@@ -193,7 +196,8 @@ class IndexRun:
     def step(self) -> None:
         """One turn of the loop: start streams, send ready batches, retire committed groups."""
         self._activate()
-        self._encode_ready()
+        if not self._recycle_sinks():
+            self._encode_ready()
         self._settle_commits()
         self._prune_records()
 
@@ -226,6 +230,41 @@ class IndexRun:
             elif sid not in self.active and all(q.stream_id != sid for q in self.queue):
                 self.add(StreamInfo(sid, row["uri"], fps=row.get("fps"), transport=row.get("transport")))
             self._handled[sid] = row["requested_at"]
+
+    # -- sink processes ------------------------------------------------------------------------
+    def _new_sink(self, table: str):
+        rt = self.config.runtime
+        return SinkActor.options(num_cpus=rt.sink_cpus, max_restarts=rt.actor_restarts, runtime_env=SINK_ENV).remote(
+            self.config.db, table, self.config.store)
+
+    def _recycle_sinks(self) -> bool:
+        """Replace the sinks with fresh processes once they are runtime.sink_recycle_s old.
+
+        A long-lived LanceDB writer's private heap creeps up (allocator fragmentation under its
+        write threads, ~0.1-0.2 MiB/min at live pace) even with its caches reopened and trimmed;
+        a fresh process bounds that. The new sinks are started first, while writing goes on
+        (a sink process takes seconds to start); once they answer, no new write group is sent
+        until every call to the old ones has finished (True while that drains, well under a
+        second), so a table never has two writers and every row is committed before the old
+        processes are killed."""
+        limit = self.config.runtime.sink_recycle_s
+        if not limit or time.monotonic() - self._sinks_since < limit:
+            return False
+        if self._next_sinks is None:
+            self._next_sinks = {t: self._new_sink(t) for t in self.sinks}
+            self._next_ready = [s.pid.remote() for s in self._next_sinks.values()]
+        if len(ray.wait(self._next_ready, num_returns=len(self._next_ready), timeout=0)[0]) < len(self._next_ready):
+            return False
+        if self.commits or self._records:
+            self._wait_some([r for c in self.commits for r in c.refs] + list(self._records))
+            return True
+        old, self.sinks, self._next_sinks = self.sinks, self._next_sinks, None
+        for actor in old.values():
+            ray.kill(actor, no_restart=True)
+        self._sinks_since = time.monotonic()
+        self.sink_recycles += 1
+        log.info("sinks replaced by fresh processes (%d so far)", self.sink_recycles)
+        return False
 
     def report(self, seconds: float) -> IndexReport:
         return IndexReport(list(self.reports.values()), str(self.info["model"]), self.info["warning"], seconds,
