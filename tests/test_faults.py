@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,8 +48,8 @@ def check_exactly_once(db: Path, spec, stream_id: str) -> None:
     assert len(keys) == len(set(keys)), "duplicate (stream_id, adapter, start) rows"
     got = sorted(r["start"] for r in clips if r["stream_id"] == stream_id)
     assert got == pytest.approx(starts), "windows missing or extra"
-    frames = conn.open_table(FRAMES).to_arrow()
-    assert sorted(frames["pts"].to_pylist()) == pytest.approx(pts)
+    frames = conn.open_table(FRAMES).to_arrow().to_pylist()
+    assert sorted(r["pts"] for r in frames if r["stream_id"] == stream_id) == pytest.approx(pts)
 
 
 def config(db: Path, **runtime) -> IndexConfig:
@@ -119,13 +120,17 @@ def test_a_replay_waits_for_the_killed_encoder_to_come_back(ray_local, clip, tmp
 
 
 def test_sinks_are_replaced_between_write_groups_without_losing_or_repeating_rows(ray_local, clip, tmp_path, monkeypatch):
-    """runtime.sink_recycle_s: the sinks are swapped for fresh processes during a stream, each
-    time only once no write is in flight; that is no failure (no replay) and every window is
-    still stored exactly once."""
+    """runtime.sink_recycle_s: the sinks are swapped for fresh processes while three streams run
+    (the new sinks find Ray CPUs although the decoders took theirs), each time only once no write
+    is in flight; that is no failure (no replay) and every window is still stored exactly once."""
     from streamvl.runtime.driver import IndexRun
 
-    stream = api.discover([str(clip.path)])[0]
-    run = IndexRun([stream], config(tmp_path / "db", sink_recycle_s=3.0), None)
+    copies = []  # three streams: their decoders take Ray CPUs the new sinks must still find
+    for i in range(3):
+        copies.append(tmp_path / f"cam{i}.mp4")
+        shutil.copy(clip.path, copies[-1])
+    streams = api.discover([str(c) for c in copies])
+    run = IndexRun(streams, config(tmp_path / "db", sink_recycle_s=3.0), None)
     sinks = list(run.sinks.values())
     pids = {tuple(ray_local.get([s.pid.remote() for s in sinks]))}
     in_flight_at_kill = []
@@ -137,18 +142,24 @@ def test_sinks_are_replaced_between_write_groups_without_losing_or_repeating_row
         real_kill(actor, **kwargs)
 
     monkeypatch.setattr(ray_local, "kill", kill)
+    active_at_swap = []
     while run.queue or run.active or run.commits:
+        before = run.sink_recycles
         run.step()
+        if run.sink_recycles > before:
+            active_at_swap.append(len(run.active))
         sinks += [s for s in run.sinks.values() if not any(s is k for k in sinks)]
         pids.add(tuple(ray_local.get([s.pid.remote() for s in run.sinks.values()])))
     run.flush_records()
-    report = run.reports[stream.stream_id]
-    assert report.status == "done" and report.restarts == 0, report.error
     assert run.sink_recycles >= 1 and len(pids) == run.sink_recycles + 1
     assert in_flight_at_kill == [0] * 3 * run.sink_recycles
-    check_exactly_once(tmp_path / "db", clip, stream.stream_id)
-    row = Store(str(tmp_path / "db")).stream(stream.stream_id)
-    assert row["status"] == "done" and row["frames_indexed"] == len(truth(clip)[0])
+    assert active_at_swap[0] == 3, "the new sinks had to wait for a stream to end"
+    for stream in streams:
+        report = run.reports[stream.stream_id]
+        assert report.status == "done" and report.restarts == 0, report.error
+        check_exactly_once(tmp_path / "db", clip, stream.stream_id)
+        row = Store(str(tmp_path / "db")).stream(stream.stream_id)
+        assert row["status"] == "done" and row["frames_indexed"] == len(truth(clip)[0])
 
 
 def _job_tree(pid: int) -> list[psutil.Process]:

@@ -167,9 +167,10 @@ class IndexRun:
         self.peak_pending = 0  # frame batches requested but not yet taken (backpressure check)
         self.peak_commits = 0
         rt = config.runtime
-        # CPUs this run may reserve for decoders (what was free before its encoder and sinks)
+        # CPUs this run may reserve for decoders: what was free before its encoder and sinks, less
+        # room for a second set of sinks when they are replaced (sink_recycle_s starts the new set first)
         free = float(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 0.0)))
-        self._cpu_budget = free - rt.encode_cpus - 3 * rt.sink_cpus
+        self._cpu_budget = free - rt.encode_cpus - (6 if rt.sink_recycle_s else 3) * rt.sink_cpus
         self.encoder = EncodeActor.options(num_cpus=rt.encode_cpus, max_restarts=rt.actor_restarts).remote(config)
         self.sinks = {t: self._new_sink(t) for t in (FRAMES, CLIPS, STREAMS)}
         self._sinks_since = time.monotonic()
