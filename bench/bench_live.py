@@ -246,7 +246,7 @@ def run_live(args, work: Path, urls: list[str]) -> tuple[SimpleNamespace, dict, 
     results = out.get(timeout=120)
     watcher.join(timeout=30)
     info = {"reports": {s: vars(r) for s, r in run.reports.items()}, "model": run.info["model"],
-            "sink_recycles": run.sink_recycles}
+            "sink_recycles": run.sink_recycles, "sink_recycle_failures": run.sink_recycle_failures}
     upkeep = ray.get(run.sinks[CLIPS].upkeep_now.remote())
     info["upkeep"] = upkeep
     ray.shutdown()
@@ -334,7 +334,8 @@ def report(args, work: Path, w: SimpleNamespace, info: dict, seconds: float) -> 
     print("fragments (max/last)  " + "  ".join(f"{t} {max(v)}/{v[-1]}" for t, v in w.fragments.items() if v))
     print(f"clips table           {info['upkeep']}")
     warmup_s = StoreConfig().keep_versions_s
-    print(f"sink processes        replaced {info['sink_recycles']} time(s) (runtime.sink_recycle_s {args.sink_recycle_s:g})")
+    print(f"sink processes        replaced {info['sink_recycles']} time(s), {info['sink_recycle_failures']} new set(s) failed to start "
+          f"(runtime.sink_recycle_s {args.sink_recycle_s:g})")
     print_memory("RSS MiB", w.rss, warmup_s)
     print_memory("RssAnon MiB", w.anon, warmup_s)
     print_memory("RssAnon MiB, summed", kind_totals(w.anon, "SinkActor"), warmup_s)

@@ -162,6 +162,36 @@ def test_sinks_are_replaced_between_write_groups_without_losing_or_repeating_row
         assert row["status"] == "done" and row["frames_indexed"] == len(truth(clip)[0])
 
 
+def test_a_replacement_sink_that_fails_to_start_leaves_the_running_sinks_in_place(ray_local, clip, tmp_path, monkeypatch):
+    """runtime.sink_recycle_s: when a new sink process dies in its constructor, the run keeps its
+    current sinks (same processes), records the failure, and the stream still ends exactly once."""
+    from streamvl.runtime.driver import IndexRun
+
+    @ray_local.remote(num_cpus=0)
+    class BrokenSink:
+        def __init__(self):
+            raise OSError("disk gone")
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    stream = api.discover([str(clip.path)])[0]
+    run = IndexRun([stream], config(tmp_path / "db", sink_recycle_s=1.0), None)
+    pids = ray_local.get([s.pid.remote() for s in run.sinks.values()])
+    monkeypatch.setattr(run, "_new_sink", lambda table: BrokenSink.remote())
+    while run.queue or run.active or run.commits:
+        run.step()
+        if run.sink_recycle_failures:
+            break
+    assert run.sink_recycle_failures == 1 and run.sink_recycles == 0
+    assert ray_local.get([s.pid.remote() for s in run.sinks.values()]) == pids
+    monkeypatch.undo()
+    run.run()
+    report = run.reports[stream.stream_id]
+    assert report.status == "done" and report.restarts == 0, report.error
+    check_exactly_once(tmp_path / "db", clip, stream.stream_id)
+
+
 def _job_tree(pid: int) -> list[psutil.Process]:
     try:
         root = psutil.Process(pid)

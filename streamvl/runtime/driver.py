@@ -177,6 +177,7 @@ class IndexRun:
         self._next_sinks: dict[str, object] | None = None  # fresh sinks starting up (sink_recycle_s)
         self._next_ready: list = []
         self.sink_recycles = 0
+        self.sink_recycle_failures = 0
         self.info = ray.get(self.encoder.describe.remote())
         self.sampling = config.sampling.model_copy(update={"size": int(self.info["meta"]["streamvl.image_size"])})
         self._pending_checkpoints: dict[str, Checkpoint] = {}
@@ -256,6 +257,8 @@ class IndexRun:
             self._next_ready = [s.pid.remote() for s in self._next_sinks.values()]
         if len(ray.wait(self._next_ready, num_returns=len(self._next_ready), timeout=0)[0]) < len(self._next_ready):
             return False
+        if not self._next_started():
+            return False
         if self.commits or self._records:
             self._wait_some([r for c in self.commits for r in c.refs] + list(self._records))
             return True
@@ -266,6 +269,21 @@ class IndexRun:
         self.sink_recycles += 1
         log.info("sinks replaced by fresh processes (%d so far)", self.sink_recycles)
         return False
+
+    def _next_started(self) -> bool:
+        """Whether every new sink answered; if one failed to start, drop the new set, keep the old
+        sinks (they still work) and try again after another runtime.sink_recycle_s."""
+        try:
+            ray.get(self._next_ready)
+            return True
+        except ray.exceptions.RayError as exc:
+            log.warning("new sink processes failed to start (%s); keeping the current ones", _message(exc))
+            for actor in self._next_sinks.values():
+                ray.kill(actor, no_restart=True)
+            self._next_sinks, self._next_ready = None, []
+            self._sinks_since = time.monotonic()
+            self.sink_recycle_failures += 1
+            return False
 
     def report(self, seconds: float) -> IndexReport:
         return IndexReport(list(self.reports.values()), str(self.info["model"]), self.info["warning"], seconds,
