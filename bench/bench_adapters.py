@@ -45,7 +45,7 @@ def train_config(adapter: str, split: str, args: argparse.Namespace) -> TrainCon
     if split == "few_shot":
         steps = max(steps // 2, 1)
     return TrainConfig(steps=steps, batch_size=args.batch_frames if frames_based else args.batch, lr=args.lr,
-                       frames=args.frames, log_every=args.log_every, backwards=args.backwards)
+                       frames=args.frames, log_every=args.log_every, backwards=args.backwards, seed=args.seed)
 
 
 def indexing_speed(model, plugins, adapter: str, options: dict, frames: np.ndarray) -> float:
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--backwards", type=float, default=TrainConfig.backwards, help="share of views played backwards")
     p.add_argument("--option", action="append", default=[], metavar="ADAPTER.KEY=VALUE", help="adapter option")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="shapes split seed (open-set class halves, clips), adapter init "
+                   "and training sampling")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--cache", default=str(DEFAULT_ROOT))
     p.add_argument("--out", default="bench/adapters")

@@ -29,7 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
@@ -272,14 +272,21 @@ def print_memory(title: str, samples_by_process: dict[str, list[tuple[float, flo
 
 
 def kind_totals(samples_by_process: dict[str, list[tuple[float, float]]], kind: str) -> dict[str, list[tuple[float, float]]]:
-    """One series summing every process of `kind` sampled at the same moment (follows the sinks
-    across runtime.sink_recycle_s replacements; a moment when old and new overlap counts both)."""
+    """One series summing every process of `kind` sampled at the same moment: it follows the sinks
+    across runtime.sink_recycle_s replacements. Only moments with the usual number of such
+    processes are kept; while a new set starts next to the old one both exist for a few seconds,
+    and those moments would show the overlap rather than what the sinks hold."""
     total: dict[float, float] = defaultdict(float)
+    count: Counter[float] = Counter()
     for name, samples in samples_by_process.items():
         if name.startswith(f"{kind}:"):
             for t, m in samples:
                 total[t] += m
-    return {f"all {kind}": sorted(total.items())} if total else {}
+                count[t] += 1
+    if not total:
+        return {}
+    usual = Counter(count.values()).most_common(1)[0][0]
+    return {f"all {kind} ({usual} at a time)": sorted((t, m) for t, m in total.items() if count[t] == usual)}
 
 
 def main() -> None:

@@ -84,11 +84,16 @@ class TableSink:
     """
 
     def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None, *,
-                 cache_bytes: int | None = SINK_CACHE_BYTES, clock: Callable[[], float] = time.monotonic) -> None:
+                 cache_bytes: int | None = SINK_CACHE_BYTES, clock: Callable[[], float] = time.monotonic,
+                 upkeep_first: bool = False) -> None:
+        """upkeep_first: also run upkeep after the first write. A sink that takes over a table (a
+        replaced or restarted sink process) does not know how many writes its predecessor left
+        uncompacted; without it they add to its own and the fragment count can nearly double."""
         self.store, self.table = Store(db, cache_bytes=cache_bytes), table
         self.upkeep = upkeep or StoreConfig()
         self._clock = clock
         self._writes, self._last_upkeep = 0, clock()
+        self._upkeep_due = upkeep_first
         self.upkeeps = 0
         self.last_upkeep: dict[str, Any] = {}
 
@@ -113,12 +118,12 @@ class TableSink:
     def _after_write(self, rows: int) -> None:
         if rows:
             self._writes += 1
-        due = self._clock() - self._last_upkeep >= self.upkeep.optimize_every_s
+        due = self._upkeep_due or self._clock() - self._last_upkeep >= self.upkeep.optimize_every_s
         if due or self._writes >= self.upkeep.optimize_every_writes:
             self._upkeep()
 
     def _upkeep(self) -> dict[str, Any]:
-        self._writes, self._last_upkeep = 0, self._clock()
+        self._writes, self._last_upkeep, self._upkeep_due = 0, self._clock(), False
         tables = [self.table, STREAM_EVENTS] if self.table == STREAMS else [self.table]  # events share this sink
         cfg = self.upkeep
         results = [self.store.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,

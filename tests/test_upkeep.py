@@ -229,6 +229,26 @@ def test_sink_upkeep_is_due_by_writes_or_by_time(tmp_path):
     assert sink.upkeeps == 1 and sink.last_upkeep["rows"] == 11
 
 
+def test_a_sink_taking_over_a_table_compacts_what_its_predecessor_left(tmp_path):
+    """A replaced or restarted sink process (upkeep_first, as the runtime's sinks run) compacts at its
+    first write; a plain one would add its own 50 writes to the 40 fragments left behind."""
+    upkeep = StoreConfig(optimize_every_writes=50, optimize_every_s=3600.0, keep_versions_s=3600)
+    db, rng = str(tmp_path / "db"), np.random.default_rng(4)
+    old = TableSink(db, CLIPS, upkeep)
+    for i in range(40):
+        old.write(clips("cam", np.array([float(i)]), rng))
+    assert old.upkeeps == 0 and old.store.fragments(CLIPS) == 40
+    plain = TableSink(db, CLIPS, upkeep)
+    plain.write(clips("cam", np.array([40.0]), rng))
+    assert plain.upkeeps == 0
+    fresh = TableSink(db, CLIPS, upkeep, upkeep_first=True)
+    fresh.write(clips("cam", np.array([41.0]), rng))
+    assert fresh.upkeeps == 1 and fresh.last_upkeep["fragments"] <= 2 and fresh.last_upkeep["rows"] == 42
+    for i in range(42, 60):  # then the usual cadence: no upkeep before the 50th write
+        fresh.write(clips("cam", np.array([float(i)]), rng))
+    assert fresh.upkeeps == 1
+
+
 def test_sink_process_env_puts_arrow_on_the_system_allocator():
     """pyarrow's default mimalloc pool keeps freed pages resident; the sinks' env must switch it off."""
     env = {k: v for k, v in os.environ.items() if k not in SINK_PROCESS_ENV} | SINK_PROCESS_ENV

@@ -128,7 +128,7 @@ class SinkActor:
     def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None):
         from streamvl.sink import TableSink
 
-        self.sink = TableSink(db, table, upkeep)
+        self.sink = TableSink(db, table, upkeep, upkeep_first=True)  # it may take over from a dead or replaced sink
 
     def pid(self) -> int:
         import os
