@@ -26,6 +26,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import math
 import time
 from typing import Any, Callable, Sequence
 
@@ -92,8 +93,7 @@ class TableSink:
         self.store, self.table = Store(db, cache_bytes=cache_bytes), table
         self.upkeep = upkeep or StoreConfig()
         self._clock = clock
-        self._writes, self._last_upkeep = 0, clock()
-        self._upkeep_due = upkeep_first
+        self._writes, self._last_upkeep = 0, -math.inf if upkeep_first else clock()
         self.upkeeps = 0
         self.last_upkeep: dict[str, Any] = {}
 
@@ -118,12 +118,12 @@ class TableSink:
     def _after_write(self, rows: int) -> None:
         if rows:
             self._writes += 1
-        due = self._upkeep_due or self._clock() - self._last_upkeep >= self.upkeep.optimize_every_s
+        due = self._clock() - self._last_upkeep >= self.upkeep.optimize_every_s
         if due or self._writes >= self.upkeep.optimize_every_writes:
             self._upkeep()
 
     def _upkeep(self) -> dict[str, Any]:
-        self._writes, self._last_upkeep, self._upkeep_due = 0, self._clock(), False
+        self._writes, self._last_upkeep = 0, self._clock()
         tables = [self.table, STREAM_EVENTS] if self.table == STREAMS else [self.table]  # events share this sink
         cfg = self.upkeep
         results = [self.store.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,

@@ -145,6 +145,12 @@ def _message(exc: BaseException) -> str:
     return str(cause).splitlines()[0] if str(cause) else type(cause).__name__
 
 
+def _kill_all(actors: dict[str, object]) -> None:
+    """Kill these actors for good (no Ray restart)."""
+    for actor in actors.values():
+        ray.kill(actor, no_restart=True)
+
+
 def is_system_error(exc: BaseException) -> bool:
     """True when a process died underneath (replay from the checkpoint), not our code raising."""
     return isinstance(exc, SYSTEM_ERRORS) or isinstance(_cause(exc), SYSTEM_ERRORS)
@@ -263,8 +269,7 @@ class IndexRun:
             self._wait_some([r for c in self.commits for r in c.refs] + list(self._records))
             return True
         old, self.sinks, self._next_sinks = self.sinks, self._next_sinks, None
-        for actor in old.values():
-            ray.kill(actor, no_restart=True)
+        _kill_all(old)
         self._sinks_since = time.monotonic()
         self.sink_recycles += 1
         log.info("sinks replaced by fresh processes (%d so far)", self.sink_recycles)
@@ -278,8 +283,7 @@ class IndexRun:
             return True
         except ray.exceptions.RayError as exc:
             log.warning("new sink processes failed to start (%s); keeping the current ones", _message(exc))
-            for actor in self._next_sinks.values():
-                ray.kill(actor, no_restart=True)
+            _kill_all(self._next_sinks)
             self._next_sinks, self._next_ready = None, []
             self._sinks_since = time.monotonic()
             self.sink_recycle_failures += 1
