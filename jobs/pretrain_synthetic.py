@@ -3,7 +3,9 @@
 Also a Ray job (a plain script; it does not use Ray itself):
     ray job submit --working-dir . -- python jobs/pretrain_synthetic.py --out /abs/path/out
 (give an absolute --out: a job runs in a copy of the working dir). The defaults are the recipe of
-the shipped model (streamvl-tiny@shapes-v1); its JSON records the recipe under training.recipe.
+the shipped default model streamvl-shapes@v1; streamvl-shapes@v2 continues it:
+    --init streamvl-shapes@v1 --motion-p 0.25 --steps 800 --lr 1e-4 --warmup 50 --data-seed 1 --name v2
+Each JSON records its recipe under training.recipe.
 Writes OUT/<arch>-<name>.safetensors + .json (compact format, see streamvl/weights.py) and
 OUT/train_log.jsonl. To ship: copy both files into streamvl/assets/.
 """
@@ -27,6 +29,11 @@ def parse(argv: list[str]) -> tuple[PretrainConfig, Path, bool]:
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps of the --steps schedule")
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--grey-p", type=float, default=defaults.grey_p, help="share of greyscale stills with colourless captions")
+    p.add_argument("--motion-p", type=float, default=defaults.motion_p,
+                   help="share of each batch that is exposures of one action with its caption (v2: 0.25)")
+    p.add_argument("--init", default=None, help="continue from this compact model spec (v2: streamvl-shapes@v1)")
+    p.add_argument("--data-seed", type=int, default=None, help="seed of the batches, if not --seed (when continuing)")
+    p.add_argument("--warmup", type=int, default=defaults.warmup, help="warm-up steps")
     p.add_argument("--domain", choices=["pretrain", "train"], default=defaults.domain,
                    help="pretrain: every shape-colour combo; train: also withhold the held-out combos (strict variant)")
     p.add_argument("--arch", default=defaults.arch, help="open_clip architecture (a streamvl model config)")
@@ -36,7 +43,8 @@ def parse(argv: list[str]) -> tuple[PretrainConfig, Path, bool]:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--checkpoints", action="store_true", help="also export the model at every evaluation (OUT/checkpoints)")
     a = p.parse_args(argv)
-    config = PretrainConfig(arch=a.arch, domain=a.domain, seed=a.seed, grey_p=a.grey_p, steps=a.steps, batch=a.batch,
+    config = PretrainConfig(arch=a.arch, domain=a.domain, seed=a.seed, grey_p=a.grey_p, motion_p=a.motion_p, init=a.init, data_seed=a.data_seed,
+                            warmup=a.warmup, steps=a.steps, batch=a.batch,
                             minutes=a.minutes, stop_after=a.stop_after, lr=a.lr, eval_every=a.eval_every,
                             storage_dtype=a.dtype, name=a.name)
     return config, Path(a.out), a.checkpoints

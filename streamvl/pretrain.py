@@ -1,4 +1,4 @@
-"""Contrastive pretraining of a tiny open_clip model on shapes-world stills (static captions only).
+"""Contrastive pretraining of a tiny open_clip model on shapes-world stills.
 
 Everything follows from PretrainConfig: the init (torch seed + the seeded token embedding of
 streamvl.weights), the data (batch `step` is drawn from numpy seed [seed, step]) and the
@@ -8,6 +8,11 @@ model's input size; captions are `static_caption` or its terser variant `short_s
 colour, size, position and background, never a motion or order word. Half of each batch is
 pairs of stills that differ in one object's shape only (hard negatives: without them colour and
 position are enough to tell captions apart and shape is never learned). The model is open_clip's own CLIP module trained with open_clip.ClipLoss.
+
+With `motion_p` (v2), that share of each batch is instead *exposures* (clips.exposure: one
+action as one still whose fading traces show where the object came from, as motion blur does in
+a photograph) captioned with the action ("a red star moves left"); order-pair actions come with
+their time reverse. Web-scale CLIP learns action words from such stills; v1 never sees one.
 
 The token embedding gets no weight decay, so AdamW leaves every row that never received a
 gradient bit-identical to its seeded init; `export` checks that and stores only changed rows.
@@ -28,11 +33,18 @@ from typing import Any, Callable
 import numpy as np
 
 from streamvl.synthetic import (
+    ACTIONS,
     DOMAINS,
     SHAPES,
+    ClipSpec,
     Domain,
     SceneState,
+    clip_captions,
+    exposure,
     render_frame,
+    reverse_action,
+    reverse_clip,
+    sample_clip,
     sample_still_scene,
     short_static_caption,
     static_caption,
@@ -40,6 +52,17 @@ from streamvl.synthetic import (
 
 ABOUT = ("streamvl-tiny contrastively pretrained from scratch on procedurally generated shapes-world stills "
          "with static captions (shape, colour, size, position, background). Not a general-purpose model.")
+
+
+def about(config: "PretrainConfig") -> str:
+    """The model card line of a recipe's export: what the model was trained from and on."""
+    if not config.motion_p and config.init is None:
+        return ABOUT
+    start = f"streamvl-tiny continued from {config.init}" if config.init else "streamvl-tiny pretrained from scratch"
+    motion = (" and on exposures of one action each (fading traces of the motion) with the action's caption"
+              if config.motion_p else "")
+    return (f"{start}, contrastively, on procedurally generated shapes-world stills with static captions (shape, "
+            f"colour, size, position, background){motion}. Not a general-purpose model.")
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,9 @@ class PretrainConfig:
     shape_pairs: float = 0.5  # fraction of a batch made of (scene, same scene with one shape changed) pairs
     partial_p: float = 0.3  # in short captions of unpaired stills: chance an object is named by shape or colour only
     grey_p: float = 0.0  # chance a still (or a shape-swap pair) is shown in greyscale with a colourless caption
+    motion_p: float = 0.0  # share of a batch that is exposures of one action (clips.exposure) with its caption
+    init: str | None = None  # a compact model spec to continue from (its token init seed must be `seed`)
+    data_seed: int | None = None  # seed of the batches when it differs from `seed` (e.g. when continuing)
     bf16: bool = True
     threads: int = 2
     eval_every: int = 250
@@ -150,13 +176,41 @@ def _scenes(config: PretrainConfig, rng: np.random.Generator) -> list[tuple[Scen
     return out
 
 
+def _motion(config: PretrainConfig, rng: np.random.Generator, n: int) -> list[tuple[ClipSpec, str]]:
+    """n (one-action clip, caption) items; an order-pair action comes with its time reverse.
+
+    A clip and its reverse differ only in the direction of their traces, and their captions only
+    in the action words ("moves left" / "moves right"), so the pair asks for exactly those words.
+    """
+    out: list[tuple[ClipSpec, str]] = []
+    domain = DOMAINS[config.domain]
+    while len(out) < n:
+        action = ACTIONS[int(rng.integers(len(ACTIONS)))]
+        spec = sample_clip(int(rng.integers(2**31)), action, domain=domain)
+        k = int(rng.integers(4))
+        out.append((spec, _phrasing(spec, k)))
+        if reverse_action(action) != action and len(out) < n:
+            back = reverse_clip(spec)
+            out.append((back, _phrasing(back, k)))
+    return out
+
+
+def _phrasing(spec: ClipSpec, k: int) -> str:
+    captions = clip_captions(spec)
+    return captions[k % len(captions)]
+
+
 def sample_batch(config: PretrainConfig, step: int, size: int) -> tuple[np.ndarray, list[str]]:
-    """Batch `step`: uint8 [B, size, size, 3] stills of config.domain and one static caption each."""
-    rng = np.random.default_rng([config.seed, step])
-    scenes = _scenes(config, rng)
+    """Batch `step`: uint8 [B, size, size, 3] stills of config.domain and one caption each: static
+    captions, then (config.motion_p) exposures of one action with that action's caption."""
+    rng = np.random.default_rng([config.seed if config.data_seed is None else config.data_seed, step])
+    n_motion = round(config.batch * config.motion_p)
+    scenes = _scenes(replace(config, batch=config.batch - n_motion), rng)
+    motion = _motion(config, rng, n_motion)
     images = [render_frame(scene, size, size) for scene, _, _ in scenes]
-    images = np.stack([greyscale(im) if grey else im for im, (_, _, grey) in zip(images, scenes)])
-    return images, [caption for _, caption, _ in scenes]
+    images = [greyscale(im) if grey else im for im, (_, _, grey) in zip(images, scenes)]
+    images += [exposure(spec, size, size) for spec, _ in motion]
+    return np.stack(images), [caption for _, caption, _ in scenes] + [caption for _, caption in motion]
 
 
 # -- model and optimiser ------------------------------------------------------------------------
@@ -176,6 +230,24 @@ def build_model(arch: str, seed: int) -> Any:
     with torch.no_grad():
         token.copy_(seeded_token_embedding(seed, *token.shape))
     return model
+
+
+def initial_model(config: PretrainConfig) -> tuple[Any, set[int]]:
+    """The module training starts from, and the token rows it has already moved away from the seeded init.
+
+    From scratch: build_model. With `config.init`: that model's weights, trainable again; the rows
+    its own training changed count as seen, so the export check still holds every other row to
+    the seeded init of `config.seed`.
+    """
+    if config.init is None:
+        return build_model(config.arch, config.seed), set()
+    from streamvl.models import load_model
+    from streamvl.weights import TOKEN_KEY, changed_rows
+
+    model = build_model(config.arch, config.seed)
+    model.load_state_dict(load_model.__wrapped__(config.init).model.state_dict())
+    moved = set(changed_rows(model.get_parameter(TOKEN_KEY).detach(), config.seed).tolist())
+    return model, moved
 
 
 _NO_DECAY = ("token_embedding", "positional_embedding", "class_embedding", "logit_scale")
@@ -223,13 +295,13 @@ def train(config: PretrainConfig, log: Callable[[dict[str, Any]], None] = lambda
     from streamvl.models import preprocess_frames
 
     torch.set_num_threads(config.threads)
-    model = build_model(config.arch, config.seed).train()
+    model, seen = initial_model(config)
+    model.train()
     pp = open_clip.get_model_preprocess_cfg(model)
     size = int(model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size)
     tokenizer = open_clip.get_tokenizer(config.arch)
     optim = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
     loss_fn = open_clip.ClipLoss()
-    seen: set[int] = set()
     history: list[dict[str, Any]] = []
     losses: list[float] = []
     start, eval_seconds, done = time.monotonic(), 0.0, 0
@@ -309,7 +381,7 @@ def export(result: PretrainResult, config: PretrainConfig, out_dir: str | Path, 
         "name": config.name,
         "arch": config.arch,
         "spec": f"{config.arch}@{config.name}",
-        "about": ABOUT,
+        "about": about(config),
         "model_cfg": open_clip.get_model_config(config.arch),
         "training": {
             "recipe": asdict(config),

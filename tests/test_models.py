@@ -104,10 +104,19 @@ def test_default_is_the_shipped_pretrained_model():
     assert not any(p.requires_grad for p in model.model.parameters())
 
 
-def test_shipped_asset_is_small_and_not_pickled():
-    files = [ASSET_DIR / f"{SHIPPED_STEM}.safetensors", ASSET_DIR / f"{SHIPPED_STEM}.json"]
-    assert sum(f.stat().st_size for f in files) < 8_000_000
+def test_shipped_assets_are_small_and_not_pickled():
+    stems = list(SHIPPED.values())
+    files = [ASSET_DIR / f"{stem}{suffix}" for stem in stems for suffix in (".safetensors", ".json")]
+    assert all(sum(f.stat().st_size for f in files if f.stem == stem) < 8_000_000 for stem in stems)
     assert sorted(p.name for p in ASSET_DIR.iterdir() if not p.name.startswith(".")) == sorted(f.name for f in files)
+
+
+def test_motion_model_v2_loads_and_says_what_it_saw():
+    model = load_model("streamvl-shapes@v2")
+    record = json.loads((ASSET_DIR / f"{SHIPPED['streamvl-shapes@v2']}.json").read_text())
+    assert model.weights_sha256 == record["sha256"][:16] and record["training"]["recipe"]["motion_p"] > 0
+    assert "exposures" in model.meta()["streamvl.weights_about"]
+    assert model.weights_sha256 != load_model("streamvl-shapes@v1").weights_sha256
 
 
 @pytest.fixture

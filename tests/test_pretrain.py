@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from streamvl import models, weights
-from streamvl.pretrain import PretrainConfig, build_model, check_token_rows, export, lr_at, param_groups, sample_batch, train
-from streamvl.synthetic import COLOURS, HELD_OUT_COMBOS, MOTION_WORDS
+from streamvl.pretrain import ABOUT, PretrainConfig, about, _motion, build_model, initial_model, check_token_rows, export, lr_at, param_groups, sample_batch, train
+from streamvl.synthetic import COLOURS, HELD_OUT_COMBOS, MOTION_WORDS, reverse_action, reverse_clip
 from streamvl.synthetic.world import BACKGROUND_WORDS, HELD_OUT_BACKGROUND
 
 SMALL = PretrainConfig(steps=2, batch=8, eval_every=1000, eval_per_action=1, warmup=1)
@@ -46,6 +48,22 @@ def test_greyscale_stills_are_grey_and_name_no_colour():
     assert all(not _words(c) & set(COLOURS) for c in captions), captions
     colour_images, _ = sample_batch(PretrainConfig(batch=32), 0, 64)
     assert not np.array_equal(colour_images[..., 0], colour_images[..., 1])
+
+
+def test_motion_share_is_action_captioned_exposures_with_their_reverses():
+    cfg = PretrainConfig(batch=32, motion_p=0.5)
+    images, captions = sample_batch(cfg, 2, 64)
+    assert images.shape == (32, 64, 64, 3) and np.array_equal(images, sample_batch(cfg, 2, 64)[0])
+    assert all(not _words(c) & MOTION_WORDS for c in captions[:16]), captions[:16]
+    assert all(_words(c) & MOTION_WORDS for c in captions[16:]), captions[16:]
+    items = _motion(cfg, np.random.default_rng(0), 40)
+    pairs = 0
+    for (spec, caption), (nxt, nxt_caption) in zip(items, items[1:]):
+        action = spec.events[0].action
+        if reverse_action(action) != action and nxt == reverse_clip(spec):
+            pairs += 1
+            assert nxt.events[0].action == reverse_action(action) and caption != nxt_caption
+    assert pairs >= 10
 
 
 def test_param_groups_keep_the_token_embedding_free_of_decay():
@@ -86,3 +104,29 @@ def test_short_run_moves_only_seen_token_rows_and_exports_loadably(tmp_path, mon
     expected = weights.state_digest(as_stored)
     assert weights.state_digest(loaded.model.state_dict()) == expected
     assert not loaded.random_weights and loaded.meta()["streamvl.weights"] == "shipped"
+
+
+def test_a_motion_recipe_says_so_in_its_export(tmp_path):
+    cfg = replace(SMALL, steps=1, motion_p=0.25, name="motion-smoke")
+    _, json_path = export(train(cfg), cfg, tmp_path)
+    record = json.loads(json_path.read_text())
+    assert "exposures" in record["about"] and "from scratch" in record["about"]
+    assert record["training"]["recipe"]["motion_p"] == 0.25 and about(SMALL) == ABOUT
+    assert "continued from streamvl-shapes@v1" in about(replace(cfg, init="streamvl-shapes@v1"))
+
+
+def test_a_continued_run_starts_from_its_init_and_exports_with_inherited_token_rows(tmp_path, monkeypatch):
+    first = train(SMALL)
+    weights_path, _ = export(first, SMALL, tmp_path)
+    monkeypatch.setattr(models, "ASSET_DIR", tmp_path)
+    monkeypatch.setitem(models.SHIPPED, f"{ARCH}@first", weights_path.stem)
+    monkeypatch.setitem(models.SHIPPED_ABOUT, weights_path.stem, "test")
+    cfg = replace(SMALL, steps=1, init=f"{ARCH}@first", data_seed=5, name="second", lr=0.0)
+    start, moved = initial_model(cfg)
+    stored = models.load_model.__wrapped__(f"{ARCH}@first").model.state_dict()
+    assert weights.state_digest(start.state_dict()) == weights.state_digest(stored)
+    assert moved == set(weights.changed_rows(start.token_embedding.weight.detach(), SMALL.seed).tolist()) and moved
+    second = train(cfg)  # lr 0: nothing moves, so every inherited row must be accounted for by `moved`
+    assert moved <= second.token_ids_seen
+    export(second, cfg, tmp_path / "second")
+    assert sample_batch(cfg, 0, 64)[1] == sample_batch(replace(SMALL, seed=5), 0, 64)[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import re
 
 import av
@@ -22,6 +23,7 @@ from streamvl.synthetic import (
     Timeline,
     clip_captions,
     clip_states,
+    exposure,
     iter_frames,
     make_split,
     open_set_classes,
@@ -288,3 +290,25 @@ def test_write_clip_writes_metadata_and_rejects_odd_sizes(tmp_path):
     assert path.exists() and meta["label"] == "grow" and meta["captions"] and meta["n_frames"] == SMALL.n_frames
     with pytest.raises(ConfigError):
         write_video(tmp_path / "odd.mp4", [np.zeros((31, 32, 3), np.uint8)], 8.0)
+
+
+def _x_centroid(image: np.ndarray, background: np.ndarray) -> float:
+    """x centre of mass of where an image differs from its background."""
+    mass = np.abs(image.astype(np.float32) - background.astype(np.float32)).sum(axis=(0, 2))
+    return float((mass * np.arange(len(mass))).sum() / mass.sum())
+
+
+@pytest.mark.parametrize("action", ["move_left", "move_right"])
+def test_exposure_trails_behind_the_motion_and_shows_order_only_by_recency(action):
+    spec = sample_clip(3, action, render=RenderConfig(width=64, height=64), n_distractors=0)
+    back = reverse_clip(spec)
+    empty = replace(spec, objects=(), events=())
+    bg = render_clip(replace(empty, n_frames=1))[0]
+    end = Timeline(spec).scene_at(max(e.end for e in spec.events))
+    from streamvl.synthetic import render_frame
+
+    behind = _x_centroid(exposure(spec, 64, 64), bg) - _x_centroid(render_frame(end, 64, 64), bg)
+    assert (behind > 1.0) if action == "move_left" else (behind < -1.0)  # the trace lies where it came from
+    assert np.abs(exposure(spec, 64, 64).astype(int) - exposure(back, 64, 64)).mean() > 1.0
+    flat = np.abs(exposure(spec, 64, 64, decay=1.0).astype(int) - exposure(back, 64, 64, decay=1.0))
+    assert flat.max() <= 1  # an unweighted exposure is the same set of moments: order is invisible

@@ -143,6 +143,24 @@ def iter_frames(spec: ClipSpec, start: float = 0.0, stop: float | None = None, s
         yield float(t), render_frame(tl.scene_at(float(t)), spec.width, spec.height, background=bg, supersample=supersample)
 
 
+def exposure(spec: ClipSpec, width: int, height: int, frames: int = 6, decay: float = 0.6) -> np.ndarray:
+    """A clip's first event as one still, like a long exposure that favours its end: uint8 [H, W, 3].
+
+    The mean of `frames` renders spread over the event, frame k weighted decay ** (age in frames),
+    so the end state dominates and earlier moments show as fainter traces: a left move leaves a
+    trail on the right, a shrinking shape a faint rim, a colour change a tint of the old colour.
+    This is how a still photograph of a moving thing carries its motion (blur, streaks); a
+    single video frame carries none of it.
+    """
+    ev = min(spec.events, key=lambda e: e.start)
+    tl = Timeline(spec)
+    bg = render_background(spec.background, width, height)
+    taus = np.linspace(ev.start, ev.end, frames)
+    stack = np.stack([render_frame(tl.scene_at(float(t)), width, height, background=bg) for t in taus]).astype(np.float32)
+    w = decay ** np.arange(frames - 1, -1, -1, dtype=np.float32)
+    return np.clip(np.tensordot(w / w.sum(), stack, axes=1) + 0.5, 0, 255).astype(np.uint8)
+
+
 def render_clip(spec: ClipSpec, supersample: int = 2) -> np.ndarray:
     """All frames, uint8 [N, H, W, 3]."""
     return np.stack([f for _, f in iter_frames(spec, supersample=supersample)])
