@@ -28,6 +28,7 @@ from streamvl.synthetic import (
     make_split,
     open_set_classes,
     render_clip,
+    render_frame,
     reverse_clip,
     sample_clip,
     sample_composition,
@@ -305,8 +306,6 @@ def test_exposure_trails_behind_the_motion_and_shows_order_only_by_recency(actio
     empty = replace(spec, objects=(), events=())
     bg = render_clip(replace(empty, n_frames=1))[0]
     end = Timeline(spec).scene_at(max(e.end for e in spec.events))
-    from streamvl.synthetic import render_frame
-
     behind = _x_centroid(exposure(spec, 64, 64), bg) - _x_centroid(render_frame(end, 64, 64), bg)
     assert (behind > 1.0) if action == "move_left" else (behind < -1.0)  # the trace lies where it came from
     assert np.abs(exposure(spec, 64, 64).astype(int) - exposure(back, 64, 64)).mean() > 1.0
