@@ -330,7 +330,8 @@ def _shipped_meta(spec: ModelSpec) -> dict[str, str]:
     """Table metadata naming a packaged model (empty for other kinds)."""
     if spec.kind != "shipped":
         return {}
-    return {"streamvl.weights_name": spec.value, "streamvl.weights_about": SHIPPED_ABOUT[spec.value]}
+    about = SHIPPED_ABOUT.get(spec.value, "tiny open_clip model shipped with streamvl (its JSON says how it was trained)")
+    return {"streamvl.weights_name": spec.value, "streamvl.weights_about": about}
 
 
 @functools.lru_cache(maxsize=4)

@@ -120,7 +120,6 @@ def test_a_continued_run_starts_from_its_init_and_exports_with_inherited_token_r
     weights_path, _ = export(first, SMALL, tmp_path)
     monkeypatch.setattr(models, "ASSET_DIR", tmp_path)
     monkeypatch.setitem(models.SHIPPED, f"{ARCH}@first", weights_path.stem)
-    monkeypatch.setitem(models.SHIPPED_ABOUT, weights_path.stem, "test")
     cfg = replace(SMALL, steps=1, init=f"{ARCH}@first", data_seed=5, name="second", lr=0.0)
     start, moved = initial_model(cfg)
     stored = models.load_model.__wrapped__(f"{ARCH}@first").model.state_dict()
