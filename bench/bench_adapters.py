@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                             "train_steps": config.steps, "batch": config.batch_size,
                             "backbone_unchanged": report.backbone_unchanged, "eval_seconds": time.perf_counter() - t0})
             log(f"== {name} {split}: {headline(metrics, split)} ({report.seconds:.0f}s training)")
+            if metrics.get("confusions"):
+                log("   most confused (true -> predicted x clips): "
+                    + ", ".join(f"{t} -> {q} x{n}" for t, q, n in metrics["confusions"]))
             (out / "results.json").write_text(json.dumps({"model": model.name, "shapes": asdict(shapes), "results": results}, indent=1))
 
     from streamvl.synthetic import render_clip, sample_stream

@@ -73,6 +73,8 @@ def recognition(adapter: Any, model: "LoadedModel", task: TaskData, data: ClipDa
         "chance_top1": 1.0 / len(classes),
         "classes": len(classes),
         "clips": len(labels),
+        "per_class_top1": metrics.per_class_accuracy(scores, target, classes),
+        "confusions": [list(c) for c in metrics.confusions(scores, target, classes)],
     }
     pair, n = order_pair_accuracy(scores, labels, classes)
     if n:

@@ -45,6 +45,26 @@ def accuracy(scores: np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
     return topk_accuracy(scores, labels, 1)
 
 
+def per_class_accuracy(scores: np.ndarray, labels: Sequence[int] | np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """Top-1 accuracy of each class that has rows (ties to the lower index, as in topk_accuracy)."""
+    hit = _target_ranks(scores, np.asarray(labels)) == 1
+    labels = np.asarray(labels)
+    return {c: float(np.mean(hit[labels == j])) for j, c in enumerate(classes) if np.any(labels == j)}
+
+
+def confusions(scores: np.ndarray, labels: Sequence[int] | np.ndarray, classes: Sequence[str],
+               top: int = 5) -> list[tuple[str, str, int]]:
+    """The `top` most frequent (true class, predicted class, count) mistakes, most frequent first."""
+    labels = np.asarray(labels)
+    pred = np.argmax(np.asarray(scores, np.float64), axis=1)  # the first maximum: ties to the lower index
+    pairs: dict[tuple[int, int], int] = defaultdict(int)
+    for t, q in zip(labels.tolist(), pred.tolist()):
+        if t != q:
+            pairs[(t, q)] += 1
+    ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return [(classes[t], classes[q], n) for (t, q), n in ranked]
+
+
 def retrieval_ranks(similarity: np.ndarray, gt: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
     """1-based rank of the right item per query; similarity [Q, V], gt [Q] (default: the diagonal)."""
     similarity = np.asarray(similarity)

@@ -8,7 +8,9 @@ import pytest
 from streamvl.metrics import (
     accuracy,
     average_precision,
+    confusions,
     detection_map,
+    per_class_accuracy,
     per_class_ap,
     retrieval_metrics,
     retrieval_ranks,
@@ -33,6 +35,23 @@ def test_topk_perfect_random_and_ties():
     assert topk_accuracy(rng.random((5000, 10)), labels, 5) == pytest.approx(0.5, abs=0.03)
     # constant scores: ties go to the lowest index, so only class 0 counts as right
     assert accuracy(np.zeros((4, 4)), [0, 1, 2, 3]) == 0.25
+
+
+def test_per_class_accuracy_and_confusions_hand_case():
+    classes = ["cw", "ccw", "grow"]
+    scores = np.array([[0.9, 0.1, 0.0],   # cw  -> cw
+                       [0.2, 0.8, 0.0],   # cw  -> ccw
+                       [0.1, 0.7, 0.2],   # cw  -> ccw
+                       [0.6, 0.4, 0.0],   # ccw -> cw
+                       [0.5, 0.5, 0.0],   # ccw -> cw (a tie goes to the lower index)
+                       [0.0, 0.3, 0.3]])  # grow -> ccw (tie)
+    labels = [0, 0, 0, 1, 1, 2]
+    acc = per_class_accuracy(scores, labels, classes)
+    assert acc == pytest.approx({"cw": 1 / 3, "ccw": 0.0, "grow": 0.0})
+    assert accuracy(scores, labels) == pytest.approx(1 / 6)  # the same tie rule as top-1
+    assert confusions(scores, labels, classes) == [("cw", "ccw", 2), ("ccw", "cw", 2), ("grow", "ccw", 1)]
+    assert confusions(scores, labels, classes, top=1) == [("cw", "ccw", 2)]
+    assert per_class_accuracy(scores[:3], labels[:3], classes) == {"cw": pytest.approx(1 / 3)}  # absent classes left out
 
 
 def test_retrieval_hand_case_and_explicit_index():

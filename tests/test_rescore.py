@@ -121,6 +121,9 @@ def test_train_then_evaluate_commands(tmp_path):
     assert out.exit_code == 0, out.output
     metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
     assert {"top1", "top5", "order_pair_top1"} <= set(metrics) and metrics["clips"] == 13
+    per_class = metrics["per_class_top1"]  # one test clip per class: the classes' mean is top-1
+    assert len(per_class) == 13 and sum(per_class.values()) / 13 == pytest.approx(metrics["top1"])
+    assert sum(n for _, _, n in metrics["confusions"]) <= round(13 * (1 - metrics["top1"]))
     out = CliRunner().invoke(main, ["evaluate", "--adapter", "meanpool", "--data", "shapes:retrieval", *common])
     assert out.exit_code == 0, out.output
     assert {"R@1", "R@5", "R@10", "MedR"} <= set(json.loads(out.stdout)["metrics"])
