@@ -15,6 +15,12 @@ Two measurements (the README's model card quotes `python jobs/evaluate_zeroshot.
 - order: for each ORDER_PAIRS pair (A, B), clips of A and of B, each scored against two prompts
   naming its own object ("a video of a red star moving left" / "... moving right"). A frame
   average cannot see order, so this should sit near chance (0.5): the gap video adapters close.
+- actions: which of the 13 actions is a one-object held-out clip doing? Each clip is scored
+  against the 13 prompts ORDER_TEMPLATE naming its own object, read two ways: the frame mean,
+  and an *exposure* of the clip (`recency_blend` of EXPOSURE_FRAMES evenly spread frames, weight
+  EXPOSURE_DECAY ** age: the still a model pretrained on action exposures reads motion from,
+  made without knowing when in the clip the action happens). Nothing is trained: this is what
+  the frozen towers alone know of actions.
 
 Frames are rendered by the generator directly at the model's input size (no video encoding and
 no resize), 16 frames at 8 fps per clip; frame embeddings go through the meanpool adapter
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from itertools import product
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -41,6 +47,7 @@ from streamvl.synthetic import (
     RenderConfig,
     action_phrase,
     item_seed,
+    recency_blend,
     render_clip,
     sample_clip,
 )
@@ -55,6 +62,7 @@ STATIC_TEMPLATES: tuple[str, ...] = ("a {colour} {shape}", "a picture of a {colo
 ORDER_TEMPLATE = "a video of a {colour} {shape} {phrase}"
 COMBOS: tuple[tuple[str, str], ...] = tuple(product(SHAPES, COLOURS))  # index = shape * len(COLOURS) + colour
 _CLIPS_PER_CALL = 32  # clips rendered and encoded together
+EXPOSURE_FRAMES, EXPOSURE_DECAY = 6, 0.6  # as the exposures of streamvl-shapes@v2's pretraining
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class EvalConfig:
     seed: int = 0
     per_action: int = 50  # static: clips per action (12 actions)
     per_order_action: int = 50  # order: clips per action of each pair (10 actions)
+    per_action_class: int = 20  # actions: clips per action (13 actions)
     n_frames: int = 16
     fps: float = 8.0
 
@@ -100,15 +109,20 @@ def meanpool_adapter(model: "LoadedModel") -> Any:
     return Plugins(build_plugin_manager([plugin], entry_points=False)).adapter("meanpool").factory(model, {})
 
 
+def _rendered(model: "LoadedModel", specs: Sequence[ClipSpec]) -> Iterator[tuple[np.ndarray, "torch.Tensor"]]:
+    """Chunks of clips: frames uint8 [B, T, H, W, 3] and their image embeddings [B, T, D]."""
+    for lo in range(0, len(specs), _CLIPS_PER_CALL):
+        frames = np.stack([render_clip(s) for s in specs[lo : lo + _CLIPS_PER_CALL]])
+        b, t = frames.shape[:2]
+        yield frames, model.encode_images(frames.reshape(b * t, *frames.shape[2:])).reshape(b, t, -1)
+
+
 def video_embeddings(model: "LoadedModel", adapter: Any, specs: Sequence[ClipSpec]) -> "torch.Tensor":
     """[N, D] clip embeddings: every frame through the image tower, then the adapter's pooling."""
     import torch
 
     out = []
-    for lo in range(0, len(specs), _CLIPS_PER_CALL):
-        frames = np.stack([render_clip(s) for s in specs[lo : lo + _CLIPS_PER_CALL]])  # [B, T, H, W, 3]
-        b, t = frames.shape[:2]
-        feats = model.encode_images(frames.reshape(b * t, *frames.shape[2:])).reshape(b, t, -1)
+    for _, feats in _rendered(model, specs):
         with torch.inference_mode():
             out.append(adapter.encode_video(feats).float())
     return torch.cat(out)
@@ -182,6 +196,45 @@ def evaluate_order(model: "LoadedModel", config: EvalConfig = EvalConfig(), adap
     return {"n_clips": total, "top1": hits / total, "chance": 0.5, "by_pair": per_pair, "template": ORDER_TEMPLATE}
 
 
+def clip_exposure(frames: np.ndarray, n: int = EXPOSURE_FRAMES, decay: float = EXPOSURE_DECAY) -> np.ndarray:
+    """One still of a clip's frames [T, H, W, 3]: the recency blend of n evenly spread frames."""
+    idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
+    return recency_blend(frames[idx], decay)
+
+
+def action_embeddings(model: "LoadedModel", adapter: Any, specs: Sequence[ClipSpec]) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """[N, D] frame-mean embeddings and [N, D] exposure embeddings of the same clips."""
+    import torch
+    import torch.nn.functional as F
+
+    means, stills = [], []
+    for frames, feats in _rendered(model, specs):
+        with torch.inference_mode():
+            means.append(adapter.encode_video(feats).float())
+        stills.append(F.normalize(model.encode_images(np.stack([clip_exposure(f) for f in frames])).float(), dim=-1))
+    return torch.cat(means), torch.cat(stills)
+
+
+def evaluate_actions(model: "LoadedModel", config: EvalConfig = EvalConfig(), adapter: Any = None) -> dict[str, Any]:
+    """13-way action top-1 from the frame mean and from the clip's exposure (see module doc)."""
+    adapter = adapter if adapter is not None else meanpool_adapter(model)
+    specs = heldout_clips(ACTIONS, config.per_action_class, model.image_size, config)
+    phrases = ["changing colour" if a == "change_colour" else action_phrase(a) for a in ACTIONS]  # no colour-free phrase
+    prompts = [ORDER_TEMPLATE.format(colour=actor(s).colour, shape=actor(s).shape, phrase=p) for s in specs for p in phrases]
+    text = adapter.encode_text(prompts).float().reshape(len(specs), len(ACTIONS), -1)
+    labels = np.array([ACTIONS.index(s.events[0].action) for s in specs])
+    out: dict[str, Any] = {"n_clips": len(specs), "chance": 1 / len(ACTIONS), "template": ORDER_TEMPLATE,
+                           "exposure": f"{EXPOSURE_FRAMES} evenly spread frames, weight {EXPOSURE_DECAY} ** age"}
+    by_action: dict[str, dict[str, float]] = {a: {} for a in ACTIONS}
+    for name, video in zip(("frame_mean", "exposure"), action_embeddings(model, adapter, specs)):
+        scores = (video[:, None, :] * text).sum(-1).double().numpy()
+        out[f"{name}_top1"] = accuracy(scores, labels)
+        for j, a in enumerate(ACTIONS):
+            by_action[a][name] = accuracy(scores[labels == j], labels[labels == j])
+    out["by_action"] = by_action
+    return out
+
+
 def evaluate(model: "LoadedModel", config: EvalConfig = EvalConfig()) -> dict[str, Any]:
     """Both measurements plus what was measured, JSON-ready."""
     adapter = meanpool_adapter(model)
@@ -196,4 +249,5 @@ def evaluate(model: "LoadedModel", config: EvalConfig = EvalConfig()) -> dict[st
         "config": asdict(config),
         "static": evaluate_static(model, config, adapter),
         "order": evaluate_order(model, config, adapter),
+        "actions": evaluate_actions(model, config, adapter),
     }

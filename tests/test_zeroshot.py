@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from streamvl.models import load_model
-from streamvl.synthetic import HELD_OUT_COMBOS, ORDER_PAIRS
-from streamvl.zeroshot import STATIC_ACTIONS, EvalConfig, actor, evaluate_order, evaluate_static, heldout_clips
+import numpy as np
+import pytest
+
+from streamvl.synthetic import ACTIONS, HELD_OUT_COMBOS, ORDER_PAIRS
+from streamvl.zeroshot import (
+    STATIC_ACTIONS,
+    EvalConfig,
+    actor,
+    clip_exposure,
+    evaluate_actions,
+    evaluate_order,
+    evaluate_static,
+    heldout_clips,
+)
 
 
 def test_heldout_clips_are_test_domain_one_object_odd_seeds():
@@ -34,3 +46,24 @@ def test_shipped_model_meets_the_static_bar_on_heldout_clips():
 def test_random_model_is_near_chance():
     result = evaluate_static(load_model("streamvl-tiny@random:0"), EvalConfig(per_action=2))
     assert result["combined_top1"] < 0.2
+
+
+def test_clip_exposure_favours_the_last_of_evenly_spread_frames():
+    frames = np.zeros((16, 4, 4, 3), np.uint8)
+    frames[15] = 200  # only the last frame is bright
+    still = clip_exposure(frames, n=6, decay=0.6)
+    weights = 0.6 ** np.arange(5, -1, -1)
+    assert still.shape == (4, 4, 3) and still[0, 0, 0] == round(200 * weights[-1] / weights.sum())
+    frames[:] = 90
+    assert (clip_exposure(frames) == 90).all()  # a still scene stays itself
+    frames[0] = 0
+    assert (clip_exposure(frames, decay=1.0) == 75).all()  # unweighted: 5 of 6 sampled frames at 90
+
+
+def test_action_eval_reads_every_action_two_ways():
+    result = evaluate_actions(load_model("streamvl-tiny@random:0"), EvalConfig(per_action_class=1))
+    assert result["n_clips"] == len(ACTIONS) and result["chance"] == pytest.approx(1 / 13)
+    assert set(result["by_action"]) == set(ACTIONS)
+    for name in ("frame_mean", "exposure"):
+        per_action = [result["by_action"][a][name] for a in ACTIONS]
+        assert result[f"{name}_top1"] == pytest.approx(np.mean(per_action))  # one clip per action

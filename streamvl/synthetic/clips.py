@@ -156,9 +156,18 @@ def exposure(spec: ClipSpec, width: int, height: int, frames: int = 6, decay: fl
     tl = Timeline(spec)
     bg = render_background(spec.background, width, height)
     taus = np.linspace(ev.start, ev.end, frames)
-    stack = np.stack([render_frame(tl.scene_at(float(t)), width, height, background=bg) for t in taus]).astype(np.float32)
-    w = decay ** np.arange(frames - 1, -1, -1, dtype=np.float32)
-    return np.clip(np.tensordot(w / w.sum(), stack, axes=1) + 0.5, 0, 255).astype(np.uint8)
+    return recency_blend(np.stack([render_frame(tl.scene_at(float(t)), width, height, background=bg) for t in taus]), decay)
+
+
+def recency_blend(frames: np.ndarray, decay: float = 0.6) -> np.ndarray:
+    """Frames [K, H, W, 3] (oldest first) averaged with weight decay ** (age in frames): uint8 [H, W, 3].
+
+    The blend `exposure` makes of an event; applied to any clip's frames it gives the still a
+    model pretrained on exposures reads motion from.
+    """
+    k = len(frames)
+    w = decay ** np.arange(k - 1, -1, -1, dtype=np.float32)
+    return np.clip(np.tensordot(w / w.sum(), frames.astype(np.float32), axes=1) + 0.5, 0, 255).astype(np.uint8)
 
 
 def render_clip(spec: ClipSpec, supersample: int = 2) -> np.ndarray:
