@@ -47,8 +47,8 @@ def accuracy(scores: np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
 
 def per_class_accuracy(scores: np.ndarray, labels: Sequence[int] | np.ndarray, classes: Sequence[str]) -> dict[str, float]:
     """Top-1 accuracy of each class that has rows (ties to the lower index, as in topk_accuracy)."""
-    hit = _target_ranks(scores, np.asarray(labels)) == 1
     labels = np.asarray(labels)
+    hit = _target_ranks(scores, labels) == 1
     return {c: float(np.mean(hit[labels == j])) for j, c in enumerate(classes) if np.any(labels == j)}
 
 

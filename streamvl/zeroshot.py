@@ -1,6 +1,6 @@
 """Zero-shot evaluation of a frozen model on held-out shapes-world clips, through the meanpool adapter.
 
-Two measurements (the README's model card quotes `python jobs/evaluate_zeroshot.py`):
+Three measurements (the README's model card quotes `python jobs/evaluate_zeroshot.py`):
 
 - static: which (shape, colour) is the one object of a held-out clip? Clips come from the TEST
   domain (the shape/colour combos held out of the video splits' training sides, half of them on
@@ -236,7 +236,7 @@ def evaluate_actions(model: "LoadedModel", config: EvalConfig = EvalConfig(), ad
 
 
 def evaluate(model: "LoadedModel", config: EvalConfig = EvalConfig()) -> dict[str, Any]:
-    """Both measurements plus what was measured, JSON-ready."""
+    """The three measurements plus what was measured, JSON-ready."""
     adapter = meanpool_adapter(model)
     return {
         "model": model.spec.text,
