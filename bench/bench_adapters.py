@@ -6,7 +6,11 @@ test side (other seeds, held-out shape-colour pairs, a held-out background famil
 markdown table (metrics, trainable parameters, training time, indexing speed) and the bars of
 issue #4, and writes everything to --out/results.json.
 
-    python bench/bench_adapters.py [--adapters prompt,alpro,litevl,xclip] [--splits ...] [--quick]
+    python bench/bench_adapters.py [--adapters prompt,alpro,litevl,xclip] [--splits ...] [--seeds 0,1,2] [--quick]
+
+With --seeds, every split and adapter runs once per seed (other clips, other open-set class
+halves, other initialisation and sampling); the table shows the mean over seeds and each
+seed's value of the first metric, and the bars are checked on the mean.
 
 Indexing speed: clips/s of the EncodeStage (frame embedding + the adapter) on rendered frames,
 window 8 / stride 4, and its ratio to meanpool in the same process.
@@ -39,13 +43,13 @@ HEADLINE = {"closed_set": ["top1", "order_pair_top1"], "few_shot": ["top1"], "op
 FRAME_ADAPTERS = {"litevl", "xclip"}
 
 
-def train_config(adapter: str, split: str, args: argparse.Namespace) -> TrainConfig:
+def train_config(adapter: str, split: str, args: argparse.Namespace, seed: int) -> TrainConfig:
     frames_based = adapter in FRAME_ADAPTERS
     steps = args.steps_frames if frames_based else args.steps
     if split == "few_shot":
         steps = max(steps // 2, 1)
     return TrainConfig(steps=steps, batch_size=args.batch_frames if frames_based else args.batch, lr=args.lr,
-                       frames=args.frames, log_every=args.log_every, backwards=args.backwards, seed=args.seed)
+                       frames=args.frames, log_every=args.log_every, backwards=args.backwards, seed=seed)
 
 
 def indexing_speed(model, plugins, adapter: str, options: dict, frames: np.ndarray) -> float:
@@ -95,7 +99,7 @@ def bars(results: list[dict]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="default")
     p.add_argument("--adapters", default="prompt,alpro,litevl,xclip")
@@ -110,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--option", action="append", default=[], metavar="ADAPTER.KEY=VALUE", help="adapter option")
     p.add_argument("--seed", type=int, default=0, help="shapes split seed (open-set class halves, clips), adapter init "
                    "and training sampling")
+    p.add_argument("--seeds", default="", help="comma-separated seeds, e.g. 0,1,2: every split and adapter once per "
+                   "seed; the table shows the mean and each seed's value (overrides --seed)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--cache", default=str(DEFAULT_ROOT))
     p.add_argument("--out", default="bench/adapters")
@@ -118,86 +124,147 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-per-class", type=int, default=ShapesOptions.test_per_class, help="test clips per class")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of the whole table")
     args = p.parse_args(argv)
-
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    shapes = ShapesOptions(seed=args.seed, train_per_class=args.train_per_class, test_per_class=args.test_per_class)
+    args.seed_list = [int(x) for x in args.seeds.split(",") if x.strip()] or [args.seed]
     if args.quick:
-        shapes = ShapesOptions(seed=args.seed, train_per_class=2, test_per_class=1, streams=(1, 1), stream_seconds=30.0)
         args.steps, args.steps_frames, args.batch, args.batch_frames = 5, 2, 8, 4
+    return args
+
+
+def shapes_options(args: argparse.Namespace, seed: int) -> ShapesOptions:
+    if args.quick:
+        return ShapesOptions(seed=seed, train_per_class=2, test_per_class=1, streams=(1, 1), stream_seconds=30.0)
+    return ShapesOptions(seed=seed, train_per_class=args.train_per_class, test_per_class=args.test_per_class)
+
+
+def adapter_options(items: list[str]) -> dict[str, dict]:
+    """ADAPTER.KEY=VALUE strings -> {adapter: {key: value}} (values parsed as JSON where they can be)."""
     options: dict[str, dict] = {}
-    for item in args.option:
+    for item in items:
         key, _, value = item.partition("=")
         name, _, opt = key.partition(".")
         try:
             options.setdefault(name, {})[opt] = json.loads(value)
         except json.JSONDecodeError:
             options.setdefault(name, {})[opt] = value
+    return options
+
+
+def run_split(ctx: dict, split: str, seed: int) -> list[dict]:
+    """The frame-mean baseline and every adapter trained and evaluated on one split of one seed."""
+    import torch
+
+    args, model, store, plugins, log = ctx["args"], ctx["model"], ctx["store"], ctx["plugins"], print
+    task = load_task(SPLITS[split], image_size=model.image_size, shapes=shapes_options(args, seed))
+    test_feats = prepare(model, task.test, store, needs_frames=False, log=log)
+    rows = []
+    if split != "localisation":
+        t0 = time.perf_counter()
+        metrics = evaluate(plugins.adapter("meanpool").factory(model, {}), model, task, test_feats, args.frames)
+        rows.append({"adapter": "meanpool", "split": split, "seed": seed, "metrics": metrics, "trainable": 0,
+                     "train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0})
+        log(f"== meanpool (zero-shot) {split}: {headline(metrics, split)}")
+    for name in ctx["adapters"]:
+        spec = plugins.adapter(name)
+        if split == "localisation" and name != "prompt":
+            continue  # only prompt has a class-agnostic proposal head (Ju et al.'s localisation)
+        torch.manual_seed(seed)
+        adapter = spec.factory(model, dict(ctx["options"].get(name, {})))
+        config = train_config(name, split, args, seed)
+        train_data = prepare(model, task.train, store, spec.needs_frames, log)
+        log(f"== training {name} on {task.name}: {config}")
+        report = train(adapter, task, train_data, config, log)
+        suffix = f"-s{seed}" if len(args.seed_list) > 1 else ""
+        ckpt = adapter.save(ctx["out"] / f"{name}-{split}{suffix}.safetensors",
+                            {"data": task.name, "kind": task.kind, "classes": list(task.train_classes),
+                             "class_texts": dict(task.class_texts), "train": report.summary()})
+        test = test_feats if not spec.needs_frames else prepare(model, task.test, store, True, log)
+        t0 = time.perf_counter()
+        metrics = evaluate(adapter, model, task, test, args.frames)
+        rows.append({"adapter": name, "split": split, "seed": seed, "metrics": metrics, "checkpoint": str(ckpt),
+                     "trainable": report.parameters["trainable"], "train_seconds": report.seconds,
+                     "train_steps": config.steps, "batch": config.batch_size,
+                     "backbone_unchanged": report.backbone_unchanged, "eval_seconds": time.perf_counter() - t0})
+        log(f"== {name} {split} seed {seed}: {headline(metrics, split)} ({report.seconds:.0f}s training)")
+        if metrics.get("confusions"):
+            log("   most confused (true -> predicted x clips): "
+                + ", ".join(f"{t} -> {q} x{n}" for t, q, n in metrics["confusions"]))
+    return rows
+
+
+def aggregate(results: list[dict]) -> list[dict]:
+    """One row per (adapter, split): numeric metrics averaged over its seeds, each seed's metrics kept.
+
+    A metric some seeds lack (order pairs on an open-set half holding one side of a pair) is
+    averaged over the seeds that have it.
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["adapter"], r["split"]), []).append(r)
+    rows = []
+    for (adapter, split), rs in groups.items():
+        numeric = dict.fromkeys(k for r in rs for k, v in r["metrics"].items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool))
+        rows.append({**rs[0], "metrics": {k: float(np.mean([r["metrics"][k] for r in rs if k in r["metrics"]]))
+                                          for k in numeric},
+                     "seeds": [r["seed"] for r in rs], "per_seed": [r["metrics"] for r in rs],
+                     "train_seconds": float(np.mean([r["train_seconds"] for r in rs]))})
+    return rows
+
+
+def row_metrics(row: dict) -> str:
+    """The split's headline metrics (the mean over seeds), then each seed's first headline metric."""
+    text = headline(row["metrics"], row["split"])
+    if len(row["seeds"]) > 1:
+        key = next(k for k in HEADLINE[row["split"]] if k in row["metrics"])
+        each = " / ".join(f"{m[key]:.3f}" for m in row["per_seed"])
+        text += f" (mean of seeds {', '.join(map(str, row['seeds']))}; {key} {each})"
+    return text
+
+
+def print_table(model_name: str, seeds: list[int], rows: list[dict], speed: dict[str, float]) -> None:
+    print(f"\n## Results ({model_name}; shapes seeds {', '.join(map(str, seeds))}; held-out test splits)\n")
+    print("| adapter | split | metrics (test) | trainable params | train steps x batch | train time (s) | index clips/s (x meanpool) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        a = r["adapter"]
+        steps = f"{r.get('train_steps', 0)} x {r.get('batch', 0)}" if a != "meanpool" else "zero-shot"
+        print(f"| {a} | {r['split']} | {row_metrics(r)} | {r['trainable']:,} | {steps} | "
+              f"{r['train_seconds']:.0f} | {speed[a]:.1f} (x{speed[a] / speed['meanpool']:.2f}) |")
+    print("\n## Bars (on the mean over seeds)\n")
+    for line in bars(rows):
+        print(f"- {line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model)
     if model.warning():
         print(f"WARNING: {model.warning()}")
-    plugins = Plugins()
-    store = FeatureStore(args.cache, model)
-    adapters = [a for a in args.adapters.split(",") if a]
-    results = []
-    log = print
-    for split in [s for s in args.splits.split(",") if s]:
-        task = load_task(SPLITS[split], image_size=model.image_size, shapes=shapes)
-        test_feats = prepare(model, task.test, store, needs_frames=False, log=log)
-        base = plugins.adapter("meanpool").factory(model, {})
-        t0 = time.perf_counter()
-        if split != "localisation":
-            metrics = evaluate(base, model, task, test_feats, args.frames)
-            results.append({"adapter": "meanpool", "split": split, "metrics": metrics, "trainable": 0,
-                            "train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0})
-            log(f"== meanpool (zero-shot) {split}: {headline(metrics, split)}")
-        for name in adapters:
-            spec = plugins.adapter(name)
-            if split == "localisation" and name != "prompt":
-                continue  # only prompt has a class-agnostic proposal head (Ju et al.'s localisation)
-            torch.manual_seed(args.seed)
-            adapter = spec.factory(model, dict(options.get(name, {})))
-            config = train_config(name, split, args)
-            train_data = prepare(model, task.train, store, spec.needs_frames, log)
-            log(f"== training {name} on {task.name}: {config}")
-            report = train(adapter, task, train_data, config, log)
-            ckpt = adapter.save(out / f"{name}-{split}.safetensors",
-                                {"data": task.name, "kind": task.kind, "classes": list(task.train_classes),
-                                 "class_texts": dict(task.class_texts), "train": report.summary()})
-            test = test_feats if not spec.needs_frames else prepare(model, task.test, store, True, log)
-            t0 = time.perf_counter()
-            metrics = evaluate(adapter, model, task, test, args.frames)
-            results.append({"adapter": name, "split": split, "metrics": metrics, "checkpoint": str(ckpt),
-                            "trainable": report.parameters["trainable"], "train_seconds": report.seconds,
-                            "train_steps": config.steps, "batch": config.batch_size,
-                            "backbone_unchanged": report.backbone_unchanged, "eval_seconds": time.perf_counter() - t0})
-            log(f"== {name} {split}: {headline(metrics, split)} ({report.seconds:.0f}s training)")
-            if metrics.get("confusions"):
-                log("   most confused (true -> predicted x clips): "
-                    + ", ".join(f"{t} -> {q} x{n}" for t, q, n in metrics["confusions"]))
-            (out / "results.json").write_text(json.dumps({"model": model.name, "shapes": asdict(shapes), "results": results}, indent=1))
+    ctx = {"args": args, "model": model, "store": FeatureStore(args.cache, model), "plugins": Plugins(), "out": out,
+           "adapters": [a for a in args.adapters.split(",") if a], "options": adapter_options(args.option)}
+    results: list[dict] = []
+    meta = {"model": model.name, "shapes": [asdict(shapes_options(args, s)) for s in args.seed_list]}
+    for seed in args.seed_list:
+        for split in [s for s in args.splits.split(",") if s]:
+            results += run_split(ctx, split, seed)
+            (out / "results.json").write_text(json.dumps({**meta, "results": results}, indent=1))
 
     from streamvl.synthetic import render_clip, sample_stream
 
     frames = render_clip(sample_stream(1, 32.0, width=model.image_size, height=model.image_size, fps=8.0))[:256]
-    speed = {n: indexing_speed(model, plugins, n, options.get(n, {}), frames) for n in ["meanpool", *adapters]}
-    print(f"\n## Results ({model.name}; shapes seed {args.seed}; held-out test splits)\n")
-    print("| adapter | split | metrics (test) | trainable params | train steps x batch | train time (s) | index clips/s (x meanpool) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        a = r["adapter"]
-        steps = f"{r.get('train_steps', 0)} x {r.get('batch', 0)}" if a != "meanpool" else "zero-shot"
-        print(f"| {a} | {r['split']} | {headline(r['metrics'], r['split'])} | {r['trainable']:,} | {steps} | "
-              f"{r['train_seconds']:.0f} | {speed[a]:.1f} (x{speed[a] / speed['meanpool']:.2f}) |")
-    print("\n## Bars\n")
-    for line in bars(results):
-        print(f"- {line}")
-    (out / "results.json").write_text(json.dumps({"model": model.name, "shapes": asdict(shapes), "results": results,
-                                                  "index_clips_per_s": speed, "bars": bars(results)}, indent=1))
+    speed = {n: indexing_speed(model, ctx["plugins"], n, ctx["options"].get(n, {}), frames)
+             for n in ["meanpool", *ctx["adapters"]]}
+    rows = aggregate(results)
+    print_table(model.name, args.seed_list, rows, speed)
+    (out / "results.json").write_text(json.dumps({**meta, "results": results, "table": rows,
+                                                  "index_clips_per_s": speed, "bars": bars(rows)}, indent=1))
     return 0
 
 
