@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from streamvl.metrics import accuracy
+from streamvl.metrics import accuracy, per_class_accuracy
 from streamvl.synthetic import (
     ACTIONS,
     COLOURS,
@@ -229,8 +229,8 @@ def evaluate_actions(model: "LoadedModel", config: EvalConfig = EvalConfig(), ad
     for name, video in zip(("frame_mean", "exposure"), action_embeddings(model, adapter, specs)):
         scores = (video[:, None, :] * text).sum(-1).double().numpy()
         out[f"{name}_top1"] = accuracy(scores, labels)
-        for j, a in enumerate(ACTIONS):
-            by_action[a][name] = accuracy(scores[labels == j], labels[labels == j])
+        for a, acc in per_class_accuracy(scores, labels, ACTIONS).items():
+            by_action[a][name] = acc
     out["by_action"] = by_action
     return out
 
