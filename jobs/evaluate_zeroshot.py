@@ -4,7 +4,8 @@
 
 Static: shape / colour / shape+colour top-1 on one-object held-out clips (TEST domain, odd
 seeds). Order: top-1 between the two actions of each ORDER_PAIRS pair (chance 0.5). Actions:
-13-way top-1 from the frame mean and from an exposure of the clip (chance 0.077). See
+13-way top-1 from the frame mean and from an exposure of the clip (chance 0.077). Pose: 4-way
+pose of single frames (upright / tilted left / tilted right / inverted) and left-vs-right. See
 streamvl/zeroshot.py for exactly what is rendered and which prompts are used. Also runs as a
 Ray job (`ray job submit --working-dir . -- python jobs/evaluate_zeroshot.py`).
 """
@@ -24,7 +25,7 @@ def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="jobs/evaluate_zeroshot.py", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default", help="model spec (default: the shipped model)")
     p.add_argument("--seed", type=int, default=0, help="split seed of the held-out items")
-    p.add_argument("--per-action", type=int, default=50, help="static clips per action (12 actions)")
+    p.add_argument("--per-action", type=int, default=50, help="static clips per action (12 actions); pose clips per action (7 actions)")
     p.add_argument("--per-order-action", type=int, default=50, help="order clips per action (10 actions)")
     p.add_argument("--per-action-class", type=int, default=20, help="action clips per action (13 actions)")
     p.add_argument("--threads", type=int, default=2)

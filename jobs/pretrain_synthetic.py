@@ -5,6 +5,9 @@ Also a Ray job (a plain script; it does not use Ray itself):
 (give an absolute --out: a job runs in a copy of the working dir). The defaults are the recipe of
 the shipped default model streamvl-shapes@v1; streamvl-shapes@v2 continues it:
     --init streamvl-shapes@v1 --motion-p 0.25 --steps 800 --lr 1e-4 --warmup 50 --data-seed 1 --name v2
+and streamvl-shapes@v3 continues v2 with pose captions:
+    --init streamvl-shapes@v2 --motion-p 0.25 --shape-pairs 0.35 --pose-pairs 0.45 --pose-p 0.5
+    --steps 2000 --lr 3e-4 --warmup 50 --data-seed 2 --name v3
 Each JSON records its recipe under training.recipe.
 Writes OUT/<arch>-<name>.safetensors + .json (compact format, see streamvl/weights.py) and
 OUT/train_log.jsonl. To ship: copy both files into streamvl/assets/.
@@ -31,6 +34,12 @@ def parse(argv: list[str]) -> tuple[PretrainConfig, Path, bool]:
     p.add_argument("--grey-p", type=float, default=defaults.grey_p, help="share of greyscale stills with colourless captions")
     p.add_argument("--motion-p", type=float, default=defaults.motion_p,
                    help="share of each batch that is exposures of one action with its caption (v2: 0.25)")
+    p.add_argument("--shape-pairs", type=float, default=defaults.shape_pairs,
+                   help="fraction of the stills that are pairs differing only in one object's shape")
+    p.add_argument("--pose-pairs", type=float, default=defaults.pose_pairs,
+                   help="fraction of the stills that are pairs differing only in one object's pose (v3: 0.45)")
+    p.add_argument("--pose-p", type=float, default=defaults.pose_p,
+                   help="chance that another still's caption names an object's pose (v3: 0.5)")
     p.add_argument("--init", default=None, help="continue from this compact model spec (v2: streamvl-shapes@v1)")
     p.add_argument("--data-seed", type=int, default=None, help="seed of the batches, if not --seed (when continuing)")
     p.add_argument("--warmup", type=int, default=defaults.warmup, help="warm-up steps")
@@ -43,7 +52,8 @@ def parse(argv: list[str]) -> tuple[PretrainConfig, Path, bool]:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--checkpoints", action="store_true", help="also export the model at every evaluation (OUT/checkpoints)")
     a = p.parse_args(argv)
-    config = PretrainConfig(arch=a.arch, domain=a.domain, seed=a.seed, grey_p=a.grey_p, motion_p=a.motion_p, init=a.init, data_seed=a.data_seed,
+    config = PretrainConfig(arch=a.arch, domain=a.domain, seed=a.seed, grey_p=a.grey_p, motion_p=a.motion_p, shape_pairs=a.shape_pairs, pose_pairs=a.pose_pairs,
+                            pose_p=a.pose_p, init=a.init, data_seed=a.data_seed,
                             warmup=a.warmup, steps=a.steps, batch=a.batch,
                             minutes=a.minutes, stop_after=a.stop_after, lr=a.lr, eval_every=a.eval_every,
                             storage_dtype=a.dtype, name=a.name)

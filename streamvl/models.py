@@ -2,7 +2,7 @@
 
 Specs:
   ``default``          the shipped default model (see DEFAULT_SPEC and SHIPPED)
-  ``ARCH@NAME``        a model shipped in streamvl/assets (SHIPPED), ``streamvl-shapes@v1`` or ``@v2``:
+  ``ARCH@NAME``        a model shipped in streamvl/assets (SHIPPED), ``streamvl-shapes@v1``, ``@v2`` or ``@v3``:
                        compact safetensors + JSON, rebuilt exactly and checked against its sha256
   ``ARCH@TAG``         an open_clip pretrained tag, e.g. ``ViT-B-32@laion2b_s34b_b79k`` (downloads)
   ``ARCH@PATH``        a local ``.safetensors`` file (read without pickle; a compact file with its JSON
@@ -31,12 +31,16 @@ CONFIG_DIR = Path(__file__).parent / "model_configs"
 ASSET_DIR = Path(__file__).parent / "assets"
 RANDOM_SPEC = "streamvl-tiny@random:0"
 # Models that ship with the package: spec -> asset stem in ASSET_DIR (stem.safetensors + stem.json).
-SHIPPED: dict[str, str] = {"streamvl-shapes@v1": "streamvl-shapes-v1", "streamvl-shapes@v2": "streamvl-shapes-v2"}
+SHIPPED: dict[str, str] = {
+    "streamvl-shapes@v1": "streamvl-shapes-v1", "streamvl-shapes@v2": "streamvl-shapes-v2", "streamvl-shapes@v3": "streamvl-shapes-v3",
+}
 SHIPPED_ABOUT: dict[str, str] = {
     "streamvl-shapes-v1": "tiny open_clip pretrained on synthetic shapes-world stills (static captions); "
                           "not a general-purpose image-language model",
     "streamvl-shapes-v2": "tiny open_clip pretrained on synthetic shapes-world stills (static captions) and exposures "
                           "of one action each (action captions); not a general-purpose image-language model",
+    "streamvl-shapes-v3": "tiny open_clip pretrained on synthetic shapes-world stills (static captions, with poses) and "
+                          "exposures of one action each (action captions); not a general-purpose image-language model",
 }
 DEFAULT_SPEC = "streamvl-shapes@v1"
 RANDOM_WARNING = "RANDOM WEIGHTS: embeddings carry no meaning; search results are noise"

@@ -14,6 +14,12 @@ action as one still whose fading traces show where the object came from, as moti
 a photograph) captioned with the action ("a red star moves left"); order-pair actions come with
 their time reverse. Web-scale CLIP learns action words from such stills; v1 never sees one.
 
+With `pose_pairs` / `pose_p` (v3), still captions also name poses ("a red star tilted to the
+left": world.pose_name, the tilt from upright within the shape's symmetry period), and a share
+of the stills are pairs that differ only in one object's pose (tilt mirrored, or turned by half
+the symmetry period). Nothing else asks the image tower for orientation, and without it a
+frame-feature adapter has nothing to tell a clockwise turn from a counter-clockwise one by.
+
 The token embedding gets no weight decay, so AdamW leaves every row that never received a
 gradient bit-identical to its seeded init; `export` checks that and stores only changed rows.
 Matmuls run in bfloat16 autocast (CPU AMX) with math attention, the fastest combination on
@@ -35,6 +41,7 @@ import numpy as np
 from streamvl.synthetic import (
     ACTIONS,
     DOMAINS,
+    POSE_BOUNDS,
     SHAPES,
     ClipSpec,
     Domain,
@@ -48,6 +55,8 @@ from streamvl.synthetic import (
     sample_still_scene,
     short_static_caption,
     static_caption,
+    tilt,
+    with_tilt,
 )
 
 ABOUT = ("streamvl-tiny contrastively pretrained from scratch on procedurally generated shapes-world stills "
@@ -56,13 +65,15 @@ ABOUT = ("streamvl-tiny contrastively pretrained from scratch on procedurally ge
 
 def about(config: "PretrainConfig") -> str:
     """The model card line of a recipe's export: what the model was trained from and on."""
-    if not config.motion_p and config.init is None:
+    posed = bool(config.pose_pairs or config.pose_p)
+    if not config.motion_p and config.init is None and not posed:
         return ABOUT
     start = f"streamvl-tiny continued from {config.init}" if config.init else "streamvl-tiny pretrained from scratch"
     motion = (" and on exposures of one action each (fading traces of the motion) with the action's caption"
               if config.motion_p else "")
+    pose = ", background, pose" if posed else ", background"
     return (f"{start}, contrastively, on procedurally generated shapes-world stills with static captions (shape, "
-            f"colour, size, position, background){motion}. Not a general-purpose model.")
+            f"colour, size, position{pose}){motion}. Not a general-purpose model.")
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,8 @@ class PretrainConfig:
     partial_p: float = 0.3  # in short captions of unpaired stills: chance an object is named by shape or colour only
     grey_p: float = 0.0  # chance a still (or a shape-swap pair) is shown in greyscale with a colourless caption
     motion_p: float = 0.0  # share of a batch that is exposures of one action (clips.exposure) with its caption
+    pose_pairs: float = 0.0  # fraction of the stills that are (scene, same scene with one object's pose changed) pairs
+    pose_p: float = 0.0  # in captions of the other stills: chance an object's pose is named ("tilted to the left")
     init: str | None = None  # a compact model spec to continue from (its token init seed must be `seed`)
     data_seed: int | None = None  # seed of the batches when it differs from `seed` (e.g. when continuing)
     bf16: bool = True
@@ -130,10 +143,45 @@ def shape_variant(scene: SceneState, rng: np.random.Generator, domain: Domain) -
     return replace(scene, objects=tuple(objects))
 
 
-def _caption(scene: SceneState, rng: np.random.Generator, short: bool, partial: float = 0.0, grey: bool = False) -> str:
+def pose_variant(scene: SceneState, rng: np.random.Generator) -> tuple[SceneState, SceneState] | None:
+    """The scene twice, all else equal, with one non-circle object in two poses; None when every object is a circle.
+
+    Half of the pairs mirror a tilt (left <-> right); the other half turn the object by half its
+    symmetry period (upright <-> inverted, slightly left <-> tilted right). Mirroring alone teaches
+    the side, but the side flips both at upright and at inverted, so a turn's direction needs both.
+    """
+    turnable = [i for i, o in enumerate(scene.objects) if tilt(o) is not None and o.alpha >= 0.5]
+    if not turnable:
+        return None
+    i = turnable[int(rng.integers(len(turnable)))]
+    if rng.random() < 0.5:
+        t = float(rng.uniform(POSE_BOUNDS[0], POSE_BOUNDS[2])) * (1 if rng.random() < 0.5 else -1)
+        poses = (t, -t)
+    else:
+        t = float(rng.uniform(-1.0, 1.0))
+        poses = (t, t + 1.0 if t < 0 else t - 1.0)
+    pair = []
+    for side in poses:
+        objects = list(scene.objects)
+        objects[i] = with_tilt(objects[i], side)
+        pair.append(replace(scene, objects=tuple(objects)))
+    return pair[0], pair[1]
+
+
+def _caption(scene: SceneState, rng: np.random.Generator, short: bool, partial: float = 0.0, grey: bool = False,
+             pose_p: float = 0.0) -> str:
     if grey:
-        return short_static_caption(scene, rng, name_colours=False)
-    return short_static_caption(scene, rng, partial) if short else static_caption(scene, rng)
+        return short_static_caption(scene, rng, name_colours=False, pose_p=pose_p)
+    return short_static_caption(scene, rng, partial, pose_p=pose_p) if short else static_caption(scene, rng, pose_p)
+
+
+def _pair(first: SceneState, second: SceneState, rng: np.random.Generator, short: bool, grey: bool,
+          pose_p: float) -> list[tuple[SceneState, str, bool]]:
+    """Both scenes captioned with the same phrasing draws, so the captions differ only where the scenes do."""
+    state = rng.bit_generator.state
+    caption = _caption(first, rng, short, grey=grey, pose_p=pose_p)
+    rng.bit_generator.state = state
+    return [(first, caption, grey), (second, _caption(second, rng, short, grey=grey, pose_p=pose_p), grey)]
 
 
 def greyscale(image: np.ndarray) -> np.ndarray:
@@ -156,6 +204,8 @@ def _scenes(config: PretrainConfig, rng: np.random.Generator) -> list[tuple[Scen
     object by one attribute (config.partial_p), which helps unseen colour-shape pairs.
     A greyscale still (config.grey_p) gets a caption without colour words: shape must then be
     read from form alone, which is what carries over to colour-shape pairs never seen in training.
+    Pose pairs (config.pose_pairs, v3) differ only in one object's pose and name every pose, in
+    short captions of at most two objects so that every pose word fits the 32-token context.
     """
     out: list[tuple[SceneState, str, bool]] = []
     domain = DOMAINS[config.domain]
@@ -164,15 +214,16 @@ def _scenes(config: PretrainConfig, rng: np.random.Generator) -> list[tuple[Scen
         variant = shape_variant(scene, rng, domain)
         if variant is None:
             continue
-        short, grey = _style(config, rng)
-        state = rng.bit_generator.state
-        first = _caption(scene, rng, short, grey=grey)
-        rng.bit_generator.state = state
-        out += [(scene, first, grey), (variant, _caption(variant, rng, short, grey=grey), grey)]
+        out += _pair(scene, variant, rng, *_style(config, rng), config.pose_p)
+    end = len(out) + round(config.batch * config.pose_pairs)
+    while len(out) < end - 1:
+        pair = pose_variant(sample_still_scene(rng, domain, max_objects=2), rng)
+        if pair is not None:
+            out += _pair(*pair, rng, True, _style(config, rng)[1], pose_p=1.0)
     while len(out) < config.batch:
         scene = sample_still_scene(rng, domain)
         short, grey = _style(config, rng)
-        out.append((scene, _caption(scene, rng, short, config.partial_p, grey), grey))
+        out.append((scene, _caption(scene, rng, short, config.partial_p, grey, config.pose_p), grey))
     return out
 
 

@@ -1,6 +1,6 @@
 """Zero-shot evaluation of a frozen model on held-out shapes-world clips, through the meanpool adapter.
 
-Three measurements (the README's model card quotes `python jobs/evaluate_zeroshot.py`):
+Four measurements (the README's model card quotes `python jobs/evaluate_zeroshot.py`):
 
 - static: which (shape, colour) is the one object of a held-out clip? Clips come from the TEST
   domain (the shape/colour combos held out of the video splits' training sides, half of them on
@@ -21,6 +21,12 @@ Three measurements (the README's model card quotes `python jobs/evaluate_zerosho
   EXPOSURE_DECAY ** age: the still a model pretrained on action exposures reads motion from,
   made without knowing when in the clip the action happens). Nothing is trained: this is what
   the frozen towers alone know of actions.
+
+- pose: is the object in a single frame upright, tilted left, tilted right or inverted
+  (synthetic.pose_name)? First frames of held-out clips of actions that keep the angle
+  (POSE_ACTIONS, circles left out), prompts POSES naming the object; `side_top1` is left vs right
+  among the tilted ones. A video adapter can only tell a clockwise turn from a counter-clockwise
+  one if its frame features carry the pose.
 
 Frames are rendered by the generator directly at the model's input size (no video encoding and
 no resize), 16 frames at 8 fps per clip; frame embeddings go through the meanpool adapter
@@ -47,9 +53,11 @@ from streamvl.synthetic import (
     RenderConfig,
     action_phrase,
     item_seed,
+    pose_name,
     recency_blend,
     render_clip,
     sample_clip,
+    tilt,
 )
 
 if TYPE_CHECKING:
@@ -63,6 +71,15 @@ ORDER_TEMPLATE = "a video of a {colour} {shape} {phrase}"
 COMBOS: tuple[tuple[str, str], ...] = tuple(product(SHAPES, COLOURS))  # index = shape * len(COLOURS) + colour
 _CLIPS_PER_CALL = 32  # clips rendered and encoded together
 EXPOSURE_FRAMES, EXPOSURE_DECAY = 6, 0.6  # as the exposures of streamvl-shapes@v2's pretraining
+POSE_ACTIONS: tuple[str, ...] = ("move_left", "move_right", "move_up", "move_down", "grow", "shrink", "bounce")  # angle kept
+POSE_TEMPLATE = "a {colour} {shape} {pose}"
+# Pose classes, each with two phrasings (ensembled); see synthetic.pose_name.
+POSES: tuple[tuple[str, str], ...] = (
+    ("upright", "upright"),
+    ("tilted to the left", "tilted slightly to the left"),
+    ("tilted to the right", "tilted slightly to the right"),
+    ("inverted", "inverted"),
+)
 
 
 @dataclass(frozen=True)
@@ -235,8 +252,38 @@ def evaluate_actions(model: "LoadedModel", config: EvalConfig = EvalConfig(), ad
     return out
 
 
+def pose_class(obj: ObjectState) -> int:
+    """Index into POSES of the object's pose: upright, left, right (any amount of tilt) or inverted."""
+    name = pose_name(obj) or "upright"
+    return next(i for i, words in enumerate(POSES) if name in words)
+
+
+def evaluate_pose(model: "LoadedModel", config: EvalConfig = EvalConfig(), adapter: Any = None) -> dict[str, Any]:
+    """4-way pose top-1 on the first frame of held-out clips whose actor keeps its angle, and
+    left-vs-right top-1 on those tilted to a side (what telling rotation directions apart needs)."""
+    import torch
+
+    adapter = adapter if adapter is not None else meanpool_adapter(model)
+    specs = [s for s in heldout_clips(POSE_ACTIONS, config.per_action, model.image_size, config) if tilt(actor(s)) is not None]
+    stills = np.stack([render_clip(s)[0] for s in specs])
+    with torch.inference_mode():
+        video = adapter.encode_video(model.encode_images(stills)[:, None]).float()
+    prompts = [POSE_TEMPLATE.format(colour=actor(s).colour, shape=actor(s).shape, pose=p) for s in specs
+               for words in POSES for p in words]
+    text = prompt_embeddings(adapter, [prompts[i : i + 2] for i in range(0, len(prompts), 2)])
+    scores = (video[:, None, :] * text.reshape(len(specs), len(POSES), -1)).sum(-1).double().numpy()
+    labels = np.array([pose_class(actor(s)) for s in specs])
+    side = (labels == 1) | (labels == 2)
+    return {
+        "n_stills": len(specs), "top1": accuracy(scores, labels), "majority": float(np.bincount(labels).max() / len(labels)),
+        "by_pose": per_class_accuracy(scores, labels, [words[0] for words in POSES]),
+        "side_top1": accuracy(scores[side][:, 1:3], labels[side] - 1), "side_n": int(side.sum()), "side_chance": 0.5,
+        "template": POSE_TEMPLATE,
+    }
+
+
 def evaluate(model: "LoadedModel", config: EvalConfig = EvalConfig()) -> dict[str, Any]:
-    """The three measurements plus what was measured, JSON-ready."""
+    """The four measurements plus what was measured, JSON-ready."""
     adapter = meanpool_adapter(model)
     return {
         "model": model.spec.text,
@@ -250,4 +297,5 @@ def evaluate(model: "LoadedModel", config: EvalConfig = EvalConfig()) -> dict[st
         "static": evaluate_static(model, config, adapter),
         "order": evaluate_order(model, config, adapter),
         "actions": evaluate_actions(model, config, adapter),
+        "pose": evaluate_pose(model, config, adapter),
     }

@@ -119,6 +119,15 @@ def test_motion_model_v2_loads_and_says_what_it_saw():
     assert model.weights_sha256 != load_model("streamvl-shapes@v1").weights_sha256
 
 
+def test_pose_model_v3_loads_and_says_what_it_saw():
+    model = load_model("streamvl-shapes@v3")
+    record = json.loads((ASSET_DIR / f"{SHIPPED['streamvl-shapes@v3']}.json").read_text())
+    recipe = record["training"]["recipe"]
+    assert model.weights_sha256 == record["sha256"][:16] and recipe["init"] == "streamvl-shapes@v2"
+    assert recipe["pose_pairs"] > 0 and recipe["motion_p"] > 0 and record["training"]["complete"]
+    assert "pose" in model.meta()["streamvl.weights_about"] and "exposures" in model.meta()["streamvl.weights_about"]
+
+
 @pytest.fixture
 def asset_copy(tmp_path, monkeypatch):
     """The shipped files copied to tmp_path, which the loader then reads instead of the package."""

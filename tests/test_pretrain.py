@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from streamvl import models, weights
-from streamvl.pretrain import ABOUT, PretrainConfig, about, _motion, build_model, initial_model, check_token_rows, export, lr_at, param_groups, sample_batch, train
-from streamvl.synthetic import COLOURS, HELD_OUT_COMBOS, MOTION_WORDS, reverse_action, reverse_clip
+from streamvl.pretrain import ABOUT, PretrainConfig, about, _motion, build_model, pose_variant, initial_model, check_token_rows, export, lr_at, param_groups, sample_batch, train
+from streamvl.synthetic import COLOURS, HELD_OUT_COMBOS, MOTION_WORDS, pose_name, reverse_action, reverse_clip, sample_still_scene, tilt
 from streamvl.synthetic.world import BACKGROUND_WORDS, HELD_OUT_BACKGROUND
 
 SMALL = PretrainConfig(steps=2, batch=8, eval_every=1000, eval_per_action=1, warmup=1)
@@ -64,6 +64,30 @@ def test_motion_share_is_action_captioned_exposures_with_their_reverses():
             pairs += 1
             assert nxt.events[0].action == reverse_action(action) and caption != nxt_caption
     assert pairs >= 10
+
+
+_POSE = re.compile(r" (upright|inverted|tilted (slightly )?to the (left|right))")
+
+
+def test_pose_pairs_differ_in_one_pose_and_their_captions_in_its_words():
+    rng = np.random.default_rng(0)
+    pairs = [p for p in (pose_variant(sample_still_scene(rng), rng) for _ in range(60)) if p is not None]
+    assert len(pairs) >= 40
+    kinds = set()
+    for first, second in pairs:
+        changed = [(a, b) for a, b in zip(first.objects, second.objects) if a != b]
+        assert len(changed) == 1 and pose_name(changed[0][0]) != pose_name(changed[0][1])
+        a, b = tilt(changed[0][0]), tilt(changed[0][1])
+        mirrored, half_turn = a == pytest.approx(-b), abs(a - b) == pytest.approx(1.0)
+        assert mirrored or half_turn, (a, b)
+        kinds.add("mirrored" if mirrored else "half turn")
+    assert kinds == {"mirrored", "half turn"}
+    cfg = PretrainConfig(batch=32, shape_pairs=0.0, pose_pairs=0.5)
+    _, captions = sample_batch(cfg, 1, 64)
+    for a, b in zip(captions[:16:2], captions[1:16:2]):
+        assert a != b and _POSE.sub("", a) == _POSE.sub("", b), (a, b)
+    assert all(not _words(c) & MOTION_WORDS for c in captions)
+    assert sample_batch(PretrainConfig(batch=32), 1, 64)[1] == sample_batch(PretrainConfig(batch=32, pose_p=0.0), 1, 64)[1]
 
 
 def test_param_groups_keep_the_token_embedding_free_of_decay():

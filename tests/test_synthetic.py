@@ -17,6 +17,8 @@ from streamvl.synthetic import (
     HELD_OUT_COMBOS,
     MOTION_WORDS,
     ORDER_PAIRS,
+    POSE_BOUNDS,
+    ObjectState,
     SPLITS,
     TEST,
     RenderConfig,
@@ -33,9 +35,14 @@ from streamvl.synthetic import (
     sample_clip,
     sample_composition,
     sample_still,
+    sample_still_scene,
     sample_stream,
+    pose_name,
     segments,
+    short_static_caption,
     static_caption,
+    tilt,
+    with_tilt,
     write_clip,
     write_video,
 )
@@ -165,6 +172,33 @@ def test_static_captions_have_no_motion_or_order_words():
         for state in clip_states(sample_clip(2, action, render=SMALL)):
             caption = static_caption(state, rng)
             assert not _words(caption) & MOTION_WORDS, caption
+
+
+def test_pose_is_tilt_from_upright_within_the_symmetry_period():
+    square = ObjectState("square", "red", 0.1, 0.5, 0.5)
+    assert tilt(square) == 0.0 and pose_name(square) == "upright"
+    assert pose_name(replace(square, angle=0.3)) == "tilted slightly to the right"  # 0.3 / (pi/4) = 0.38, clockwise
+    assert pose_name(replace(square, angle=-0.6)) == "tilted to the left"  # -0.76
+    assert pose_name(replace(square, angle=np.pi / 4)) == "inverted"  # half a period: a diamond
+    assert pose_name(replace(square, angle=np.pi / 2 + 0.3)) == "tilted slightly to the right"  # a quarter turn looks the same
+    heart = ObjectState("heart", "red", 0.1, 0.5, 0.5, angle=np.pi / 2)
+    assert tilt(heart) == pytest.approx(0.5) and pose_name(replace(heart, angle=np.pi)) == "inverted"
+    circle = ObjectState("circle", "red", 0.1, 0.5, 0.5, angle=1.0)
+    assert tilt(circle) is None and pose_name(circle) is None and with_tilt(circle, 0.5) == circle
+    for shape in ("square", "triangle", "star", "cross", "heart"):
+        for t in (-0.9, -POSE_BOUNDS[1], 0.0, 0.3, 0.7):
+            assert tilt(with_tilt(replace(square, shape=shape), t)) == pytest.approx(t)
+
+
+def test_pose_words_are_named_only_when_asked_and_are_not_motion_words():
+    scene = sample_still_scene(np.random.default_rng(3))
+    for caption_of in (static_caption, short_static_caption):
+        plain = caption_of(scene, np.random.default_rng(5))
+        assert plain == caption_of(scene, np.random.default_rng(5), pose_p=0.0)  # no pose draw at pose_p 0
+        posed = caption_of(scene, np.random.default_rng(5), pose_p=1.0)
+        poses = [pose_name(o) for o in scene.objects if o.alpha >= 0.5 and pose_name(o)]
+        assert all(p in posed for p in poses) and not _words(posed) & MOTION_WORDS, posed
+        assert (posed != plain) == bool(poses)
 
 
 def test_clip_captions_name_the_action():

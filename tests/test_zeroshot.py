@@ -14,6 +14,8 @@ from streamvl.zeroshot import (
     clip_exposure,
     evaluate_actions,
     evaluate_order,
+    evaluate_pose,
+    pose_class,
     evaluate_static,
     heldout_clips,
 )
@@ -67,3 +69,26 @@ def test_action_eval_reads_every_action_two_ways():
     for name in ("frame_mean", "exposure"):
         per_action = [result["by_action"][a][name] for a in ACTIONS]
         assert result[f"{name}_top1"] == pytest.approx(np.mean(per_action))  # one clip per action
+
+
+def test_pose_class_and_pose_eval_report_the_side_of_tilted_stills():
+    from dataclasses import replace
+
+    from streamvl.synthetic import ObjectState, with_tilt
+
+    star = ObjectState("star", "red", 0.1, 0.5, 0.5)
+    assert [pose_class(with_tilt(star, t)) for t in (0.0, -0.3, -0.7, 0.3, 0.7, 0.95)] == [0, 1, 1, 2, 2, 3]
+    result = evaluate_pose(load_model("streamvl-tiny@random:0"), EvalConfig(per_action=2))
+    assert 0 < result["side_n"] <= result["n_stills"] <= 14 and set(result["by_pose"]) <= {
+        "upright", "tilted to the left", "tilted to the right", "inverted"}
+    assert 0.0 <= result["side_top1"] <= 1.0 and result["majority"] >= 0.25
+
+
+
+def test_pose_pretraining_puts_the_side_of_a_tilt_into_frame_features():
+    """v3 was pretrained with pose captions, v2 never saw a pose word: left vs right on held-out stills."""
+    config = EvalConfig(per_action=8)
+    v3 = evaluate_pose(load_model("streamvl-shapes@v3"), config)
+    v2 = evaluate_pose(load_model("streamvl-shapes@v2"), config)
+    assert v3["side_n"] >= 25 and v3["side_top1"] >= 0.80, v3
+    assert v3["side_top1"] >= v2["side_top1"] + 0.25, (v3, v2)

@@ -1,7 +1,7 @@
 """Captions: static ones for single frames (no motion, no order) and several phrasings per clip.
 
-Static captions name only shape, colour, size, position and background, so an image model
-pretrained on them learns nothing about motion or order: that is left to the video adapters.
+Static captions name only shape, colour, size, position, background and (optionally) pose, so an
+image model pretrained on them learns nothing about motion or order: that is left to the video adapters.
 Clip captions keep the order of events ("X appears, then Y moves left") in every phrasing.
 The first phrasing of a clip is canonical and plain ("a red circle moves left"): use it as the
 retrieval query when one text per clip is wanted.
@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from streamvl.synthetic.actions import Event
-from streamvl.synthetic.world import BACKGROUND_WORDS, ObjectState, SceneState, position_name, size_name
+from streamvl.synthetic.world import BACKGROUND_WORDS, ObjectState, SceneState, pose_name, position_name, size_name
 
 # Words no static caption may contain (tests check this; keep in sync with the phrases below).
 MOTION_WORDS: frozenset[str] = frozenset(
@@ -125,25 +125,35 @@ def sequence_captions(steps: Sequence[tuple[ObjectState, Event]], background: st
     return tuple(dict.fromkeys(_articles(c) for c in out))[:n]
 
 
-def _object_static(obj: ObjectState) -> str:
-    return f"a {size_name(obj.size)} {obj.shown_colour} {obj.shape} {position_name(obj.x, obj.y)}"
+def _pose(obj: ObjectState, rng: np.random.Generator, pose_p: float) -> str:
+    """' tilted to the left' (with a leading space) with probability pose_p, else ''; no draw when pose_p is 0."""
+    if not pose_p or rng.random() >= pose_p:
+        return ""
+    name = pose_name(obj)
+    return f" {name}" if name else ""
 
 
-def static_caption(scene: SceneState, rng: np.random.Generator) -> str:
+def _object_static(obj: ObjectState, pose: str = "") -> str:
+    return f"a {size_name(obj.size)} {obj.shown_colour} {obj.shape}{pose} {position_name(obj.x, obj.y)}"
+
+
+def static_caption(scene: SceneState, rng: np.random.Generator, pose_p: float = 0.0) -> str:
     """One caption of a single frame from shape, colour, size, position and background only.
 
     Objects at least half visible are named, in random order; an empty frame names its background.
+    With probability `pose_p` an object's pose is named too (world.pose_name: 'tilted to the left').
     """
     shown = [o for o in scene.objects if o.alpha >= 0.5]
     bg = BACKGROUND_WORDS[scene.background.family]
     if not shown:
         return f"an empty {bg} background"
-    parts = [_object_static(shown[i]) for i in rng.permutation(len(shown))]
+    parts = [_object_static(shown[i], _pose(shown[i], rng, pose_p)) for i in rng.permutation(len(shown))]
     objs = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return _articles(_pick(rng, _STATIC).format(objs=objs, bg=bg))
 
 
-def short_static_caption(scene: SceneState, rng: np.random.Generator, partial: float = 0.0, name_colours: bool = True) -> str:
+def short_static_caption(scene: SceneState, rng: np.random.Generator, partial: float = 0.0, name_colours: bool = True,
+                         pose_p: float = 0.0) -> str:
     """A terser static caption: every visible object by colour and shape, each keeping its size and
     its position with probability 1/2; the background named half of the time.
 
@@ -152,7 +162,7 @@ def short_static_caption(scene: SceneState, rng: np.random.Generator, partial: f
     captions tie each word to its own visual attribute rather than to colour-shape pairs.
     Same vocabulary as static_caption plus "shape" (no motion or order words); mixed with it in
     pretraining so short queries such as "a red star" sit close to full descriptions.
-    name_colours=False names no colour at all (for greyscale stills).
+    name_colours=False names no colour at all (for greyscale stills); pose_p as in static_caption.
     """
     shown = [o for o in scene.objects if o.alpha >= 0.5]
     bg = BACKGROUND_WORDS[scene.background.family]
@@ -166,7 +176,7 @@ def short_static_caption(scene: SceneState, rng: np.random.Generator, partial: f
         colour, shape = (f"{o.shown_colour} " if name_colours else ""), o.shape
         if name_colours and partial and rng.random() < partial:
             colour, shape = ("", shape) if rng.random() < 0.5 else (colour, "shape")
-        parts.append(f"a {size}{colour}{shape}{where}")
+        parts.append(f"a {size}{colour}{shape}{_pose(o, rng, pose_p)}{where}")
     objs = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     template = _pick(rng, _STATIC) if rng.random() < 0.5 else "{objs}"
     return _articles(template.format(objs=objs, bg=bg))

@@ -13,7 +13,7 @@ each object's bounding box so it stays cheap at 64x64 (contrastive pretraining) 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import product
 
@@ -147,6 +147,49 @@ def position_name(x: float, y: float) -> str:
     if not vert:
         return f"on the {horiz}"
     return f"at the {vert} {horiz}".rstrip()
+
+
+# Rotational symmetry order: a shape looks the same every 2*pi/order radians (the circle has no pose).
+SYMMETRY: dict[str, int] = {"square": 4, "triangle": 3, "star": 5, "cross": 4, "heart": 1}
+# |tilt| bounds of the pose words below: upright, slightly tilted, tilted, inverted (half a period away).
+POSE_BOUNDS: tuple[float, float, float] = (0.15, 0.45, 0.8)
+
+
+def tilt(obj: ObjectState) -> float | None:
+    """Signed turn away from upright as a fraction of half the shape's symmetry period, in [-1, 1).
+
+    Upright is angle 0 (a point or a side on top). Positive means turned clockwise (the top leans
+    right). None for the circle, whose look does not depend on its angle.
+    """
+    order = SYMMETRY.get(obj.shape)
+    if order is None:
+        return None
+    half = math.pi / order
+    return ((obj.angle + half) % (2 * half) - half) / half
+
+
+def pose_name(obj: ObjectState) -> str | None:
+    """Static pose phrase from `tilt`: 'upright', 'tilted slightly to the right', 'tilted to the left', 'inverted'.
+
+    None for the circle. A sequence of poses is what a video model needs to tell a clockwise turn
+    from a counter-clockwise one; the phrase itself names a still, not a motion.
+    """
+    t = tilt(obj)
+    if t is None:
+        return None
+    upright, slight, tilted = POSE_BOUNDS
+    side = "right" if t > 0 else "left"
+    if abs(t) < upright:
+        return "upright"
+    if abs(t) < slight:
+        return f"tilted slightly to the {side}"
+    return f"tilted to the {side}" if abs(t) < tilted else "inverted"
+
+
+def with_tilt(obj: ObjectState, t: float) -> ObjectState:
+    """The object turned to tilt `t` (see `tilt`); the circle is returned unchanged."""
+    order = SYMMETRY.get(obj.shape)
+    return obj if order is None else replace(obj, angle=t * math.pi / order)
 
 
 def object_rgb(obj: ObjectState) -> np.ndarray:
