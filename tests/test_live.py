@@ -148,6 +148,36 @@ def test_stream_of_garbage_bytes_fails_with_a_decode_error():
     assert err.value.stream_id == stream_id_for(url) and "gave up" in err.value.message
 
 
+def _audio_only_ts() -> bytes:
+    """One second of silent MPEG-TS audio: a stream that opens fine and has no video in it."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mpegts") as out:
+        stream = out.add_stream("mp2", rate=44100, layout="stereo")
+        for i in range(40):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 2 * 1152), np.int16), format="s16", layout="stereo")
+            frame.sample_rate, frame.pts = 44100, i * 1152
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def test_stream_without_video_fails_with_a_decode_error():
+    payload = _audio_only_ts()
+    server = TcpServer(lambda conn, n: (conn.sendall(payload), time.sleep(2.0)))
+    try:
+        with pytest.raises(DecodeError, match="no decodable media") as err:
+            read(LiveSource(info(server.url), SamplingConfig(size=32), FAST), 1)
+    finally:
+        server.close()
+    assert "no video stream" in err.value.message and "gave up" in err.value.message
+
+
 def test_resumed_live_source_reports_the_downtime_and_continues_the_timeline(ts_payload):
     server = TcpServer(lambda conn, n: (conn.sendall(ts_payload), time.sleep(5.0)))
     last_wall = time.time() - 7.0  # the job was down for 7 s

@@ -221,7 +221,7 @@ class VideoReader:
             stream = None
         if stream is None:
             self.container.close()
-            raise SourceError("no video stream", stream_id=self.stream_id, uri=self.uri)
+            raise self._no_video()
         self.stream: av.VideoStream = stream
         self.time_base: Fraction = stream.time_base or Fraction(1, av.time_base)
         self.duration = declared_duration(self.container, stream)
@@ -302,6 +302,14 @@ class VideoReader:
         self._reopen()
         return iter(self.container.demux(self.stream))
 
+    def _no_video(self) -> SourceError:
+        """A source that opened but holds no video. From a URL that is a peer which connected and sent
+        no decodable video (a DecodeError, as for bytes no demuxer recognises): random bytes, for one,
+        sometimes probe as a container without streams."""
+        if is_url(self.uri):
+            return DecodeError(f"no decodable media from {self.uri}: no video stream", stream_id=self.stream_id, uri=self.uri)
+        return SourceError("no video stream", stream_id=self.stream_id, uri=self.uri)
+
     def _reopen(self) -> None:
         """Fresh container positioned at the start (after a seek that cannot be trusted)."""
         self.container.close()
@@ -309,7 +317,7 @@ class VideoReader:
                                         read_timeout=self._read_timeout, options=self._options)
         stream = self.container.streams.best("video")
         if stream is None:
-            raise SourceError("no video stream", stream_id=self.stream_id, uri=self.uri)
+            raise self._no_video()
         self.stream = stream
         if self.keyframes_only:
             self.decode_keyframes_only()
