@@ -53,6 +53,7 @@ from streamvl.synthetic import (
     RenderConfig,
     action_phrase,
     item_seed,
+    iter_frames,
     pose_name,
     recency_blend,
     render_clip,
@@ -265,12 +266,12 @@ def evaluate_pose(model: "LoadedModel", config: EvalConfig = EvalConfig(), adapt
 
     adapter = adapter if adapter is not None else meanpool_adapter(model)
     specs = [s for s in heldout_clips(POSE_ACTIONS, config.per_action, model.image_size, config) if tilt(actor(s)) is not None]
-    stills = np.stack([render_clip(s)[0] for s in specs])
+    stills = np.stack([next(iter_frames(s))[1] for s in specs])  # the first frame only
     with torch.inference_mode():
         video = adapter.encode_video(model.encode_images(stills)[:, None]).float()
-    prompts = [POSE_TEMPLATE.format(colour=actor(s).colour, shape=actor(s).shape, pose=p) for s in specs
-               for words in POSES for p in words]
-    text = prompt_embeddings(adapter, [prompts[i : i + 2] for i in range(0, len(prompts), 2)])
+    prompts = [[POSE_TEMPLATE.format(colour=actor(s).colour, shape=actor(s).shape, pose=p) for p in words]
+               for s in specs for words in POSES]
+    text = prompt_embeddings(adapter, prompts)
     scores = (video[:, None, :] * text.reshape(len(specs), len(POSES), -1)).sum(-1).double().numpy()
     labels = np.array([pose_class(actor(s)) for s in specs])
     side = (labels == 1) | (labels == 2)
