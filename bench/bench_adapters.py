@@ -82,7 +82,7 @@ def bars(results: list[dict]) -> list[str]:
     by = {(r["adapter"], r["split"]): r["metrics"] for r in results}
     lines = []
     base = by.get(("meanpool", "closed_set"), {}).get("order_pair_top1")
-    for a in ("prompt", "xclip", "litevl"):
+    for a in ("prompt", "prompt-exposure", "xclip", "litevl"):
         m = by.get((a, "closed_set"))
         if m and base is not None:
             gain = m["order_pair_top1"] - base

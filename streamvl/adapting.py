@@ -14,6 +14,7 @@ Helpers that reach into open_clip's towers without forking them:
   `prompted_text_features`  the text transformer on token embeddings with prompt vectors inserted
   `vit_tokens` / `vit_head` the vision tower split at its residual blocks (for wrapping them)
   `TemporalTransformer`     a light Transformer over frame features with temporal positions
+  `exposure_stills`         one still per clip that carries its motion, from its frames
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from streamvl.synthetic.clips import EXPOSURE_DECAY, EXPOSURE_FRAMES, exposure_indices, recency_weights
 
 if TYPE_CHECKING:
     from streamvl.models import LoadedModel
@@ -349,6 +352,19 @@ class TemporalTransformer(nn.Module):
         change = x - mean
         size = change.norm(dim=-1, keepdim=True).mean(dim=1, keepdim=True)
         return self(CHANGE_SCALE * change / (size + CHANGE_FLOOR)).mean(dim=1) + mean[:, 0]
+
+
+def exposure_stills(frames: torch.Tensor, n: int = EXPOSURE_FRAMES, decay: float = EXPOSURE_DECAY) -> torch.Tensor:
+    """Each clip's exposure [B, 3, S, S] from its preprocessed frames [B, T, 3, S, S].
+
+    The recency blend of n evenly spread frames (weight decay ** age), as `zeroshot.clip_exposure`
+    makes from raw frames: the still a model pretrained on exposures (streamvl-shapes@v2, @v3)
+    reads motion from. Preprocessing is linear (resize, scale, normalise), so blending the
+    preprocessed frames gives the preprocessed blend, without its uint8 rounding.
+    """
+    idx = torch.from_numpy(exposure_indices(frames.shape[1], n))
+    w = torch.from_numpy(recency_weights(len(idx), decay)).to(frames.dtype)
+    return torch.einsum("k,bkchw->bchw", w, frames[:, idx])
 
 
 # ---------------------------------------------------------------- the base adapter

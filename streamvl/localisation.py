@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from streamvl.errors import PluginError
 from streamvl.features import segment_indices
 from streamvl.metrics import temporal_iou
 
@@ -156,9 +157,14 @@ def localise_index(db: str, adapter_name: str, options: dict[str, Any] | None = 
     from streamvl.query import indexed_model
     from streamvl.store import SEGMENTS, Store, segments_schema, sql_str
 
+    spec = Plugins().adapter(adapter_name)
+    if spec.needs_frames:
+        raise PluginError(f"adapter {adapter_name!r} reads frames, which the index does not keep; localisation runs "
+                          f"on the `frames` table's features (use a feature-based adapter such as prompt)",
+                          plugin=adapter_name)
     store = Store(db)
     model = models.load_model(indexed_model(store))
-    adapter = Plugins().adapter(adapter_name).factory(model, dict(options or {}))
+    adapter = spec.factory(model, dict(options or {}))
     info = getattr(adapter, "checkpoint_info", {})
     labels = list(labels or info.get("classes") or [])
     if not labels:

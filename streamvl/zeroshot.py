@@ -45,6 +45,8 @@ from streamvl.metrics import accuracy, per_class_accuracy
 from streamvl.synthetic import (
     ACTIONS,
     COLOURS,
+    EXPOSURE_DECAY,
+    EXPOSURE_FRAMES,
     ORDER_PAIRS,
     SHAPES,
     TEST,
@@ -52,6 +54,7 @@ from streamvl.synthetic import (
     ObjectState,
     RenderConfig,
     action_phrase,
+    exposure_indices,
     item_seed,
     iter_frames,
     pose_name,
@@ -71,7 +74,6 @@ STATIC_TEMPLATES: tuple[str, ...] = ("a {colour} {shape}", "a picture of a {colo
 ORDER_TEMPLATE = "a video of a {colour} {shape} {phrase}"
 COMBOS: tuple[tuple[str, str], ...] = tuple(product(SHAPES, COLOURS))  # index = shape * len(COLOURS) + colour
 _CLIPS_PER_CALL = 32  # clips rendered and encoded together
-EXPOSURE_FRAMES, EXPOSURE_DECAY = 6, 0.6  # as the exposures of streamvl-shapes@v2's pretraining
 POSE_ACTIONS: tuple[str, ...] = ("move_left", "move_right", "move_up", "move_down", "grow", "shrink", "bounce")  # angle kept
 POSE_TEMPLATE = "a {colour} {shape} {pose}"
 # Pose classes, each with two phrasings (ensembled); see synthetic.pose_name.
@@ -216,8 +218,7 @@ def evaluate_order(model: "LoadedModel", config: EvalConfig = EvalConfig(), adap
 
 def clip_exposure(frames: np.ndarray, n: int = EXPOSURE_FRAMES, decay: float = EXPOSURE_DECAY) -> np.ndarray:
     """One still of a clip's frames [T, H, W, 3]: the recency blend of n evenly spread frames."""
-    idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
-    return recency_blend(frames[idx], decay)
+    return recency_blend(frames[exposure_indices(len(frames), n)], decay)
 
 
 def action_embeddings(model: "LoadedModel", adapter: Any, specs: Sequence[ClipSpec]) -> tuple["torch.Tensor", "torch.Tensor"]:

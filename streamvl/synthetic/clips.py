@@ -143,7 +143,10 @@ def iter_frames(spec: ClipSpec, start: float = 0.0, stop: float | None = None, s
         yield float(t), render_frame(tl.scene_at(float(t)), spec.width, spec.height, background=bg, supersample=supersample)
 
 
-def exposure(spec: ClipSpec, width: int, height: int, frames: int = 6, decay: float = 0.6) -> np.ndarray:
+EXPOSURE_FRAMES, EXPOSURE_DECAY = 6, 0.6  # renders per exposure, weight per frame of age (v2's and v3's pretraining)
+
+
+def exposure(spec: ClipSpec, width: int, height: int, frames: int = EXPOSURE_FRAMES, decay: float = EXPOSURE_DECAY) -> np.ndarray:
     """A clip's first event as one still, like a long exposure that favours its end: uint8 [H, W, 3].
 
     The mean of `frames` renders spread over the event, frame k weighted decay ** (age in frames),
@@ -159,15 +162,25 @@ def exposure(spec: ClipSpec, width: int, height: int, frames: int = 6, decay: fl
     return recency_blend(np.stack([render_frame(tl.scene_at(float(t)), width, height, background=bg) for t in taus]), decay)
 
 
-def recency_blend(frames: np.ndarray, decay: float = 0.6) -> np.ndarray:
+def exposure_indices(t: int, n: int = EXPOSURE_FRAMES) -> np.ndarray:
+    """Indices of the min(n, t) evenly spread frames of t that a clip's exposure blends (first and last included)."""
+    return np.linspace(0, t - 1, min(n, t)).round().astype(int)
+
+
+def recency_weights(k: int, decay: float = EXPOSURE_DECAY) -> np.ndarray:
+    """Weights [k] (oldest first, summing to 1) of a recency blend: decay ** (age in frames)."""
+    w = decay ** np.arange(k - 1, -1, -1, dtype=np.float32)
+    return w / w.sum()
+
+
+def recency_blend(frames: np.ndarray, decay: float = EXPOSURE_DECAY) -> np.ndarray:
     """Frames [K, H, W, 3] (oldest first) averaged with weight decay ** (age in frames): uint8 [H, W, 3].
 
     The blend `exposure` makes of an event; applied to any clip's frames it gives the still a
     model pretrained on exposures reads motion from.
     """
-    k = len(frames)
-    w = decay ** np.arange(k - 1, -1, -1, dtype=np.float32)
-    return np.clip(np.tensordot(w / w.sum(), frames.astype(np.float32), axes=1) + 0.5, 0, 255).astype(np.uint8)
+    w = recency_weights(len(frames), decay)
+    return np.clip(np.tensordot(w, frames.astype(np.float32), axes=1) + 0.5, 0, 255).astype(np.uint8)
 
 
 def render_clip(spec: ClipSpec, supersample: int = 2) -> np.ndarray:

@@ -15,6 +15,14 @@
   streamvl.localisation).
 
 Feature-based: indexing, re-scoring and localisation need only frozen frame features.
+
+`prompt-exposure` (not in the paper) is prompt plus the clip's *exposure*: the recency blend of
+its frames (`streamvl.adapting.exposure_stills`), embedded by the frozen image tower and added
+to the pooled video embedding with a learnable weight (1 at the start) through a
+zero-initialised linear map. A tower pretrained on exposures (streamvl-shapes@v2, @v3) reads an
+action from that still with no training, in the space the text tower shares, which is what a
+class never trained on needs. It re-reads frames (needs_frames), so it cannot be re-scored from
+the `frames` table or localise from it.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamvl.adapters import AdapterSpec
-from streamvl.adapting import TemporalTransformer, TorchAdapter, clip_module, prompted_text_features
+from streamvl.adapting import TemporalTransformer, TorchAdapter, clip_module, exposure_stills, prompted_text_features
 from streamvl.hookspecs import hookimpl
 
 
@@ -111,7 +119,36 @@ class PromptAdapter(TorchAdapter):
         return F.binary_cross_entropy_with_logits(logits, targets, weight=weight)
 
 
+class PromptExposureAdapter(PromptAdapter):
+    """prompt + the frozen embedding of the clip's exposure, added to the pooled video embedding."""
+
+    name = "prompt-exposure"
+    needs_frames = True
+
+    def build(self) -> None:
+        super().build()
+        self.exposure_weight = nn.Parameter(torch.tensor(1.0))
+        self.exposure_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        nn.init.zeros_(self.exposure_proj.weight)
+        nn.init.zeros_(self.exposure_proj.bias)
+
+    def exposure(self, frames: torch.Tensor) -> torch.Tensor:
+        """Normalised frozen embeddings [B, D] of the clips' exposures (no gradient into the tower)."""
+        with torch.no_grad():
+            return F.normalize(self.clip.encode_image(exposure_stills(frames.float())).float(), dim=-1)
+
+    def video_embed(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        if frames is None:
+            raise ValueError("prompt-exposure blends each clip's frames into one still: it needs frames (needs_frames=True)")
+        still = self.exposure(frames)
+        mixed = super().video_embed(features) + self.exposure_weight * (still + self.exposure_proj(still))
+        return F.normalize(mixed, dim=-1)
+
+
 @hookimpl
 def streamvl_adapters() -> list[AdapterSpec]:
     return [AdapterSpec("prompt", PromptAdapter,
-                        "learned text prompts + temporal Transformer over frozen frame features (Ju et al. 2022)")]
+                        "learned text prompts + temporal Transformer over frozen frame features (Ju et al. 2022)"),
+            AdapterSpec("prompt-exposure", PromptExposureAdapter,
+                        "prompt + the frozen embedding of each clip's exposure (a blend of its frames; not in the paper)",
+                        needs_frames=True)]
