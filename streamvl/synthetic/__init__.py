@@ -17,6 +17,8 @@ from streamvl.synthetic.actions import (
 )
 from streamvl.synthetic.captions import MOTION_WORDS, action_phrase, event_captions, sequence_captions, short_static_caption, static_caption
 from streamvl.synthetic.clips import (
+    EXPOSURE_DECAY,
+    EXPOSURE_FRAMES,
     ClipSpec,
     GTSegment,
     RenderConfig,
@@ -25,8 +27,6 @@ from streamvl.synthetic.clips import (
     clip_metadata,
     clip_states,
     frame_times,
-    EXPOSURE_DECAY,
-    EXPOSURE_FRAMES,
     iter_frames,
     exposure,
     exposure_indices,
