@@ -44,8 +44,9 @@ def inputs(model, raws):
     """Frozen frame features [B, T, D] and preprocessed frames [B, T, 3, S, S] of raw clips."""
     raws = np.stack(raws)
     b, t = raws.shape[:2]
-    feats = model.encode_images(raws.reshape(b * t, *raws.shape[2:])).reshape(b, t, -1)
-    return feats, model.preprocess(raws.reshape(b * t, *raws.shape[2:])).reshape(b, t, *model.preprocess(raws[0, :1]).shape[1:])
+    flat = raws.reshape(b * t, *raws.shape[2:])
+    frames = model.preprocess(flat)
+    return model.encode_images(flat).reshape(b, t, -1), frames.reshape(b, t, *frames.shape[1:])
 
 
 def test_exposure_stills_are_the_preprocessed_blend_zero_shot_reads(model):
