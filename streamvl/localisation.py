@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from streamvl.errors import PluginError
 from streamvl.features import segment_indices
 from streamvl.metrics import temporal_iou
 
@@ -157,11 +156,7 @@ def localise_index(db: str, adapter_name: str, options: dict[str, Any] | None = 
     from streamvl.query import indexed_model
     from streamvl.store import SEGMENTS, Store, segments_schema, sql_str
 
-    spec = Plugins().adapter(adapter_name)
-    if spec.needs_frames:
-        raise PluginError(f"adapter {adapter_name!r} reads frames, which the index does not keep; localisation runs "
-                          f"on the `frames` table's features (use a feature-based adapter such as prompt)",
-                          plugin=adapter_name)
+    spec = Plugins().feature_adapter(adapter_name, "localisation", "use a feature-based adapter such as prompt")
     store = Store(db)
     model = models.load_model(indexed_model(store))
     adapter = spec.factory(model, dict(options or {}))

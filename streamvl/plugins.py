@@ -68,6 +68,15 @@ class Plugins:
         except KeyError:
             raise PluginError(f"no adapter {name!r}; installed: {sorted(self.adapters) or 'none'}", plugin=name) from None
 
+    def feature_adapter(self, name: str, task: str, remedy: str) -> AdapterSpec:
+        """The adapter spec `name` for a task that reads only an index's `frames` table (re-scoring,
+        localisation): an adapter that needs frames is refused, since the index keeps no pixels."""
+        spec = self.adapter(name)
+        if spec.needs_frames:
+            raise PluginError(f"adapter {name!r} needs video frames, which the index does not keep: {task} runs on "
+                              f"the `frames` table's features; {remedy}", plugin=name)
+        return spec
+
     def reranker(self, name: str) -> RerankerSpec:
         try:
             return self.rerankers[name]

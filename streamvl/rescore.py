@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from streamvl.errors import PluginError, StoreError
+from streamvl.errors import StoreError
 
 Log = Callable[[str], None]
 
@@ -83,10 +83,7 @@ def rescore(db: str, adapter_name: str, options: dict[str, Any] | None = None, *
     t0 = time.perf_counter()
     plugins = plugins if plugins is not None else Plugins()
     store = Store(db)
-    spec = plugins.adapter(adapter_name)
-    if spec.needs_frames:
-        raise PluginError(f"adapter {adapter_name!r} re-runs the vision tower on frames, which the index does not keep; "
-                          f"re-index with `streamvl index --adapter {adapter_name}`", plugin=adapter_name)
+    spec = plugins.feature_adapter(adapter_name, "re-scoring", f"re-index with `streamvl index --adapter {adapter_name}`")
     model = models.load_model(indexed_model(store))
     adapter = spec.factory(model, dict(options or {}))
     own = store.clip_windows(adapter_name)
