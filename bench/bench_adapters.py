@@ -185,6 +185,9 @@ def run_split(ctx: dict, split: str, seed: int) -> list[dict]:
                      "train_steps": config.steps, "batch": config.batch_size,
                      "backbone_unchanged": report.backbone_unchanged, "eval_seconds": time.perf_counter() - t0})
         log(f"== {name} {split} seed {seed}: {headline(metrics, split)} ({report.seconds:.0f}s training)")
+        if metrics.get("order_pair_top1_by_pair"):
+            log("   order pairs, each clip's own class over its reverse: "
+                + ", ".join(f"{p} {a:.2f}" for p, a in metrics["order_pair_top1_by_pair"].items()))
         if metrics.get("confusions"):
             log("   most confused (true -> predicted x clips): "
                 + ", ".join(f"{t} -> {q} x{n}" for t, q, n in metrics["confusions"]))

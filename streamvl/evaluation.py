@@ -51,14 +51,24 @@ def whole_views(data: ClipData) -> list[View]:
     return [View(i, 0, len(f), "") for i, f in enumerate(data.features)]
 
 
-def order_pair_accuracy(scores: np.ndarray, labels: Sequence[str], classes: Sequence[str]) -> tuple[float, int]:
-    """Share of order-pair clips scored higher for their class than for its reverse; and how many."""
+def order_pair_hits(scores: np.ndarray, labels: Sequence[str], classes: Sequence[str]) -> dict[str, list[bool]]:
+    """Per order pair ('rotate_cw/rotate_ccw'): for each of its clips, whether it scored higher for
+    its own class than for the class's time reverse (pairs with both classes among `classes`)."""
     from streamvl.synthetic.actions import ORDER_PAIRS
 
     reverse = {a: b for a, b in ORDER_PAIRS} | {b: a for a, b in ORDER_PAIRS}
+    name = {a: f"{a}/{b}" for a, b in ORDER_PAIRS} | {b: f"{a}/{b}" for a, b in ORDER_PAIRS}
     col = {c: j for j, c in enumerate(classes)}
-    hits = [scores[i, col[y]] > scores[i, col[reverse[y]]] for i, y in enumerate(labels)
-            if y in reverse and reverse[y] in col]
+    hits: dict[str, list[bool]] = {}
+    for i, y in enumerate(labels):
+        if y in col and y in reverse and reverse[y] in col:
+            hits.setdefault(name[y], []).append(bool(scores[i, col[y]] > scores[i, col[reverse[y]]]))
+    return hits
+
+
+def order_pair_accuracy(scores: np.ndarray, labels: Sequence[str], classes: Sequence[str]) -> tuple[float, int]:
+    """Share of order-pair clips scored higher for their class than for its reverse; and how many."""
+    hits = [h for pair in order_pair_hits(scores, labels, classes).values() for h in pair]
     return (float(np.mean(hits)) if hits else float("nan")), len(hits)
 
 
@@ -81,6 +91,7 @@ def recognition(adapter: Any, model: "LoadedModel", task: TaskData, data: ClipDa
         out["order_pair_top1"] = pair
         out["order_pair_clips"] = n
         out["order_pair_chance"] = 0.5
+        out["order_pair_top1_by_pair"] = {p: float(np.mean(h)) for p, h in order_pair_hits(scores, labels, classes).items()}
     return out
 
 

@@ -118,3 +118,19 @@ def test_detection_gt_matched_once_and_best_iou_first():
     assert per_class_ap(preds, gt, 0.5) == pytest.approx({"A": 1.0})
     assert detection_map([(v, s, e, c, 1.0) for v, s, e, c in gt], gt)["mAP"] == 1.0
     assert detection_map([], gt)["mAP"] == 0.0
+
+
+def test_order_pair_hits_by_pair_hand_case():
+    from streamvl.evaluation import order_pair_accuracy, order_pair_hits
+
+    classes = ["rotate_cw", "rotate_ccw", "move_left", "move_right", "blink"]
+    labels = ["rotate_cw", "rotate_ccw", "move_left", "blink", "rotate_cw"]
+    scores = np.array([[0.9, 0.1, 0, 0, 0],   # cw over ccw: hit
+                       [0.8, 0.2, 0, 0, 0],   # ccw clip scored cw: miss
+                       [0, 0, 0.3, 0.6, 0],   # left clip scored right: miss
+                       [0, 0, 0, 0, 1.0],     # blink is its own reverse: not counted
+                       [0.2, 0.1, 0, 0, 0.9]])  # cw over ccw, though blink wins top-1: a hit in its pair
+    assert order_pair_hits(scores, labels, classes) == {"rotate_cw/rotate_ccw": [True, False, True],
+                                                        "move_left/move_right": [False]}
+    assert order_pair_accuracy(scores, labels, classes) == (0.5, 4)
+    assert order_pair_hits(scores[:, [0, 4]], labels, ["rotate_cw", "blink"]) == {}  # a pair needs both of its classes
