@@ -24,6 +24,10 @@ from streamvl.probes import probe_pair  # noqa: E402
 PAIRS = "rotate_cw/rotate_ccw,move_left/move_right,grow/shrink,appear/disappear"
 
 
+def by_shape(r) -> str:
+    return ", ".join(f"{s} {a:.2f}" for s, a in r.by_shape.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="streamvl-shapes@v1,streamvl-shapes@v2,streamvl-shapes@v3")
@@ -42,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             r = probe_pair(model, pair, args.train, args.test, seed=args.seed, backwards=args.backwards)
             rows.append((spec, r))
-            shapes = ", ".join(f"{s} {a:.2f}" for s, a in r.by_shape.items())
-            print(f"== {spec} {pair[0]}/{pair[1]}: test {r.test_accuracy:.3f} (train {r.train_accuracy:.3f}; {shapes}) "
+            print(f"== {spec} {pair[0]}/{pair[1]}: test {r.test_accuracy:.3f} (train {r.train_accuracy:.3f}; {by_shape(r)}) "
                   f"{time.perf_counter() - t0:.0f}s", flush=True)
     base = {r.pair: r.test_accuracy for spec, r in rows if spec == rows[0][0]}
     back = " and each played backwards" if args.backwards else ""
@@ -52,9 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | pair | test accuracy (x first model) | train accuracy | test accuracy by acting shape |")
     print("|---|---|---|---|---|")
     for spec, r in rows:
-        shapes = ", ".join(f"{s} {a:.2f}" for s, a in r.by_shape.items())
         print(f"| {spec} | {r.pair[0]} / {r.pair[1]} | {r.test_accuracy:.3f} (x{r.test_accuracy / base[r.pair]:.2f}) | "
-              f"{r.train_accuracy:.3f} | {shapes} |")
+              f"{r.train_accuracy:.3f} | {by_shape(r)} |")
     return 0
 
 

@@ -54,22 +54,26 @@ def whole_views(data: ClipData) -> list[View]:
 def order_pair_hits(scores: np.ndarray, labels: Sequence[str], classes: Sequence[str]) -> dict[str, list[bool]]:
     """Per order pair ('rotate_cw/rotate_ccw'): for each of its clips, whether it scored higher for
     its own class than for the class's time reverse (pairs with both classes among `classes`)."""
-    from streamvl.synthetic.actions import ORDER_PAIRS
+    from streamvl.synthetic.actions import ORDER_PAIRS, reverse_action
 
-    reverse = {a: b for a, b in ORDER_PAIRS} | {b: a for a, b in ORDER_PAIRS}
-    name = {a: f"{a}/{b}" for a, b in ORDER_PAIRS} | {b: f"{a}/{b}" for a, b in ORDER_PAIRS}
+    pair_name = {c: f"{a}/{b}" for a, b in ORDER_PAIRS for c in (a, b)}
     col = {c: j for j, c in enumerate(classes)}
     hits: dict[str, list[bool]] = {}
     for i, y in enumerate(labels):
-        if y in col and y in reverse and reverse[y] in col:
-            hits.setdefault(name[y], []).append(bool(scores[i, col[y]] > scores[i, col[reverse[y]]]))
+        if y in pair_name and y in col and reverse_action(y) in col:
+            hits.setdefault(pair_name[y], []).append(bool(scores[i, col[y]] > scores[i, col[reverse_action(y)]]))
     return hits
+
+
+def pooled_pair_accuracy(hits: dict[str, list[bool]]) -> tuple[float, int]:
+    """Share of all order-pair clips (order_pair_hits) that were hits; and how many there were."""
+    flat = [h for pair in hits.values() for h in pair]
+    return (float(np.mean(flat)) if flat else float("nan")), len(flat)
 
 
 def order_pair_accuracy(scores: np.ndarray, labels: Sequence[str], classes: Sequence[str]) -> tuple[float, int]:
     """Share of order-pair clips scored higher for their class than for its reverse; and how many."""
-    hits = [h for pair in order_pair_hits(scores, labels, classes).values() for h in pair]
-    return (float(np.mean(hits)) if hits else float("nan")), len(hits)
+    return pooled_pair_accuracy(order_pair_hits(scores, labels, classes))
 
 
 def recognition(adapter: Any, model: "LoadedModel", task: TaskData, data: ClipData, frames: int = 8) -> dict[str, Any]:
@@ -86,12 +90,13 @@ def recognition(adapter: Any, model: "LoadedModel", task: TaskData, data: ClipDa
         "per_class_top1": metrics.per_class_accuracy(scores, target, classes),
         "confusions": [list(c) for c in metrics.confusions(scores, target, classes)],
     }
-    pair, n = order_pair_accuracy(scores, labels, classes)
+    hits = order_pair_hits(scores, labels, classes)
+    pair, n = pooled_pair_accuracy(hits)
     if n:
         out["order_pair_top1"] = pair
         out["order_pair_clips"] = n
         out["order_pair_chance"] = 0.5
-        out["order_pair_top1_by_pair"] = {p: float(np.mean(h)) for p, h in order_pair_hits(scores, labels, classes).items()}
+        out["order_pair_top1_by_pair"] = {p: float(np.mean(h)) for p, h in hits.items()}
     return out
 
 

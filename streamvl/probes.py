@@ -16,7 +16,7 @@ start angles, any linear read-out of a rotating code is zero). Plain numpy + tor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -65,7 +65,8 @@ def swept_areas(sequences: np.ndarray, axes: np.ndarray) -> np.ndarray:
     return area[:, rows, cols].astype(np.float32)
 
 
-def fit_linear(x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: int = 200, weight_decay: float = 1e-3) -> "object":
+def fit_linear(x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: int = 200,
+               weight_decay: float = 1e-3) -> Callable[[np.ndarray], np.ndarray]:
     """A logistic-regression probe [K classes] fitted by full-batch L-BFGS; returns a predict(x) callable."""
     import torch
 
@@ -89,8 +90,9 @@ def fit_linear(x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: int = 200, w
     return predict
 
 
-def pair_clips(pair: Sequence[str], partition: str, n: int, seed: int = 5) -> tuple[list, np.ndarray]:
-    """n clips of each action of the pair (train domain for 'train', test domain for 'test'): specs and labels."""
+def pair_clips(pair: Sequence[str], partition: str, n: int, seed: int = 5, size: int = 64) -> tuple[list, np.ndarray]:
+    """n clips of each action of the pair (train domain for 'train', test domain for 'test'), rendered
+    at size x size: specs and labels."""
     from streamvl.synthetic import TEST, TRAIN, RenderConfig, sample_clip
     from streamvl.synthetic.splits import item_seed
 
@@ -98,22 +100,20 @@ def pair_clips(pair: Sequence[str], partition: str, n: int, seed: int = 5) -> tu
     specs, labels = [], []
     for label, action in enumerate(pair):
         for i in range(n):
-            specs.append(sample_clip(item_seed(seed, partition, action, i), action, domain=domain, render=RenderConfig()))
+            render = RenderConfig(width=size, height=size)
+            specs.append(sample_clip(item_seed(seed, partition, action, i), action, domain=domain, render=render))
             labels.append(label)
     return specs, np.array(labels)
 
 
 def clip_feature_sequences(model: "LoadedModel", specs: Sequence, frames: int = 8) -> np.ndarray:
-    """Frozen frame features [N, frames, D] of rendered clips at the model's input size, evenly spread frames."""
-    from dataclasses import replace
-
+    """Frozen frame features [N, frames, D] of clips (rendered at the model's input size), evenly spread frames."""
     from streamvl.features import embed_frames, segment_indices
     from streamvl.synthetic import render_clip
 
-    size = model.image_size
     out = []
     for spec in specs:
-        rendered = render_clip(replace(spec, width=size, height=size))
+        rendered = render_clip(spec)
         out.append(embed_frames(model, rendered[segment_indices(len(rendered), frames)]))
     return np.stack(out)
 
@@ -125,8 +125,8 @@ def probe_pair(model: "LoadedModel", pair: tuple[str, str], n_train: int = 200, 
 
     backwards: the train side also holds every clip played backwards, labelled as the pair's
     other action (what adapter training's backwards views add, streamvl.training.backwards)."""
-    train_specs, y_train = pair_clips(pair, "train", n_train, seed)
-    test_specs, y_test = pair_clips(pair, "test", n_test, seed)
+    train_specs, y_train = pair_clips(pair, "train", n_train, seed, model.image_size)
+    test_specs, y_test = pair_clips(pair, "test", n_test, seed, model.image_size)
     s_train = centred_sequences(clip_feature_sequences(model, train_specs, frames))
     if backwards:
         s_train, y_train = np.concatenate([s_train, s_train[:, ::-1]]), np.concatenate([y_train, 1 - y_train])
