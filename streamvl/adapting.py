@@ -483,6 +483,10 @@ class TorchAdapter(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def clip_gradients(self, max_norm: float) -> None:
+        """Clip the trainable parameters' gradients to a total norm (an ensemble clips per member)."""
+        torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm)
+
     def parameter_counts(self) -> dict[str, int]:
         """Trainable adapter parameters, and the total including the frozen backbone."""
         own = sum(p.numel() for p in self.parameters())

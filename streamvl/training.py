@@ -243,7 +243,7 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
             logs["proposal"] = float(p_loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(adapter.trainable_parameters(), config.grad_clip)
+        adapter.clip_gradients(config.grad_clip)
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))

@@ -32,6 +32,7 @@ from torch import nn
 
 from streamvl.adapters import AdapterSpec, RerankerSpec
 from streamvl.adapting import TorchAdapter, insertion_points, run_tower
+from streamvl.ensembles import ensemble_factory
 from streamvl.hookspecs import hookimpl
 
 
@@ -117,7 +118,7 @@ class LiteVLAdapter(TorchAdapter):
 
 @hookimpl
 def streamvl_adapters() -> list[AdapterSpec]:
-    return [AdapterSpec("litevl", LiteVLAdapter,
+    return [AdapterSpec("litevl", ensemble_factory(LiteVLAdapter),
                         "temporal attention with dynamic temporal scaling in the vision tower (Chen et al. 2022)",
                         needs_frames=True)]
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from streamvl.adapters import AdapterSpec
 from streamvl.adapting import TemporalTransformer, TorchAdapter, clip_module, exposure_stills, prompted_text_features
+from streamvl.ensembles import ensemble_factory
 from streamvl.hookspecs import hookimpl
 
 
@@ -147,8 +148,8 @@ class PromptExposureAdapter(PromptAdapter):
 
 @hookimpl
 def streamvl_adapters() -> list[AdapterSpec]:
-    return [AdapterSpec("prompt", PromptAdapter,
+    return [AdapterSpec("prompt", ensemble_factory(PromptAdapter),
                         "learned text prompts + temporal Transformer over frozen frame features (Ju et al. 2022)"),
-            AdapterSpec("prompt-exposure", PromptExposureAdapter,
+            AdapterSpec("prompt-exposure", ensemble_factory(PromptExposureAdapter),
                         "prompt + the frozen embedding of each clip's exposure (a blend of its frames; not in the paper)",
                         needs_frames=True)]

@@ -57,6 +57,7 @@ from streamvl.adapting import (
     vit_head,
     vit_tokens,
 )
+from streamvl.ensembles import ensemble_factory
 from streamvl.hookspecs import hookimpl
 
 
@@ -247,7 +248,7 @@ class XClipAdapter(TorchAdapter):
 
 @hookimpl
 def streamvl_adapters() -> list[AdapterSpec]:
-    return [AdapterSpec("xclip", XClipAdapter,
+    return [AdapterSpec("xclip", ensemble_factory(XClipAdapter),
                         "cross-frame communication + multi-frame integration + video-specific prompts (Ni et al. 2022)",
                         needs_frames=True)]
 
