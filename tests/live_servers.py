@@ -52,6 +52,18 @@ def have_gst_rtsp() -> bool:
     return check.returncode == 0
 
 
+def tied(cmd: list[str]) -> list[str]:
+    """`cmd` run under util-linux's setpriv so the kernel sends it SIGTERM when the process that
+    started it dies: a pytest killed mid-run must not leave servers and publishers running (they
+    made the next run's live tests fail). The kernel ties the child to the thread that starts
+    it, so a child started from another thread (a Timer's) is left untied: that thread's exit
+    would kill it at once."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return list(cmd)
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd]
+
+
 def _stop(proc: subprocess.Popen | None) -> None:
     if proc is not None and proc.poll() is None:
         proc.terminate()
@@ -75,8 +87,8 @@ class RtspServer:
     def start(self) -> "RtspServer":
         log = open(self.log_dir / "rtsp-server.log", "wb")
         self.server = subprocess.Popen(
-            [RTSP_SERVER, "--clientport", str(self.client_port), "--serverport", str(self.source_port),
-             "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1", "--loglevel", "2"],
+            tied([RTSP_SERVER, "--clientport", str(self.client_port), "--serverport", str(self.source_port),
+                  "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1", "--loglevel", "2"]),
             stdout=log, stderr=subprocess.STDOUT)
         wait_listening(self.client_port)
         wait_listening(self.source_port)
@@ -88,8 +100,8 @@ class RtspServer:
     def push(self, video: Path, mount: str, wait: bool = True) -> None:
         log = open(self.log_dir / f"push-{mount}.log", "ab")
         self.pushers[mount] = subprocess.Popen(
-            [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
-             "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{mount}"],
+            tied([FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
+                  "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{mount}"]),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         if wait:
             time.sleep(1.0)  # ANNOUNCE/RECORD done and the first packets flowing
@@ -116,8 +128,8 @@ class GstRtspTcpServer:
     def start(self, timeout: float = 15.0) -> "GstRtspTcpServer":
         log_path = self.log_dir / "gst-rtsp-server.log"
         with open(log_path, "wb") as log:
-            self.server = subprocess.Popen([SYSTEM_PYTHON, str(GST_RTSP_SERVER), str(self.port), f"/{self.mount}",
-                                            str(self.video)], stdin=subprocess.DEVNULL, stdout=log,
+            self.server = subprocess.Popen(tied([SYSTEM_PYTHON, str(GST_RTSP_SERVER), str(self.port), f"/{self.mount}",
+                                                 str(self.video)]), stdin=subprocess.DEVNULL, stdout=log,
                                            stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while "ready rtsp://" not in log_path.read_text(errors="replace"):

@@ -7,8 +7,10 @@ import functools
 import http.server
 import socket
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from streamvl.sources import LiveSource, stream_id_for
 from streamvl.sources.decode import transport_options
 from streamvl.sources.live import Backoff, LiveResume, LiveTimeline
 from streamvl.types import FrameBatch, StreamInfo
-from tests.live_servers import FFMPEG, RtspServer, TcpServer, free_port, garbage, have_rtsp_tools
+from tests.live_servers import FFMPEG, RtspServer, TcpServer, free_port, garbage, have_rtsp_tools, tied
 from tests.videos import make_video
 
 FAST = LiveConfig(open_timeout_s=2.0, stall_timeout_s=1.0, backoff_initial_s=0.2, backoff_max_s=0.8,
@@ -254,9 +256,9 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def test_live_hls_over_http_is_read_as_a_live_stream(rtsp, tmp_path):
     _, video = rtsp
     ffmpeg = subprocess.Popen(
-        [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
+        tied([FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
          "-f", "hls", "-hls_time", "1", "-hls_list_size", "4", "-hls_flags", "delete_segments",
-         str(tmp_path / "live.m3u8")], stdin=subprocess.DEVNULL)
+         str(tmp_path / "live.m3u8")]), stdin=subprocess.DEVNULL)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path)))
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
@@ -285,8 +287,8 @@ def test_udp_mpegts_stream_is_read_live(rtsp):
         port = s.getsockname()[1]
     url = f"udp://127.0.0.1:{port}"
     ffmpeg = subprocess.Popen(
-        [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
-         "-f", "mpegts", f"{url}?pkt_size=1316"], stdin=subprocess.DEVNULL)
+        tied([FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
+         "-f", "mpegts", f"{url}?pkt_size=1316"]), stdin=subprocess.DEVNULL)
     try:
         batches = read(LiveSource(info(url), SamplingConfig(fps=2.0, size=32, batch_frames=2), FAST), 4)
     finally:
@@ -295,3 +297,25 @@ def test_udp_mpegts_stream_is_read_live(rtsp):
     pts = np.concatenate([b.pts for b in batches])
     assert len(pts) >= 4 and np.all(np.diff(pts) > 0)
     assert all(b.wallclock is not None for b in batches)
+
+
+def test_servers_started_by_tests_die_with_the_test_process():
+    """A killed pytest must not leave its RTSP server or ffmpeg publisher running (tied)."""
+    import psutil
+
+    child = (
+        "import subprocess, sys, os, signal\n"
+        "from tests.live_servers import tied\n"
+        "p = subprocess.Popen(tied(['sleep', '60']), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "import psutil, time\n"
+        "while psutil.Process(p.pid).name() != 'sleep': time.sleep(0.01)  # setpriv has set it up and exec'd\n"
+        "print(p.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30,
+                         cwd=Path(__file__).resolve().parents[1])
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"sleep {pid} outlived the process that started it"
+        time.sleep(0.05)
