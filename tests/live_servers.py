@@ -64,6 +64,11 @@ def tied(cmd: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--", *cmd]
 
 
+def spawn(cmd: list[str], **popen) -> subprocess.Popen:
+    """subprocess.Popen of `cmd`, tied to this process (`tied`): how tests start servers and publishers."""
+    return subprocess.Popen(tied(cmd), **popen)
+
+
 def _stop(proc: subprocess.Popen | None) -> None:
     if proc is not None and proc.poll() is None:
         proc.terminate()
@@ -86,9 +91,9 @@ class RtspServer:
 
     def start(self) -> "RtspServer":
         log = open(self.log_dir / "rtsp-server.log", "wb")
-        self.server = subprocess.Popen(
-            tied([RTSP_SERVER, "--clientport", str(self.client_port), "--serverport", str(self.source_port),
-                  "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1", "--loglevel", "2"]),
+        self.server = spawn(
+            [RTSP_SERVER, "--clientport", str(self.client_port), "--serverport", str(self.source_port),
+             "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1", "--loglevel", "2"],
             stdout=log, stderr=subprocess.STDOUT)
         wait_listening(self.client_port)
         wait_listening(self.source_port)
@@ -99,9 +104,9 @@ class RtspServer:
 
     def push(self, video: Path, mount: str, wait: bool = True) -> None:
         log = open(self.log_dir / f"push-{mount}.log", "ab")
-        self.pushers[mount] = subprocess.Popen(
-            tied([FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
-                  "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{mount}"]),
+        self.pushers[mount] = spawn(
+            [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
+             "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{mount}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         if wait:
             time.sleep(1.0)  # ANNOUNCE/RECORD done and the first packets flowing
@@ -128,9 +133,8 @@ class GstRtspTcpServer:
     def start(self, timeout: float = 15.0) -> "GstRtspTcpServer":
         log_path = self.log_dir / "gst-rtsp-server.log"
         with open(log_path, "wb") as log:
-            self.server = subprocess.Popen(tied([SYSTEM_PYTHON, str(GST_RTSP_SERVER), str(self.port), f"/{self.mount}",
-                                                 str(self.video)]), stdin=subprocess.DEVNULL, stdout=log,
-                                           stderr=subprocess.STDOUT)
+            self.server = spawn([SYSTEM_PYTHON, str(GST_RTSP_SERVER), str(self.port), f"/{self.mount}", str(self.video)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while "ready rtsp://" not in log_path.read_text(errors="replace"):
             if self.server.poll() is not None or time.monotonic() > deadline:

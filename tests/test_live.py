@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from streamvl.config import LiveConfig, SamplingConfig
@@ -21,7 +22,7 @@ from streamvl.sources import LiveSource, stream_id_for
 from streamvl.sources.decode import transport_options
 from streamvl.sources.live import Backoff, LiveResume, LiveTimeline
 from streamvl.types import FrameBatch, StreamInfo
-from tests.live_servers import FFMPEG, RtspServer, TcpServer, free_port, garbage, have_rtsp_tools, tied
+from tests.live_servers import FFMPEG, RtspServer, TcpServer, free_port, garbage, have_rtsp_tools, spawn
 from tests.videos import make_video
 
 FAST = LiveConfig(open_timeout_s=2.0, stall_timeout_s=1.0, backoff_initial_s=0.2, backoff_max_s=0.8,
@@ -255,10 +256,10 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 @needs_rtsp
 def test_live_hls_over_http_is_read_as_a_live_stream(rtsp, tmp_path):
     _, video = rtsp
-    ffmpeg = subprocess.Popen(
-        tied([FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
+    ffmpeg = spawn(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
          "-f", "hls", "-hls_time", "1", "-hls_list_size", "4", "-hls_flags", "delete_segments",
-         str(tmp_path / "live.m3u8")]), stdin=subprocess.DEVNULL)
+         str(tmp_path / "live.m3u8")], stdin=subprocess.DEVNULL)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path)))
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
@@ -286,9 +287,9 @@ def test_udp_mpegts_stream_is_read_live(rtsp):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"udp://127.0.0.1:{port}"
-    ffmpeg = subprocess.Popen(
-        tied([FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
-         "-f", "mpegts", f"{url}?pkt_size=1316"]), stdin=subprocess.DEVNULL)
+    ffmpeg = spawn(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
+         "-f", "mpegts", f"{url}?pkt_size=1316"], stdin=subprocess.DEVNULL)
     try:
         batches = read(LiveSource(info(url), SamplingConfig(fps=2.0, size=32, batch_frames=2), FAST), 4)
     finally:
@@ -300,14 +301,11 @@ def test_udp_mpegts_stream_is_read_live(rtsp):
 
 
 def test_servers_started_by_tests_die_with_the_test_process():
-    """A killed pytest must not leave its RTSP server or ffmpeg publisher running (tied)."""
-    import psutil
-
+    """A killed pytest must not leave its RTSP server or ffmpeg publisher running (spawn)."""
     child = (
-        "import subprocess, sys, os, signal\n"
-        "from tests.live_servers import tied\n"
-        "p = subprocess.Popen(tied(['sleep', '60']), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-        "import psutil, time\n"
+        "import os, signal, subprocess, time, psutil\n"
+        "from tests.live_servers import spawn\n"
+        "p = spawn(['sleep', '60'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
         "while psutil.Process(p.pid).name() != 'sleep': time.sleep(0.01)  # setpriv has set it up and exec'd\n"
         "print(p.pid, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -316,6 +314,13 @@ def test_servers_started_by_tests_die_with_the_test_process():
                          cwd=Path(__file__).resolve().parents[1])
     pid = int(out.stdout.split()[0])
     deadline = time.monotonic() + 10
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+    while _alive(pid):
         assert time.monotonic() < deadline, f"sleep {pid} outlived the process that started it"
         time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
