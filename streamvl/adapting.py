@@ -449,15 +449,22 @@ class TorchAdapter(nn.Module):
     def clip(self) -> nn.Module:
         return self.backbone.model
 
-    def frozen_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """Normalised frozen text features, cached per text (plain tensors, usable under autograd)."""
+    def frozen_text(self, texts: Sequence[str], normalise: bool = True) -> torch.Tensor:
+        """Frozen text features [N, D], cached per text (plain tensors, usable under autograd).
+
+        normalise=False gives the text tower's raw output, whose norm is the backbone's (about 20
+        for the shapes-world models): what X-CLIP's prompt generator adds its prompts to.
+        """
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         if missing:
             with torch.inference_mode(False), torch.no_grad():  # plain tensors even when called under inference_mode
                 tokens = self.backbone.tokenizer([self.options["template"].format(t) for t in missing])
-                feats = F.normalize(self.clip.encode_text(tokens).float(), dim=-1)
+                feats = self.clip.encode_text(tokens).float()
             self._text_cache.update({t: f.clone() for t, f in zip(missing, feats)})
-        return torch.stack([self._text_cache[t] for t in texts]) if texts else torch.zeros(0, self.embed_dim)
+        if not texts:
+            return torch.zeros(0, self.embed_dim)
+        feats = torch.stack([self._text_cache[t] for t in texts])
+        return F.normalize(feats, dim=-1) if normalise else feats
 
     def scores(self, features: torch.Tensor, frames: torch.Tensor | None, texts: Sequence[str]) -> torch.Tensor:
         """Cosine similarities [B, N] of B clips and N texts (with gradients where trainable)."""

@@ -16,7 +16,10 @@
 - Video-specific prompt generator: text features attend (cross-attention, 2 layers) to the
   clip's visual tokens (patch tokens averaged over frames, normalised and projected) and the
   result is added with a learnable per-channel weight alpha, initialised at 0.1 as in the
-  paper's code (`alpha_init`; small, so text features start close to the plain ones).
+  paper's code (`alpha_init`; small, so text features start close to the plain ones). As in
+  that code, it is added to the text tower's raw (projected, not normalised) features, whose
+  norm (about 20 here) keeps the prompt a small correction; added to unit-norm features it
+  was a ~20x larger one.
 
 Training follows the paper: the text tower is frozen; the vision tower is a trainable *copy*
 of the pretrained one (`tune_vision`, learning rate x `vision_lr_scale`, 0.1 by default: new
@@ -234,8 +237,12 @@ class XClipAdapter(TorchAdapter):
         return self.video_from(frame)
 
     def prompted_text(self, texts: Sequence[str], visual: torch.Tensor) -> torch.Tensor:
-        """Video-specific text features [B, N, D] (normalised): text + alpha * prompt(text | video)."""
-        text = self.text_embed(texts).unsqueeze(0).expand(visual.shape[0], -1, -1)
+        """Video-specific text features [B, N, D] (normalised): text + alpha * prompt(text | video).
+
+        As in the paper's code, the prompts are added to the text tower's raw features, not to
+        normalised ones: the raw norm (about 20 here) keeps alpha * prompt a small correction.
+        """
+        text = self.frozen_text(texts, normalise=False).unsqueeze(0).expand(visual.shape[0], -1, -1)
         return F.normalize(text + self.prompts(text, visual), dim=-1)
 
     def scores(self, features: torch.Tensor | None, frames: torch.Tensor | None, texts: Sequence[str]) -> torch.Tensor:
