@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -76,10 +77,16 @@ class FeatureStore:
         from safetensors.numpy import save_file
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"pts": np.ascontiguousarray(feats.pts, np.float64), "features": np.ascontiguousarray(feats.features, np.float32)},
-                  str(tmp), metadata={"clip_id": clip_id, "model": self.model_name, "model_key": self.model_key})
-        tmp.replace(path)  # atomic: a crashed run leaves no half-written file
+        # a temporary name of this writer's own: jobs sharing the cache may store the same clip at once
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.stem}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            save_file({"pts": np.ascontiguousarray(feats.pts, np.float64), "features": np.ascontiguousarray(feats.features, np.float32)},
+                      str(tmp), metadata={"clip_id": clip_id, "model": self.model_name, "model_key": self.model_key})
+            tmp.replace(path)  # atomic: a crashed run leaves no half-written file
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def embed_frames(model: "LoadedModel", frames: np.ndarray, batch: int = 256) -> np.ndarray:

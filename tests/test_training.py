@@ -148,6 +148,28 @@ def test_feature_store_embeds_each_clip_once_and_keys_by_model(tmp_path, model):
     assert other.dir != store.dir and other.get("clip0") is None
 
 
+def test_two_jobs_storing_the_same_clip_at_once_both_succeed(tmp_path, model, monkeypatch):
+    """Jobs sharing a cache write the same clip concurrently: the second writer starts while the
+    first is mid-write; neither may fail, and the file left is whole."""
+    import safetensors.numpy
+
+    from streamvl.features import ClipFeatures
+
+    feats = ClipFeatures(np.arange(2.0), np.ones((2, model.embed_dim), np.float32))
+    first, second = FeatureStore(tmp_path, model), FeatureStore(tmp_path, model)
+    real = safetensors.numpy.save_file
+
+    def save_then_let_the_other_job_write(*args, **kwargs):
+        real(*args, **kwargs)
+        monkeypatch.setattr(safetensors.numpy, "save_file", real)
+        second.put("clip", feats)  # the other job, between this writer's write and its rename
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", save_then_let_the_other_job_write)
+    first.put("clip", feats)
+    assert [p.name for p in first.dir.iterdir()] == [first.path("clip").name]  # no temporary file left
+    np.testing.assert_array_equal(FeatureStore(tmp_path, model).get("clip").features, feats.features)
+
+
 def test_shapes_tasks_are_labelled_and_disjoint():
     opts = ShapesOptions(train_per_class=1, test_per_class=1, streams=(1, 1), stream_seconds=20.0)
     closed = load_task("shapes:closed_set", shapes=opts)
