@@ -65,19 +65,24 @@ def test_alpha_path_of_the_video_specific_prompts(model, plugins):
     assert a.prompts.decoder[0].cross_attn.in_proj_weight.grad.abs().sum() > 0
 
 
-def test_prompts_are_added_to_the_raw_text_features_as_in_the_paper(model, plugins):
-    """X-CLIP adds alpha * prompt to the text tower's projected output and normalises after: on a
-    unit-norm text feature the same prompt would be a ~20x larger change."""
-    a = build(model, plugins, tune_vision=False)
+@pytest.mark.parametrize("prompt_on", ["unit", "raw"])
+def test_prompts_are_added_to_unit_norm_or_raw_text_features(model, plugins, prompt_on):
+    """prompt_on="raw" adds alpha * prompt to the text tower's projected output and normalises
+    after, as the paper's code does; "unit" (default) adds it to unit-norm features, a ~20x
+    larger change here."""
+    a = build(model, plugins, tune_vision=False, prompt_on=prompt_on)
     frames = pixels(model, 2, 4, seed=3)
     texts = ["moves left", "grows"]
     with torch.no_grad():
         _, visual = a.tower(frames)
         raw = model.model.encode_text(model.tokenizer(texts)).float()
         assert raw.norm(dim=-1).min() > 2  # the backbone's raw text norm is not 1
-        raw = raw.unsqueeze(0).expand(2, -1, -1)
-        expected = torch.nn.functional.normalize(raw + a.prompts(raw, visual), dim=-1)
+        text = raw if prompt_on == "raw" else torch.nn.functional.normalize(raw, dim=-1)
+        text = text.unsqueeze(0).expand(2, -1, -1)
+        expected = torch.nn.functional.normalize(text + a.prompts(text, visual), dim=-1)
         torch.testing.assert_close(a.prompted_text(texts, visual), expected)
+    with pytest.raises(ValueError, match="prompt_on"):
+        build(model, plugins, prompt_on="scaled")
 
 
 def test_the_mit_is_centred_by_default(model, plugins):
