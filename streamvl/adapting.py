@@ -453,7 +453,7 @@ class TorchAdapter(nn.Module):
         """Frozen text features [N, D], cached per text (plain tensors, usable under autograd).
 
         normalise=False gives the text tower's raw output, whose norm is the backbone's (about 20
-        for the shapes-world models): what X-CLIP's prompt generator adds its prompts to.
+        for the shapes-world models): what X-CLIP's code adds its prompts to (xclip prompt_on="raw").
         """
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         if missing:
