@@ -49,7 +49,8 @@ def train_config(adapter: str, split: str, args: argparse.Namespace, seed: int) 
     if split == "few_shot":
         steps = max(steps // 2, 1)
     return TrainConfig(steps=steps, batch_size=args.batch_frames if frames_based else args.batch, lr=args.lr,
-                       frames=args.frames, log_every=args.log_every, backwards=args.backwards, seed=seed)
+                       frames=args.frames, log_every=args.log_every, backwards=args.backwards, seed=seed,
+                       crop=args.crop, colours=args.colours)
 
 
 def indexing_speed(model, plugins, adapter: str, options: dict, frames: np.ndarray) -> float:
@@ -111,6 +112,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--backwards", type=float, default=TrainConfig.backwards, help="share of views played backwards")
+    p.add_argument("--crop", type=float, default=TrainConfig.crop, help="frames: random crop side in [crop, 1]")
+    p.add_argument("--colours", action="store_true", help="frames, class labels: shuffle each view's RGB channels")
     p.add_argument("--option", action="append", default=[], metavar="ADAPTER.KEY=VALUE", help="adapter option")
     p.add_argument("--seed", type=int, default=0, help="shapes split seed (open-set class halves, clips), adapter init "
                    "and training sampling")

@@ -47,6 +47,12 @@ class TrainConfig:
     grad_clip: float = 1.0
     proposal_window: int = 64  # frames per actionness window (localisation data)
     backwards: float = 0.5  # share of labelled views played backwards as their reverse class (task.reverses)
+    crop: float = 1.0  # frames only: each view cropped to a random square of side in [crop, 1] x the frame (1: off)
+    colours: bool = False  # frames only, class labels only: each view's RGB channels in a random order
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.crop <= 1.0:
+            raise ValueError(f"crop must be in (0, 1] (the smallest crop side as a share of the frame), got {self.crop}")
 
 
 @dataclass
@@ -149,6 +155,29 @@ def trainable_reverses(task: TaskData) -> dict[str, str]:
     return {a: b for a, b in task.reverses.items() if a in train and b in train}
 
 
+def augment_views(frames: "torch.Tensor", rng: np.random.Generator, crop: float, colours: bool) -> "torch.Tensor":
+    """Per view (the same for all its T frames): a random square crop resized back, RGB channels shuffled.
+
+    frames [B, T, 3, S, S] preprocessed. One transform per view keeps its motion intact (a crop
+    shifts and scales every frame alike); channel order changes what colour an object is, never
+    what it does, so it is for class labels only (captions name colours)."""
+    import torch
+    import torch.nn.functional as F
+
+    b, t, c, s, _ = frames.shape
+    out = []
+    for x in frames:
+        if crop < 1.0:
+            side = max(2, int(round(s * rng.uniform(crop, 1.0))))
+            top, left = int(rng.integers(0, s - side + 1)), int(rng.integers(0, s - side + 1))
+            x = F.interpolate(x[..., top : top + side, left : left + side], size=(s, s), mode="bilinear",
+                              align_corners=False)
+        if colours:
+            x = x[:, torch.from_numpy(rng.permutation(c))]
+        out.append(x)
+    return torch.stack(out)
+
+
 def view_tensors(model: "LoadedModel", data: ClipData, views: Sequence[View], t: int,
                  rng: np.random.Generator | None) -> tuple["torch.Tensor", "torch.Tensor | None"]:
     """features [B, T, D] (and preprocessed frames [B, T, 3, S, S]) of views, T frames each."""
@@ -234,6 +263,8 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
         if reverses and config.backwards:
             picked = [backwards(v, reverses, config.backwards, rng) for v in picked]
         feats, frames = view_tensors(model, data, picked, config.frames, rng)
+        if frames is not None and (config.crop < 1.0 or (config.colours and task.kind != RETRIEVAL)):
+            frames = augment_views(frames, rng, config.crop, config.colours and task.kind != RETRIEVAL)
         texts, positives = targets_and_texts(picked, task, rng)
         loss, logs = adapter.training_loss(TrainBatch(feats, frames, texts, positives, task.kind != RETRIEVAL))
         if proposals:

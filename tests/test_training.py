@@ -251,3 +251,64 @@ def test_localise_index_writes_segments_from_the_frames_table(model, tmp_path):
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     CliRunner().invoke(main, ["localise", "--db", db, "--checkpoint", str(ckpt)])  # again: replaced, not duplicated
     assert len(store.segments(adapter="prompt")) == len(rows)
+
+
+def test_view_augmentation_crops_and_recolours_each_view_alike_across_its_frames():
+    from streamvl.training import augment_views
+
+    b, t, s = 3, 4, 16
+    frames = torch.randn(b, t, 3, s, s)
+    rng = np.random.default_rng(0)
+    assert torch.equal(augment_views(frames, rng, 1.0, False), frames)
+    recoloured = augment_views(frames, np.random.default_rng(1), 1.0, True)
+    orders = []
+    for v in range(b):  # one channel order per view, the same in all its frames; pixels only move between channels
+        order = [next(c for c in range(3) if torch.equal(recoloured[v, 0, k], frames[v, 0, c])) for k in range(3)]
+        assert sorted(order) == [0, 1, 2]
+        assert torch.equal(recoloured[v], frames[v][:, order])
+        orders.append(order)
+    assert any(o != [0, 1, 2] for o in orders)
+    # a crop is one window per view: a frame that is a shifted copy of the first stays a shifted copy
+    ramp = torch.arange(s, dtype=torch.float32).expand(s, s)  # value = column
+    clip = torch.stack([ramp + k for k in range(t)])[:, None].expand(t, 3, s, s)
+    cropped = augment_views(clip[None].repeat(b, 1, 1, 1, 1), np.random.default_rng(2), 0.5, False)
+    assert cropped.shape == (b, t, 3, s, s)
+    for v in range(b):
+        torch.testing.assert_close(cropped[v] - cropped[v, :1], torch.arange(t, dtype=torch.float32).view(t, 1, 1, 1).expand(t, 3, s, s))
+    assert not torch.equal(cropped[0, 0], clip[0])  # the window is smaller than the frame: the ramp is stretched
+
+
+def test_crop_outside_zero_to_one_is_refused():
+    from streamvl.training import TrainConfig
+
+    for crop in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="crop must be in"):
+            TrainConfig(crop=crop)
+
+
+@pytest.mark.parametrize(("data", "recolour"), [("shapes:closed_set", True), ("shapes:retrieval", False)])
+def test_train_command_augments_frame_views_and_recolours_only_for_class_labels(tmp_path, monkeypatch, data, recolour):
+    import json
+
+    from click.testing import CliRunner
+
+    import streamvl.training as training
+    from streamvl.cli import main
+
+    calls = []
+    real = training.augment_views
+
+    def spy(frames, rng, crop, colours):
+        calls.append((tuple(frames.shape), crop, colours))
+        return real(frames, rng, crop, colours)
+
+    monkeypatch.setattr(training, "augment_views", spy)
+    ckpt = tmp_path / "litevl.safetensors"
+    out = CliRunner().invoke(main, ["train", "--adapter", "litevl", "--data", data, "--out", str(ckpt),
+                                    "--model", SPEC, "--train-per-class", "1", "--test-per-class", "1",
+                                    "--cache", str(tmp_path / "cache"), "--threads", "1", "--steps", "2",
+                                    "--batch-size", "2", "--frames", "4", "--crop", "0.6", "--colours"])
+    assert out.exit_code == 0, out.output
+    assert len(calls) == 2 and all(c[1:] == (0.6, recolour) and c[0][:2] == (2, 4) for c in calls)
+    config = json.loads(ckpt.with_suffix(".json").read_text())["train"]["config"]
+    assert config["crop"] == 0.6 and config["colours"] is True
