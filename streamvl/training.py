@@ -164,7 +164,7 @@ def augment_views(frames: "torch.Tensor", rng: np.random.Generator, crop: float,
     import torch
     import torch.nn.functional as F
 
-    b, t, c, s, _ = frames.shape
+    c, s = frames.shape[2], frames.shape[-1]
     out = []
     for x in frames:
         if crop < 1.0:
@@ -250,6 +250,7 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
         raise ValueError(f"{task.name}: no training clips")
     proposals = task.kind == LOCALISATION and hasattr(adapter, "proposal_loss")
     reverses = trainable_reverses(task)
+    recolour = config.colours and task.kind != RETRIEVAL  # captions name colours; class names: the caller decides
     before = module_digest(model.model)
     opt = torch.optim.AdamW(adapter.param_groups(config.lr), weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config.warmup, config.steps))
@@ -263,8 +264,8 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
         if reverses and config.backwards:
             picked = [backwards(v, reverses, config.backwards, rng) for v in picked]
         feats, frames = view_tensors(model, data, picked, config.frames, rng)
-        if frames is not None and (config.crop < 1.0 or (config.colours and task.kind != RETRIEVAL)):
-            frames = augment_views(frames, rng, config.crop, config.colours and task.kind != RETRIEVAL)
+        if frames is not None and (config.crop < 1.0 or recolour):
+            frames = augment_views(frames, rng, config.crop, recolour)
         texts, positives = targets_and_texts(picked, task, rng)
         loss, logs = adapter.training_loss(TrainBatch(feats, frames, texts, positives, task.kind != RETRIEVAL))
         if proposals:
