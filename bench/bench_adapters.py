@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamvl.datasets import ShapesOptions, load_task  # noqa: E402
+from streamvl.datasets import DEFAULT_CLASS_TEMPLATE, ShapesOptions, load_task  # noqa: E402
 from streamvl.evaluation import evaluate  # noqa: E402
 from streamvl.features import DEFAULT_ROOT, FeatureStore  # noqa: E402
 from streamvl.models import load_model  # noqa: E402
@@ -114,6 +114,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backwards", type=float, default=TrainConfig.backwards, help="share of views played backwards")
     p.add_argument("--crop", type=float, default=TrainConfig.crop, help="frames: random crop side in [crop, 1]")
     p.add_argument("--colours", action="store_true", help="frames, class labels: shuffle each view's RGB channels")
+    p.add_argument("--class-template", default=DEFAULT_CLASS_TEMPLATE,
+                   help="sentence class names are put into, e.g. 'a video of a shape {}' (class-name splits)")
     p.add_argument("--option", action="append", default=[], metavar="ADAPTER.KEY=VALUE", help="adapter option")
     p.add_argument("--seed", type=int, default=0, help="shapes split seed (open-set class halves, clips), adapter init "
                    "and training sampling")
@@ -157,7 +159,8 @@ def run_split(ctx: dict, split: str, seed: int) -> list[dict]:
     import torch
 
     args, model, store, plugins, log = ctx["args"], ctx["model"], ctx["store"], ctx["plugins"], print
-    task = load_task(SPLITS[split], image_size=model.image_size, shapes=shapes_options(args, seed))
+    task = load_task(SPLITS[split], image_size=model.image_size, shapes=shapes_options(args, seed),
+                     class_template=args.class_template)
     test_feats = prepare(model, task.test, store, needs_frames=False, log=log)
     rows = []
     if split != "localisation":
@@ -179,7 +182,8 @@ def run_split(ctx: dict, split: str, seed: int) -> list[dict]:
         suffix = f"-s{seed}" if len(args.seed_list) > 1 else ""
         ckpt = adapter.save(ctx["out"] / f"{name}-{split}{suffix}.safetensors",
                             {"data": task.name, "kind": task.kind, "classes": list(task.train_classes),
-                             "class_texts": dict(task.class_texts), "train": report.summary()})
+                             "class_texts": dict(task.class_texts), "class_template": args.class_template,
+                             "train": report.summary()})
         test = test_feats if not spec.needs_frames else prepare(model, task.test, store, True, log)
         t0 = time.perf_counter()
         metrics = evaluate(adapter, model, task, test, args.frames)

@@ -342,6 +342,8 @@ def _data_options(f):
         click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="adapter option (repeatable)"),
         click.option("--frames", default=8, show_default=True, help="frames per clip given to the adapter"),
         click.option("--fps", default=2.0, show_default=True, help="sampling rate for folder/CSV videos"),
+        click.option("--class-template", help="sentence class names are put into, e.g. 'a video of a shape {}' "
+                     "(train default '{}': the names as they are; evaluate default: the checkpoint's)"),
         click.option("--cache", type=click.Path(file_okay=False), help="feature cache root (default ~/.cache/streamvl/features)"),
         click.option("--seed", default=0, show_default=True, help="shapes-world split seed"),
         click.option("--train-per-class", type=int, help="shapes clips per class, train side (default 16)"),
@@ -367,9 +369,10 @@ def _data_options(f):
               help="adapters that read frames: each view cropped to a random square of side in [crop, 1] x the frame")
 @click.option("--colours", is_flag=True,
               help="adapters that read frames, class labels only: each view's RGB channels in a random order")
-def train(adapter, data_spec, model_spec, options, frames, fps, cache, seed, train_per_class, test_per_class, streams,
-          threads, as_json, out, steps, batch_size, lr, train_seed, backwards, crop, colours) -> None:
+def train(adapter, data_spec, model_spec, options, frames, fps, class_template, cache, seed, train_per_class,
+          test_per_class, streams, threads, as_json, out, steps, batch_size, lr, train_seed, backwards, crop, colours) -> None:
     """Train an adapter on labelled clips; save safetensors + JSON; check the backbone is unchanged."""
+    from streamvl.datasets import DEFAULT_CLASS_TEMPLATE
     from streamvl.training import TrainConfig, run_training
 
     _threads(threads)
@@ -378,7 +381,8 @@ def train(adapter, data_spec, model_spec, options, frames, fps, cache, seed, tra
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     try:
         report = run_training(adapter, data_spec, out, model_spec=model_spec, options=_options(options), config=config,
-                              cache=cache, fps=fps, shapes=_shapes(seed, train_per_class, test_per_class, streams), log=log)
+                              cache=cache, fps=fps, shapes=_shapes(seed, train_per_class, test_per_class, streams),
+                              class_template=class_template or DEFAULT_CLASS_TEMPLATE, log=log)
     except (StreamvlError, ValueError) as exc:
         _fail(exc if isinstance(exc, StreamvlError) else StreamvlError(str(exc)))
     if as_json:
@@ -389,8 +393,8 @@ def train(adapter, data_spec, model_spec, options, frames, fps, cache, seed, tra
 @_data_options
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="trained adapter checkpoint")
 @click.option("--out", type=click.Path(dir_okay=False), help="also write the metrics JSON here")
-def evaluate(adapter, data_spec, model_spec, options, frames, fps, cache, seed, train_per_class, test_per_class, streams,
-             threads, as_json, checkpoint, out) -> None:
+def evaluate(adapter, data_spec, model_spec, options, frames, fps, class_template, cache, seed, train_per_class,
+             test_per_class, streams, threads, as_json, checkpoint, out) -> None:
     """Measure an adapter on the test side of DATA: top-1/5, R@K and median rank, or mAP@tIoU."""
     from pathlib import Path
 
@@ -401,7 +405,7 @@ def evaluate(adapter, data_spec, model_spec, options, frames, fps, cache, seed, 
         result = run_evaluation(adapter, data_spec, model_spec=model_spec, options=_options(options, checkpoint),
                                 frames=frames, cache=cache, fps=fps,
                                 shapes=_shapes(seed, train_per_class, test_per_class, streams),
-                                log=lambda m: click.echo(m, err=True))
+                                class_template=class_template, log=lambda m: click.echo(m, err=True))
     except (StreamvlError, ValueError) as exc:
         _fail(exc if isinstance(exc, StreamvlError) else StreamvlError(str(exc)))
     text = json.dumps(result, indent=2)

@@ -68,6 +68,32 @@ class TaskData:
     def texts(self, labels: tuple[str, ...]) -> list[str]:
         return [self.class_texts.get(label, label) for label in labels]
 
+    def with_class_template(self, template: str) -> "TaskData":
+        """The same task with every class text put into `template` ("a video of a shape {}").
+
+        Class names are phrases ("moves left"); a frozen text tower trained on captions reads
+        them better inside a sentence, as CLIP's "a photo of a {}". Captions (retrieval) and search
+        queries are not class texts and are left alone."""
+        check_class_template(template)
+        labels = dict.fromkeys((*self.train_classes, *self.test_classes, *self.class_texts))
+        return replace(self, class_texts={c: template.format(self.class_texts.get(c, c)) for c in labels})
+
+
+DEFAULT_CLASS_TEMPLATE = "{}"
+
+
+def check_class_template(template: str) -> None:
+    """A class template holds exactly one `{}` (the class text) and no other field."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ConfigError(f"class template {template!r}: {exc}") from exc
+    if fields != [""]:
+        raise ConfigError(f"class template {template!r} must hold exactly one '{{}}' for the class text, "
+                          f"e.g. 'a video of a shape {{}}'")
+
 
 @dataclass(frozen=True)
 class ShapesOptions:
@@ -198,8 +224,14 @@ def csv_task(path: str | Path, fps: float, size: int) -> TaskData:
     return TaskData(f"csv:{path}", kind, tuple(refs), tuple(refs), classes, classes, texts)
 
 
-def load_task(spec: str, *, image_size: int = 64, fps: float = 2.0, shapes: ShapesOptions | None = None) -> TaskData:
-    """Parse a data spec (see the module doc) into TaskData."""
+def load_task(spec: str, *, image_size: int = 64, fps: float = 2.0, shapes: ShapesOptions | None = None,
+              class_template: str = DEFAULT_CLASS_TEMPLATE) -> TaskData:
+    """Parse a data spec (see the module doc) into TaskData, class texts put into `class_template`."""
+    task = _load_task(spec, image_size, fps, shapes)
+    return task if class_template == DEFAULT_CLASS_TEMPLATE else task.with_class_template(class_template)
+
+
+def _load_task(spec: str, image_size: int, fps: float, shapes: ShapesOptions | None) -> TaskData:
     kind, _, rest = spec.partition(":")
     if kind == "shapes":
         name, _, k = rest.partition(":")

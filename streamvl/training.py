@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from streamvl.datasets import LOCALISATION, RECOGNITION, RETRIEVAL, ClipRef, TaskData
+from streamvl.datasets import DEFAULT_CLASS_TEMPLATE, LOCALISATION, RECOGNITION, RETRIEVAL, ClipRef, TaskData
 from streamvl.features import ClipFeatures, FeatureStore, clip_features, load_frames, segment_indices
 
 if TYPE_CHECKING:
@@ -294,8 +294,11 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
 def run_training(adapter_name: str, data_spec: str, out: str | Path, *, model_spec: str = "default",
                  options: dict[str, Any] | None = None, config: TrainConfig = TrainConfig(),
                  cache: str | Path | None = None, fps: float = 2.0, shapes: Any = None,
-                 log: Log = print) -> TrainReport:
-    """Everything `streamvl train` does: load model and data, train, check the backbone, save."""
+                 class_template: str = DEFAULT_CLASS_TEMPLATE, log: Log = print) -> TrainReport:
+    """Everything `streamvl train` does: load model and data, train, check the backbone, save.
+
+    class_template: the sentence class names are put into (recorded in the checkpoint, which
+    evaluation then uses by default)."""
     from streamvl.datasets import load_task
     from streamvl.features import DEFAULT_ROOT
     from streamvl.models import load_model
@@ -308,7 +311,7 @@ def run_training(adapter_name: str, data_spec: str, out: str | Path, *, model_sp
     adapter = spec.factory(model, dict(options or {}))
     if not hasattr(adapter, "training_loss"):
         raise ValueError(f"adapter {adapter_name!r} is not trainable (no training_loss)")
-    task = load_task(data_spec, image_size=model.image_size, fps=fps, shapes=shapes)
+    task = load_task(data_spec, image_size=model.image_size, fps=fps, shapes=shapes, class_template=class_template)
     store = FeatureStore(DEFAULT_ROOT if cache is None else cache, model)
     data = prepare(model, task.train, store, spec.needs_frames, log)
     counts = adapter.parameter_counts()
@@ -318,6 +321,7 @@ def run_training(adapter_name: str, data_spec: str, out: str | Path, *, model_sp
     classes = list(task.train_classes) if task.kind != "retrieval" else []
     path = adapter.save(out, {"data": task.name, "kind": task.kind, "classes": classes,
                               "class_texts": {c: task.class_texts.get(c, c) for c in classes},
+                              "class_template": class_template,
                               "train": {**report.summary(), "config": asdict(config)}})
     log(f"backbone weights unchanged: {report.backbone_unchanged} ({report.backbone_sha256_after[:16]})")
     log(f"saved {path} and {path.with_suffix('.json')} ({report.seconds:.1f}s training)")

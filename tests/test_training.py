@@ -312,3 +312,57 @@ def test_train_command_augments_frame_views_and_recolours_only_for_class_labels(
     assert len(calls) == 2 and all(c[1:] == (0.6, recolour) and c[0][:2] == (2, 4) for c in calls)
     config = json.loads(ckpt.with_suffix(".json").read_text())["train"]["config"]
     assert config["crop"] == 0.6 and config["colours"] is True
+
+
+def test_a_class_template_puts_every_class_text_in_a_sentence_and_leaves_captions_alone():
+    from streamvl.errors import ConfigError
+
+    plain = load_task("shapes:open_set")
+    task = load_task("shapes:open_set", class_template="a video of a shape {}")
+    assert set(task.train_classes).isdisjoint(task.test_classes)
+    for c in (*task.train_classes, *task.test_classes):
+        assert task.texts((c,)) == [f"a video of a shape {plain.texts((c,))[0]}"]
+    assert task.texts(("move_left",)) == ["a video of a shape moves left"]
+    assert task.train == plain.train and task.test == plain.test  # same clips
+    captions = load_task("shapes:retrieval", class_template="a video of a shape {}")
+    assert [r.captions for r in captions.test] == [r.captions for r in load_task("shapes:retrieval").test]
+    for bad in ("a video", "{} and {}", "a {colour} shape {}", "a {"):
+        with pytest.raises(ConfigError, match="class template"):
+            load_task("shapes:open_set", class_template=bad)
+
+
+def test_train_records_the_class_template_and_evaluate_uses_it_unless_told_otherwise(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    import streamvl.training as training
+    from streamvl.cli import main
+
+    seen: list[str] = []
+    real = training.targets_and_texts
+
+    def spy(views, task, rng):
+        texts, positives = real(views, task, rng)
+        seen.extend(texts)
+        return texts, positives
+
+    monkeypatch.setattr(training, "targets_and_texts", spy)
+    ckpt = tmp_path / "prompt.safetensors"
+    common = ["--model", SPEC, "--train-per-class", "1", "--test-per-class", "1", "--cache", str(tmp_path / "cache"),
+              "--threads", "1"]
+    out = CliRunner().invoke(main, ["train", "--adapter", "prompt", "--data", "shapes:closed_set", "--out", str(ckpt),
+                                    "--steps", "2", "--batch-size", "4", "--class-template", "a shape {}", *common])
+    assert out.exit_code == 0, out.output
+    assert seen and all(t.startswith("a shape ") for t in seen) and "a shape moves left" in seen
+    config = json.loads(ckpt.with_suffix(".json").read_text())
+    assert config["class_template"] == "a shape {}" and config["class_texts"]["grow"] == "a shape grows"
+    evaluate = ["evaluate", "--adapter", "prompt", "--data", "shapes:closed_set", "--checkpoint", str(ckpt), *common]
+    out = CliRunner().invoke(main, evaluate)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["class_template"] == "a shape {}"
+    out = CliRunner().invoke(main, [*evaluate, "--class-template", "{}"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["class_template"] == "{}"
+    out = CliRunner().invoke(main, [*evaluate, "--class-template", "no field"])
+    assert out.exit_code != 0 and "class template 'no field'" in out.output
