@@ -49,10 +49,17 @@ class TrainConfig:
     backwards: float = 0.5  # share of labelled views played backwards as their reverse class (task.reverses)
     crop: float = 1.0  # frames only: each view cropped to a random square of side in [crop, 1] x the frame (1: off)
     colours: bool = False  # frames only, class labels only: each view's RGB channels in a random order
+    exposure_teacher: float = 0.0  # weight of the exposure teacher (0: off); reads frames, for any adapter
 
     def __post_init__(self) -> None:
         if not 0.0 < self.crop <= 1.0:
             raise ValueError(f"crop must be in (0, 1] (the smallest crop side as a share of the frame), got {self.crop}")
+        if not self.exposure_teacher >= 0.0:
+            raise ValueError(f"exposure_teacher is a loss weight >= 0, got {self.exposure_teacher}")
+
+    def reads_frames(self, adapter_needs_frames: bool) -> bool:
+        """Whether training must render/decode the clips' frames: the adapter reads them, or the teacher does."""
+        return adapter_needs_frames or self.exposure_teacher > 0
 
 
 @dataclass
@@ -240,7 +247,7 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
     """Optimise the adapter's trainable parameters on the task's train side; the backbone must not change."""
     import torch
 
-    from streamvl.adapting import TrainBatch, module_digest
+    from streamvl.adapting import TrainBatch, exposure_targets, module_digest
 
     model = adapter.backbone
     rng = np.random.default_rng(config.seed)
@@ -248,6 +255,9 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
     views = clip_views(task, data)
     if not views:
         raise ValueError(f"{task.name}: no training clips")
+    if config.reads_frames(adapter.needs_frames) and data.frames is None:
+        raise ValueError(f"{task.name}: training {adapter.name} with these settings reads frames; "
+                         "prepare the data with needs_frames=TrainConfig.reads_frames(...)")
     proposals = task.kind == LOCALISATION and hasattr(adapter, "proposal_loss")
     reverses = trainable_reverses(task)
     recolour = config.colours and task.kind != RETRIEVAL  # captions name colours; class names: the caller decides
@@ -264,10 +274,12 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
         if reverses and config.backwards:
             picked = [backwards(v, reverses, config.backwards, rng) for v in picked]
         feats, frames = view_tensors(model, data, picked, config.frames, rng)
-        if frames is not None and (config.crop < 1.0 or recolour):
+        if adapter.needs_frames and (config.crop < 1.0 or recolour):
             frames = augment_views(frames, rng, config.crop, recolour)
         texts, positives = targets_and_texts(picked, task, rng)
-        loss, logs = adapter.training_loss(TrainBatch(feats, frames, texts, positives, task.kind != RETRIEVAL))
+        teacher = exposure_targets(model.model, frames) if config.exposure_teacher else None
+        loss, logs = adapter.training_loss(TrainBatch(feats, frames if adapter.needs_frames else None, texts, positives,
+                                                      task.kind != RETRIEVAL, teacher, config.exposure_teacher))
         if proposals:
             w_feats, w_targets = actionness_batch(data, config.proposal_window, config.batch_size, rng)
             p_loss = adapter.proposal_loss(w_feats, w_targets)
@@ -313,7 +325,7 @@ def run_training(adapter_name: str, data_spec: str, out: str | Path, *, model_sp
         raise ValueError(f"adapter {adapter_name!r} is not trainable (no training_loss)")
     task = load_task(data_spec, image_size=model.image_size, fps=fps, shapes=shapes, class_template=class_template)
     store = FeatureStore(DEFAULT_ROOT if cache is None else cache, model)
-    data = prepare(model, task.train, store, spec.needs_frames, log)
+    data = prepare(model, task.train, store, config.reads_frames(spec.needs_frames), log)
     counts = adapter.parameter_counts()
     log(f"{adapter_name}: {counts['trainable']:,} trainable parameters of {counts['total']:,} "
         f"(frozen backbone {counts['backbone']:,})")

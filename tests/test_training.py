@@ -366,3 +366,83 @@ def test_train_records_the_class_template_and_evaluate_uses_it_unless_told_other
     assert json.loads(out.stdout)["class_template"] == "{}"
     out = CliRunner().invoke(main, [*evaluate, "--class-template", "no field"])
     assert out.exit_code != 0 and "class template 'no field'" in out.output
+
+
+def test_teacher_term_is_the_weighted_cosine_distance_and_absent_without_targets():
+    from streamvl.adapting import TrainBatch, add_teacher, teacher_loss
+
+    video = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    other = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    batch = TrainBatch(torch.zeros(4, 2, 8), None, ["a"], torch.ones(4, 1, dtype=torch.bool))
+    base = torch.tensor(1.5)
+    assert teacher_loss(video, batch) is None and add_teacher(base, {}, video, batch) == (base, {})
+    same = TrainBatch(batch.features, None, ["a"], batch.positives, teacher=video, teacher_weight=2.0)
+    torch.testing.assert_close(teacher_loss(video, same), torch.tensor(0.0))
+    apart = TrainBatch(batch.features, None, ["a"], batch.positives, teacher=other, teacher_weight=2.0)
+    loss, logs = add_teacher(base, {"nce": 1.5}, video, apart)
+    want = (1 - (video * other).sum(-1)).mean()
+    torch.testing.assert_close(loss, base + 2.0 * want)
+    assert logs == {"nce": 1.5, "teacher": pytest.approx(float(want))}
+
+
+def test_exposure_targets_are_the_frozen_embedding_of_each_clips_exposure(model):
+    from streamvl.adapting import exposure_stills, exposure_targets
+
+    s = model.image_size
+    frames = torch.randn(2, 8, 3, s, s)
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(model.model.encode_image(exposure_stills(frames)), dim=-1)
+    got = exposure_targets(model.model, frames)
+    torch.testing.assert_close(got, want)
+    assert not got.requires_grad
+    assert not torch.allclose(got, exposure_targets(model.model, frames.flip(1)))  # a clip played backwards differs
+
+
+def test_negative_teacher_weight_is_refused_and_the_teacher_reads_frames():
+    from streamvl.training import TrainConfig
+
+    with pytest.raises(ValueError, match="exposure_teacher"):
+        TrainConfig(exposure_teacher=-1.0)
+    assert TrainConfig(exposure_teacher=0.5).reads_frames(False) and not TrainConfig().reads_frames(False)
+    assert TrainConfig().reads_frames(True)
+
+
+def test_train_command_with_the_exposure_teacher_trains_a_feature_adapter_towards_the_targets(tmp_path, monkeypatch):
+    """prompt reads no frames itself; with the teacher, training renders them, hands the adapter
+    only features, and each step's batch carries the targets of exactly the views it trains on."""
+    import json
+
+    from click.testing import CliRunner
+
+    from streamvl.adapting import TorchAdapter
+    from streamvl.cli import main
+
+    seen = []
+    real = TorchAdapter.training_loss
+
+    def spy(self, batch):
+        seen.append(batch)
+        return real(self, batch)
+
+    monkeypatch.setattr(TorchAdapter, "training_loss", spy)
+    targets = []
+    import streamvl.adapting as adapting
+
+    real_targets = adapting.exposure_targets
+
+    def spy_targets(clip, frames):
+        targets.append(frames.shape)
+        return real_targets(clip, frames)
+
+    monkeypatch.setattr(adapting, "exposure_targets", spy_targets)
+    ckpt = tmp_path / "prompt.safetensors"
+    out = CliRunner().invoke(main, ["train", "--adapter", "prompt", "--data", "shapes:closed_set", "--out", str(ckpt),
+                                    "--model", SPEC, "--train-per-class", "1", "--test-per-class", "1",
+                                    "--cache", str(tmp_path / "cache"), "--threads", "1", "--steps", "3",
+                                    "--batch-size", "2", "--frames", "4", "--exposure-teacher", "0.5"])
+    assert out.exit_code == 0, out.output
+    assert len(seen) == 3 and len(targets) == 3 and all(t[:2] == (2, 4) for t in targets)
+    assert all(b.frames is None and b.teacher.shape == (2, b.features.shape[-1]) and b.teacher_weight == 0.5 for b in seen)
+    assert "teacher=" in out.output
+    config = json.loads(ckpt.with_suffix(".json").read_text())["train"]["config"]
+    assert config["exposure_teacher"] == 0.5
