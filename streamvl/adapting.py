@@ -15,6 +15,7 @@ Helpers that reach into open_clip's towers without forking them:
   `vit_tokens` / `vit_head` the vision tower split at its residual blocks (for wrapping them)
   `TemporalTransformer`     a light Transformer over frame features with temporal positions
   `exposure_stills`         one still per clip that carries its motion, from its frames
+  `exposure_targets`        their frozen embeddings: the training-time exposure teacher's targets
 """
 
 from __future__ import annotations
@@ -416,7 +417,8 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
 
 class TorchAdapter(nn.Module):
     """Base class of the trainable adapters. Subclasses set `name`, `defaults` and implement
-    `build()`, `video_embed()` and (unless the plain text tower is right) `text_embed()`.
+    `build()`, `video_embed()` and (unless the plain text tower is right) `text_embed()`; an
+    adapter whose score depends on the text overrides `scores_and_video()`.
 
     options: the subclass's `defaults` overridden by a checkpoint's saved options, then by the
     options given (unknown keys are an error). `checkpoint` (a .safetensors path) loads trained

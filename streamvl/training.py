@@ -8,6 +8,9 @@ Each step samples B views, takes T frames of each (TSN-style, random inside each
 plays a share of them backwards as their reverse class where the task knows one, and hands
 the adapter a `TrainBatch`; the adapter returns its loss (symmetric NCE by default).
 Localisation data also trains the adapter's class-agnostic proposal head when it has one.
+With `exposure_teacher` > 0 each view's frames are also blended into its exposure, whose frozen
+embedding is a target for the view's video embedding (a cosine term of that weight, training
+only: the adapter that is saved and run is unchanged).
 """
 
 from __future__ import annotations
