@@ -50,7 +50,7 @@ def train_config(adapter: str, split: str, args: argparse.Namespace, seed: int) 
         steps = max(steps // 2, 1)
     return TrainConfig(steps=steps, batch_size=args.batch_frames if frames_based else args.batch, lr=args.lr,
                        frames=args.frames, log_every=args.log_every, backwards=args.backwards, seed=seed,
-                       crop=args.crop, colours=args.colours, exposure_teacher=args.exposure_teacher)
+                       crop=args.crop, colours=args.colours)
 
 
 def indexing_speed(model, plugins, adapter: str, options: dict, frames: np.ndarray) -> float:
@@ -116,8 +116,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--colours", action="store_true", help="frames, class labels: shuffle each view's RGB channels")
     p.add_argument("--class-template", default=DEFAULT_CLASS_TEMPLATE,
                    help="sentence class names are put into, e.g. 'a video of a shape {}' (class-name splits)")
-    p.add_argument("--exposure-teacher", type=float, default=TrainConfig.exposure_teacher,
-                   help="weight of the exposure teacher in training (0: off)")
     p.add_argument("--option", action="append", default=[], metavar="ADAPTER.KEY=VALUE", help="adapter option")
     p.add_argument("--seed", type=int, default=0, help="shapes split seed (open-set class halves, clips), adapter init "
                    "and training sampling")
@@ -178,7 +176,7 @@ def run_split(ctx: dict, split: str, seed: int) -> list[dict]:
         torch.manual_seed(seed)
         adapter = spec.factory(model, dict(ctx["options"].get(name, {})))
         config = train_config(name, split, args, seed)
-        train_data = prepare(model, task.train, store, config.reads_frames(spec.needs_frames), log)
+        train_data = prepare(model, task.train, store, spec.needs_frames, log)
         log(f"== training {name} on {task.name}: {config}")
         report = train(adapter, task, train_data, config, log)
         suffix = f"-s{seed}" if len(args.seed_list) > 1 else ""

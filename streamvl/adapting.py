@@ -15,7 +15,6 @@ Helpers that reach into open_clip's towers without forking them:
   `vit_tokens` / `vit_head` the vision tower split at its residual blocks (for wrapping them)
   `TemporalTransformer`     a light Transformer over frame features with temporal positions
   `exposure_stills`         one still per clip that carries its motion, from its frames
-  `exposure_targets`        their frozen embeddings: the training-time exposure teacher's targets
 """
 
 from __future__ import annotations
@@ -67,24 +66,6 @@ class TrainBatch:
     texts: list[str]
     positives: torch.Tensor
     class_texts: bool = False
-    teacher: torch.Tensor | None = None  # [B, D] unit-norm targets for the clips' video embeddings
-    teacher_weight: float = 0.0
-
-
-def teacher_loss(video: torch.Tensor, batch: TrainBatch) -> torch.Tensor | None:
-    """Mean cosine distance of video embeddings [B, D] from the batch's teacher targets, if it has any."""
-    if batch.teacher is None or not batch.teacher_weight:
-        return None
-    return (1 - (video * batch.teacher.to(video.dtype)).sum(dim=-1)).mean()
-
-
-def add_teacher(loss: torch.Tensor, logs: dict[str, float], video: torch.Tensor,
-                batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
-    """loss + teacher_weight x the teacher distance (logged as `teacher`), or loss unchanged without a teacher."""
-    distance = teacher_loss(video, batch)
-    if distance is None:
-        return loss, logs
-    return loss + batch.teacher_weight * distance, {**logs, "teacher": float(distance.detach())}
 
 
 def video_to_text_nce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -386,15 +367,6 @@ def exposure_stills(frames: torch.Tensor, n: int = EXPOSURE_FRAMES, decay: float
     return torch.einsum("k,bkchw->bchw", w, frames[:, idx])
 
 
-def exposure_targets(clip: nn.Module, frames: torch.Tensor) -> torch.Tensor:
-    """Unit-norm frozen image-tower embeddings [B, D] of the clips' exposures (no gradient).
-
-    The training-time exposure teacher (`TrainConfig.exposure_teacher`): a model pretrained on
-    exposures embeds a clip's action where its text tower puts the action's words."""
-    with torch.no_grad():
-        return F.normalize(clip.encode_image(exposure_stills(frames.float())).float(), dim=-1)
-
-
 # ---------------------------------------------------------------- the base adapter
 
 
@@ -417,8 +389,7 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
 
 class TorchAdapter(nn.Module):
     """Base class of the trainable adapters. Subclasses set `name`, `defaults` and implement
-    `build()`, `video_embed()` and (unless the plain text tower is right) `text_embed()`; an
-    adapter whose score depends on the text overrides `scores_and_video()`.
+    `build()`, `video_embed()` and (unless the plain text tower is right) `text_embed()`.
 
     options: the subclass's `defaults` overridden by a checkpoint's saved options, then by the
     options given (unknown keys are an error). `checkpoint` (a .safetensors path) loads trained
@@ -497,29 +468,20 @@ class TorchAdapter(nn.Module):
 
     def scores(self, features: torch.Tensor, frames: torch.Tensor | None, texts: Sequence[str]) -> torch.Tensor:
         """Cosine similarities [B, N] of B clips and N texts (with gradients where trainable)."""
-        return self.scores_and_video(features, frames, texts)[0]
-
-    def scores_and_video(self, features: torch.Tensor | None, frames: torch.Tensor | None,
-                         texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`scores` [B, N] and the text-agnostic video embeddings [B, D] they came from, in one pass
-        (training reads both; adapters whose score depends on the text override this)."""
-        video = self.video_embed(features, frames)
-        return video @ self.text_embed(texts).t(), video
+        return self.video_embed(features, frames) @ self.text_embed(texts).t()
 
     def scale(self) -> torch.Tensor:
         """The learnable inverse temperature, clamped like CLIP's."""
         return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
     def training_loss(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Default objective: symmetric NCE between clips and texts (class_objective on class names),
-        plus the teacher distance when the batch carries teacher targets."""
-        scores, video = self.scores_and_video(batch.features, batch.frames, batch.texts)
-        logits = self.scale() * scores
+        """Default objective: symmetric NCE between clips and texts (class_objective on class names)."""
+        logits = self.scale() * self.scores(batch.features, batch.frames, batch.texts)
         if batch.class_texts and self.class_objective == "video_to_text":
             loss = video_to_text_nce(logits, batch.positives)
-            return add_teacher(loss, {"v2t": float(loss.detach())}, video, batch)
+            return loss, {"v2t": float(loss.detach())}
         loss = symmetric_nce(logits, batch.positives)
-        return add_teacher(loss, {"nce": float(loss.detach())}, video, batch)
+        return loss, {"nce": float(loss.detach())}
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Optimiser groups; subclasses give pretrained-initialised parts a smaller rate."""

@@ -369,19 +369,15 @@ def _data_options(f):
               help="adapters that read frames: each view cropped to a random square of side in [crop, 1] x the frame")
 @click.option("--colours", is_flag=True,
               help="adapters that read frames, class labels only: each view's RGB channels in a random order")
-@click.option("--exposure-teacher", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
-              help="weight of a training-only term pulling each view's video embedding towards the frozen "
-                   "embedding of its exposure (0: off; renders/decodes frames for any adapter)")
 def train(adapter, data_spec, model_spec, options, frames, fps, class_template, cache, seed, train_per_class,
-          test_per_class, streams, threads, as_json, out, steps, batch_size, lr, train_seed, backwards, crop, colours,
-          exposure_teacher) -> None:
+          test_per_class, streams, threads, as_json, out, steps, batch_size, lr, train_seed, backwards, crop, colours) -> None:
     """Train an adapter on labelled clips; save safetensors + JSON; check the backbone is unchanged."""
     from streamvl.datasets import DEFAULT_CLASS_TEMPLATE
     from streamvl.training import TrainConfig, run_training
 
     _threads(threads)
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, frames=frames, seed=train_seed, backwards=backwards,
-                         crop=crop, colours=colours, exposure_teacher=exposure_teacher)
+                         crop=crop, colours=colours)
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     try:
         report = run_training(adapter, data_spec, out, model_spec=model_spec, options=_options(options), config=config,

@@ -52,12 +52,10 @@ class Ensemble(TorchAdapter):
     def text_embed(self, texts: Sequence[str]) -> torch.Tensor:
         return F.normalize(torch.stack([m.text_embed(texts) for m in self.members]).mean(0), dim=-1)
 
-    def scores_and_video(self, features: torch.Tensor | None, frames: torch.Tensor | None,
-                         texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.member_class.scores_and_video is TorchAdapter.scores_and_video:  # embeddings alone define the score
-            return super().scores_and_video(features, frames, texts)
-        scores, videos = zip(*(m.scores_and_video(features, frames, texts) for m in self.members))
-        return torch.stack(scores).mean(0), F.normalize(torch.stack(videos).mean(0), dim=-1)
+    def scores(self, features: torch.Tensor, frames: torch.Tensor | None, texts: Sequence[str]) -> torch.Tensor:
+        if self.member_class.scores is TorchAdapter.scores:  # embeddings alone define the score
+            return super().scores(features, frames, texts)
+        return torch.stack([m.scores(features, frames, texts) for m in self.members]).mean(0)
 
     def scale(self) -> torch.Tensor:
         """The members' mean inverse temperature (the ensemble's own is not trained)."""

@@ -8,9 +8,6 @@ Each step samples B views, takes T frames of each (TSN-style, random inside each
 plays a share of them backwards as their reverse class where the task knows one, and hands
 the adapter a `TrainBatch`; the adapter returns its loss (symmetric NCE by default).
 Localisation data also trains the adapter's class-agnostic proposal head when it has one.
-With `exposure_teacher` > 0 each view's frames are also blended into its exposure, whose frozen
-embedding is a target for the view's video embedding (a cosine term of that weight, training
-only: the adapter that is saved and run is unchanged).
 """
 
 from __future__ import annotations
@@ -52,17 +49,10 @@ class TrainConfig:
     backwards: float = 0.5  # share of labelled views played backwards as their reverse class (task.reverses)
     crop: float = 1.0  # frames only: each view cropped to a random square of side in [crop, 1] x the frame (1: off)
     colours: bool = False  # frames only, class labels only: each view's RGB channels in a random order
-    exposure_teacher: float = 0.0  # weight of the exposure teacher (0: off); reads frames, for any adapter
 
     def __post_init__(self) -> None:
         if not 0.0 < self.crop <= 1.0:
             raise ValueError(f"crop must be in (0, 1] (the smallest crop side as a share of the frame), got {self.crop}")
-        if not self.exposure_teacher >= 0.0:
-            raise ValueError(f"exposure_teacher is a loss weight >= 0, got {self.exposure_teacher}")
-
-    def reads_frames(self, adapter_needs_frames: bool) -> bool:
-        """Whether training must render/decode the clips' frames: the adapter reads them, or the teacher does."""
-        return adapter_needs_frames or self.exposure_teacher > 0
 
 
 @dataclass
@@ -250,7 +240,7 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
     """Optimise the adapter's trainable parameters on the task's train side; the backbone must not change."""
     import torch
 
-    from streamvl.adapting import TrainBatch, exposure_targets, module_digest
+    from streamvl.adapting import TrainBatch, module_digest
 
     model = adapter.backbone
     rng = np.random.default_rng(config.seed)
@@ -258,9 +248,6 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
     views = clip_views(task, data)
     if not views:
         raise ValueError(f"{task.name}: no training clips")
-    if config.reads_frames(adapter.needs_frames) and data.frames is None:
-        raise ValueError(f"{task.name}: training {adapter.name} with these settings reads frames; "
-                         "prepare the data with needs_frames=TrainConfig.reads_frames(...)")
     proposals = task.kind == LOCALISATION and hasattr(adapter, "proposal_loss")
     reverses = trainable_reverses(task)
     recolour = config.colours and task.kind != RETRIEVAL  # captions name colours; class names: the caller decides
@@ -277,12 +264,10 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
         if reverses and config.backwards:
             picked = [backwards(v, reverses, config.backwards, rng) for v in picked]
         feats, frames = view_tensors(model, data, picked, config.frames, rng)
-        if adapter.needs_frames and (config.crop < 1.0 or recolour):
+        if frames is not None and (config.crop < 1.0 or recolour):
             frames = augment_views(frames, rng, config.crop, recolour)
         texts, positives = targets_and_texts(picked, task, rng)
-        teacher = exposure_targets(model.model, frames) if config.exposure_teacher else None
-        loss, logs = adapter.training_loss(TrainBatch(feats, frames if adapter.needs_frames else None, texts, positives,
-                                                      task.kind != RETRIEVAL, teacher, config.exposure_teacher))
+        loss, logs = adapter.training_loss(TrainBatch(feats, frames, texts, positives, task.kind != RETRIEVAL))
         if proposals:
             w_feats, w_targets = actionness_batch(data, config.proposal_window, config.batch_size, rng)
             p_loss = adapter.proposal_loss(w_feats, w_targets)
@@ -328,7 +313,7 @@ def run_training(adapter_name: str, data_spec: str, out: str | Path, *, model_sp
         raise ValueError(f"adapter {adapter_name!r} is not trainable (no training_loss)")
     task = load_task(data_spec, image_size=model.image_size, fps=fps, shapes=shapes, class_template=class_template)
     store = FeatureStore(DEFAULT_ROOT if cache is None else cache, model)
-    data = prepare(model, task.train, store, config.reads_frames(spec.needs_frames), log)
+    data = prepare(model, task.train, store, spec.needs_frames, log)
     counts = adapter.parameter_counts()
     log(f"{adapter_name}: {counts['trainable']:,} trainable parameters of {counts['total']:,} "
         f"(frozen backbone {counts['backbone']:,})")

@@ -142,24 +142,3 @@ def test_indexing_search_and_the_frame_rereading_reranker(model, plugins, shapes
     with torch.no_grad():
         want = float(adapter.scores(None, px, ["a red circle moves left"])[0, 0])
     assert h.score == pytest.approx(want, abs=1e-5)
-
-
-def test_the_exposure_teacher_reads_the_text_agnostic_video_embedding(model, plugins):
-    """One tower pass gives the text-dependent scores and the index embedding; the teacher term
-    pulls the latter (the mean of temporally attended frames) towards the exposure's embedding."""
-    from streamvl.adapting import exposure_targets, video_to_text_nce
-
-    a = build(model, plugins)
-    with torch.no_grad():
-        a.temporal_scale.fill_(0.3)
-    _, frames = pixels(model, 3, 6)
-    texts, pos = ["moves left", "grows"], torch.tensor([[1, 0], [0, 1], [1, 0]], dtype=torch.bool)
-    teacher = exposure_targets(model.model, frames)
-    with torch.no_grad():
-        scores, video = a.scores_and_video(None, frames, texts)
-        torch.testing.assert_close(scores, a.scores(None, frames, texts))
-        torch.testing.assert_close(video, a.video_embed(None, frames))
-        loss, logs = a.training_loss(TrainBatch(None, frames, texts, pos, True, teacher, 2.0))
-    want = video_to_text_nce(a.scale() * scores, pos) + 2.0 * (1 - (video * teacher).sum(-1)).mean()
-    torch.testing.assert_close(loss, want)
-    assert logs["teacher"] > 0

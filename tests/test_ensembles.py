@@ -139,10 +139,8 @@ class PairScored(TorchAdapter):
     def video_embed(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         return torch.nn.functional.normalize(features.mean(1), dim=-1)
 
-    def scores_and_video(self, features: torch.Tensor, frames: torch.Tensor | None,
-                         texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        scores, video = super().scores_and_video(features, frames, texts)
-        return self.w * scores, video
+    def scores(self, features: torch.Tensor, frames: torch.Tensor | None, texts: Sequence[str]) -> torch.Tensor:
+        return self.w * super().scores(features, frames, texts)
 
 
 def test_text_dependent_scores_are_the_members_mean(model):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamvl.adapters import AdapterSpec, ClipBatch, ColumnProvider
-from streamvl.adapting import TemporalTransformer, TorchAdapter, TrainBatch, add_teacher, symmetric_nce
+from streamvl.adapting import TemporalTransformer, TorchAdapter, TrainBatch, symmetric_nce
 from streamvl.hookspecs import hookimpl
 
 TAGS, TAG_SCORES = "tags", "tag_scores"
@@ -130,15 +130,15 @@ class AlproAdapter(TorchAdapter):
         video = self.video_embed(batch.features, batch.frames)
         logits = self.scale() * video @ self.text_embed(batch.texts).t()
         vtc = symmetric_nce(logits, batch.positives)
-        loss, logs = add_teacher(vtc, {"vtc": float(vtc.detach())}, video, batch)
+        logs = {"vtc": float(vtc.detach())}
         prompter = self.prompter_model()
         if prompter is None:
-            return loss, logs
+            return vtc, logs
         with torch.no_grad():
             target = prompter.entity_probs(prompter.video_embed(batch.features, batch.frames))
         pem = -(target * self.entity_head(video).log_softmax(dim=-1)).sum(dim=-1).mean()
         logs["pem"] = float(pem.detach())
-        return loss + self.options["pem_weight"] * pem, logs
+        return vtc + self.options["pem_weight"] * pem, logs
 
 
 def tag_columns(batch: ClipBatch) -> dict[str, list[Any]]:

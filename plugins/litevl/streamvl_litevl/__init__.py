@@ -108,14 +108,12 @@ class LiteVLAdapter(TorchAdapter):
             out = out + w_patch * torch.einsum("bnk,bkd->bnd", a, tokens)
         return F.normalize(out, dim=-1)
 
-    def scores_and_video(self, features: torch.Tensor | None, frames: torch.Tensor | None,
-                         texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text-dependent scores [B, N] and the text-agnostic video embeddings [B, D], one tower pass."""
+    def scores(self, features: torch.Tensor | None, frames: torch.Tensor | None, texts: Sequence[str]) -> torch.Tensor:
         if frames is None:
             raise ValueError("litevl scores need frames")
         frame, patch = self.tower(frames)
         text = self.text_embed(texts)
-        return (self.pooled(frame, patch, text) * text[None]).sum(dim=-1), F.normalize(frame.mean(dim=1), dim=-1)
+        return (self.pooled(frame, patch, text) * text[None]).sum(dim=-1)
 
 
 @hookimpl

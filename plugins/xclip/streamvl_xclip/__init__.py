@@ -248,14 +248,12 @@ class XClipAdapter(TorchAdapter):
         text = text.unsqueeze(0).expand(visual.shape[0], -1, -1)
         return F.normalize(text + self.prompts(text, visual), dim=-1)
 
-    def scores_and_video(self, features: torch.Tensor | None, frames: torch.Tensor | None,
-                         texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores [B, N] against the video-specific prompted texts, and the video embeddings [B, D]."""
+    def scores(self, features: torch.Tensor | None, frames: torch.Tensor | None, texts: Sequence[str]) -> torch.Tensor:
         if frames is None:
             raise ValueError("xclip scores need frames")
         frame, visual = self.tower(frames)
         video = self.video_from(frame)
-        return torch.einsum("bd,bnd->bn", video, self.prompted_text(texts, visual)), video
+        return torch.einsum("bd,bnd->bn", video, self.prompted_text(texts, visual))
 
 
 @hookimpl
