@@ -227,8 +227,7 @@ def csv_task(path: str | Path, fps: float, size: int) -> TaskData:
 def load_task(spec: str, *, image_size: int = 64, fps: float = 2.0, shapes: ShapesOptions | None = None,
               class_template: str = DEFAULT_CLASS_TEMPLATE) -> TaskData:
     """Parse a data spec (see the module doc) into TaskData, class texts put into `class_template`."""
-    task = _load_task(spec, image_size, fps, shapes)
-    return task if class_template == DEFAULT_CLASS_TEMPLATE else task.with_class_template(class_template)
+    return _load_task(spec, image_size, fps, shapes).with_class_template(class_template)
 
 
 def _load_task(spec: str, image_size: int, fps: float, shapes: ShapesOptions | None) -> TaskData:

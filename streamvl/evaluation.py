@@ -160,16 +160,6 @@ def evaluate(adapter: Any, model: "LoadedModel", task: TaskData, data: ClipData,
     return fn(adapter, model, task, data, frames)
 
 
-def checkpoint_class_template(checkpoint: str | None) -> str:
-    """The class template a checkpoint was trained with ("{}" for none, or a checkpoint that predates it)."""
-    from streamvl.adapting import read_checkpoint_config
-    from streamvl.datasets import DEFAULT_CLASS_TEMPLATE
-
-    if not checkpoint:
-        return DEFAULT_CLASS_TEMPLATE
-    return read_checkpoint_config(checkpoint).get("class_template", DEFAULT_CLASS_TEMPLATE)
-
-
 def run_evaluation(adapter_name: str, data_spec: str, *, model_spec: str = "default",
                    options: dict[str, Any] | None = None, frames: int = 8, cache: str | None = None,
                    fps: float = 2.0, shapes: Any = None, class_template: str | None = None,
@@ -177,7 +167,7 @@ def run_evaluation(adapter_name: str, data_spec: str, *, model_spec: str = "defa
     """Everything `streamvl evaluate` does: load model, adapter (checkpoint via options) and test data; measure.
 
     class_template None: the one the checkpoint was trained with (none: class texts as they are)."""
-    from streamvl.datasets import load_task
+    from streamvl.datasets import DEFAULT_CLASS_TEMPLATE, load_task
     from streamvl.features import DEFAULT_ROOT, FeatureStore
     from streamvl.models import load_model
     from streamvl.plugins import Plugins
@@ -188,8 +178,8 @@ def run_evaluation(adapter_name: str, data_spec: str, *, model_spec: str = "defa
         log(f"WARNING: {model.warning()}")
     spec = Plugins().adapter(adapter_name)
     adapter = spec.factory(model, dict(options or {}))
-    if class_template is None:
-        class_template = checkpoint_class_template((options or {}).get("checkpoint"))
+    if class_template is None:  # the checkpoint's, as the adapter read it (older checkpoints have none)
+        class_template = getattr(adapter, "checkpoint_info", {}).get("class_template", DEFAULT_CLASS_TEMPLATE)
     task = load_task(data_spec, image_size=model.image_size, fps=fps, shapes=shapes, class_template=class_template)
     store = FeatureStore(DEFAULT_ROOT if cache is None else cache, model)
     data = prepare(model, task.test, store, spec.needs_frames, log)
