@@ -2,7 +2,7 @@
 
 For each split, the frame-mean zero-shot baseline (meanpool) is measured first; then each adapter
 is trained on the split's train side (checkpoints under --out) and evaluated on its held-out
-test side (other seeds, held-out shape-colour pairs, a held-out background family). Prints a
+test side (an adapter with nothing to train, such as `exposure`, is evaluated as it is) (other seeds, held-out shape-colour pairs, a held-out background family). Prints a
 markdown table (metrics, trainable parameters, training time, indexing speed) and the bars of
 issue #4, and writes everything to --out/results.json.
 
@@ -154,6 +154,17 @@ def adapter_options(items: list[str]) -> dict[str, dict]:
     return options
 
 
+def zero_shot_row(adapter, name: str, needs_frames: bool, ctx: dict, task, test_feats, split: str, seed: int) -> dict:
+    """An adapter with nothing to train, evaluated on the test side as it is."""
+    args, model, store = ctx["args"], ctx["model"], ctx["store"]
+    test = test_feats if not needs_frames else prepare(model, task.test, store, True, print)
+    t0 = time.perf_counter()
+    metrics = evaluate(adapter, model, task, test, args.frames)
+    print(f"== {name} (zero-shot) {split} seed {seed}: {headline(metrics, split)}")
+    return {"adapter": name, "split": split, "seed": seed, "metrics": metrics, "trainable": 0,
+            "train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0}
+
+
 def run_split(ctx: dict, split: str, seed: int) -> list[dict]:
     """The frame-mean baseline and every adapter trained and evaluated on one split of one seed."""
     import torch
@@ -175,6 +186,9 @@ def run_split(ctx: dict, split: str, seed: int) -> list[dict]:
             continue  # only prompt has a class-agnostic proposal head (Ju et al.'s localisation)
         torch.manual_seed(seed)
         adapter = spec.factory(model, dict(ctx["options"].get(name, {})))
+        if not hasattr(adapter, "training_loss"):  # a zero-shot adapter (exposure): measured as it is
+            rows.append(zero_shot_row(adapter, name, spec.needs_frames, ctx, task, test_feats, split, seed))
+            continue
         config = train_config(name, split, args, seed)
         train_data = prepare(model, task.train, store, spec.needs_frames, log)
         log(f"== training {name} on {task.name}: {config}")
@@ -237,7 +251,7 @@ def print_table(model_name: str, seeds: list[int], rows: list[dict], speed: dict
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         a = r["adapter"]
-        steps = f"{r.get('train_steps', 0)} x {r.get('batch', 0)}" if a != "meanpool" else "zero-shot"
+        steps = f"{r['train_steps']} x {r.get('batch', 0)}" if "train_steps" in r else "zero-shot"
         print(f"| {a} | {r['split']} | {row_metrics(r)} | {r['trainable']:,} | {steps} | "
               f"{r['train_seconds']:.0f} | {speed[a]:.1f} (x{speed[a] / speed['meanpool']:.2f}) |")
     print("\n## Bars (on the mean over seeds)\n")

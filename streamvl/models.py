@@ -125,12 +125,16 @@ class LoadedModel:
 
     def encode_images(self, frames: np.ndarray) -> "torch.Tensor":
         """uint8 frames -> L2-normalised float32 image embeddings [N, D], at this model's precision."""
+        return self.encode_pixels(self.preprocess(frames))
+
+    def encode_pixels(self, pixels: "torch.Tensor") -> "torch.Tensor":
+        """Preprocessed images [N, 3, S, S] -> L2-normalised float32 embeddings [N, D], at this model's precision."""
         import torch
 
         with torch.inference_mode():
             if self.visual_bf16 is None:
-                return self.model.encode_image(self.preprocess(frames), normalize=True)
-            return _bf16_embed(self.visual_bf16, self.preprocess(frames))
+                return self.model.encode_image(pixels.float(), normalize=True).float()
+            return _bf16_embed(self.visual_bf16, pixels)
 
     def encode_text(self, texts: Sequence[str]) -> "torch.Tensor":
         """Texts -> L2-normalised text embeddings [N, D] (plain text tower).
