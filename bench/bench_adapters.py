@@ -2,9 +2,10 @@
 
 For each split, the frame-mean zero-shot baseline (meanpool) is measured first; then each adapter
 is trained on the split's train side (checkpoints under --out) and evaluated on its held-out
-test side (an adapter with nothing to train, such as `exposure`, is evaluated as it is) (other seeds, held-out shape-colour pairs, a held-out background family). Prints a
-markdown table (metrics, trainable parameters, training time, indexing speed) and the bars of
-issue #4, and writes everything to --out/results.json.
+test side (other seeds, held-out shape-colour pairs, a held-out background family); an adapter
+with nothing to train (`exposure`) is evaluated as it is. Prints a markdown table (metrics,
+trainable parameters, training time, indexing speed) and the bars of issue #4, and writes
+everything to --out/results.json.
 
     python bench/bench_adapters.py [--adapters prompt,alpro,litevl,xclip] [--splits ...] [--seeds 0,1,2] [--quick]
 

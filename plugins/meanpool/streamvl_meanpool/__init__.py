@@ -53,10 +53,10 @@ class ExposureAdapter(MeanPoolAdapter):
         if unknown:
             raise ValueError(f"unknown exposure option(s) {unknown}; known: ['decay', 'frames', 'template']")
         super().__init__(model, options)
-        self.frames = int(options.get("frames", EXPOSURE_FRAMES))
+        self.blended = int(options.get("frames", EXPOSURE_FRAMES))  # frames blended per clip
         self.decay = float(options.get("decay", EXPOSURE_DECAY))
-        if self.frames < 1 or not 0.0 < self.decay <= 1.0:
-            raise ValueError(f"exposure needs frames >= 1 and decay in (0, 1], got frames={self.frames}, decay={self.decay}")
+        if self.blended < 1 or not 0.0 < self.decay <= 1.0:
+            raise ValueError(f"exposure needs frames >= 1 and decay in (0, 1], got frames={self.blended}, decay={self.decay}")
 
     def encode_video(self, features: "torch.Tensor", frames: "torch.Tensor | None" = None) -> "torch.Tensor":
         """Preprocessed frames [B, T, 3, S, S] -> [B, D]: one blended still per clip, through the frozen tower."""
@@ -64,7 +64,7 @@ class ExposureAdapter(MeanPoolAdapter):
 
         if frames is None:
             raise ValueError("exposure blends each clip's frames into one still: it needs frames (needs_frames=True)")
-        return self.model.encode_pixels(exposure_stills(frames.float(), self.frames, self.decay))
+        return self.model.encode_pixels(exposure_stills(frames.float(), self.blended, self.decay))
 
 
 @hookimpl
