@@ -12,6 +12,8 @@ from streamvl.models import load_model
 from streamvl.types import FrameBatch
 from streamvl.zeroshot import EvalConfig, clip_exposure, heldout_clips
 
+from tests.clips import adapter_inputs, moving_square
+
 SPEC = "streamvl-tiny@random:0"
 TEMPLATE = "a video of a shape {}"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -20,23 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def model():
     return load_model(SPEC)
-
-
-def raw_clip(n=8, seed=0, size=64):
-    """A square that moves right over a grey background: uint8 [n, size, size, 3]."""
-    frames = np.full((n, size, size, 3), 90, np.uint8)
-    for i in range(n):
-        frames[i, 20:36, 4 + 5 * i : 20 + 5 * i] = (200, 40, 40)
-    return frames + np.random.default_rng(seed).integers(0, 20, frames.shape, dtype=np.uint8)
-
-
-def inputs(model, raws):
-    """Frozen frame features [B, T, D] and preprocessed frames [B, T, 3, S, S] of raw clips."""
-    raws = np.stack(raws)
-    b, t = raws.shape[:2]
-    flat = raws.reshape(b * t, *raws.shape[2:])
-    frames = model.preprocess(flat)
-    return model.encode_images(flat).reshape(b, t, -1), frames.reshape(b, t, *frames.shape[1:])
 
 
 def test_registered_as_a_zero_shot_frames_adapter_that_refuses_features_alone(model, plugins):
@@ -59,8 +44,8 @@ def test_options_are_checked(model, plugins):
 
 
 def test_embeds_the_still_that_zero_shot_evaluation_blends(model, plugins):
-    raws = [raw_clip(8, 0), raw_clip(8, 1)[::-1]]
-    feats, frames = inputs(model, raws)
+    raws = [moving_square(8, 0), moving_square(8, 1)[::-1]]
+    feats, frames = adapter_inputs(model, raws)
     got = plugins.adapter("exposure").factory(model, {}).encode_video(feats, frames)
     want = model.encode_images(np.stack([clip_exposure(r) for r in raws]))
     assert got.shape == (2, model.embed_dim)
@@ -68,8 +53,8 @@ def test_embeds_the_still_that_zero_shot_evaluation_blends(model, plugins):
     # the same still up to the uint8 rounding of the raw blend
     assert float((got * want).sum(dim=-1).min()) > 0.999
     # a still clip's exposure is its frame
-    still = np.repeat(raw_clip(1, 3), 8, axis=0)
-    feats, frames = inputs(model, [still])
+    still = np.repeat(moving_square(1, 3), 8, axis=0)
+    feats, frames = adapter_inputs(model, [still])
     torch.testing.assert_close(plugins.adapter("exposure").factory(model, {}).encode_video(feats, frames),
                                model.encode_images(still[:1]), atol=1e-4, rtol=0)
 
@@ -97,7 +82,7 @@ def test_the_shipped_v3_reads_order_pairs_zero_shot_where_the_frame_mean_cannot(
     got, base = [], []
     for action, texts in pairs.items():
         raws = [render_clip(s)[::2] for s in heldout_clips([action], 8, model.image_size, EvalConfig())]
-        feats, frames = inputs(model, raws)
+        feats, frames = adapter_inputs(model, raws)
         got.append(order_pair_accuracy(exposure, feats, frames, texts))
         base.append(order_pair_accuracy(meanpool, feats, frames, texts))
     assert np.mean(base) == pytest.approx(0.5)
@@ -105,13 +90,13 @@ def test_the_shipped_v3_reads_order_pairs_zero_shot_where_the_frame_mean_cannot(
 
 
 def test_indexes_windows_from_their_frames(model, plugins):
-    raws = raw_clip(8, 5)
+    raws = moving_square(8, 5)
     config = IndexConfig(adapters=["meanpool", "exposure"], model=SPEC, clips={"window": 8, "stride": 8})
     stage = EncodeStage(config, plugins, model)
     _, clips, _ = stage.process([FrameBatch("s", "file:///s", np.arange(8, dtype=np.float64), raws, final=True)])
     rows = {a: e for a, e in zip(clips["adapter"].to_pylist(), clips["embedding"].to_pylist())}
     assert set(rows) == {"meanpool", "exposure"}
-    feats, frames = inputs(model, [raws])
+    feats, frames = adapter_inputs(model, [raws])
     want = plugins.adapter("exposure").factory(model, {}).encode_video(feats, frames).numpy()[0]
     np.testing.assert_allclose(rows["exposure"], want, atol=1e-5)
     assert not np.allclose(rows["exposure"], rows["meanpool"], atol=1e-3)

@@ -19,6 +19,8 @@ from streamvl.training import TrainConfig, prepare, train
 from streamvl.types import FrameBatch
 from streamvl.zeroshot import clip_exposure
 
+from tests.clips import adapter_inputs, moving_square
+
 SPEC = "streamvl-tiny@random:0"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -32,26 +34,9 @@ def build(model, plugins, name="prompt-exposure", **options):
     return plugins.adapter(name).factory(model, options)
 
 
-def raw_clip(n=8, seed=0, size=64):
-    """A square that moves right over a grey background: uint8 [n, size, size, 3]."""
-    frames = np.full((n, size, size, 3), 90, np.uint8)
-    for i in range(n):
-        frames[i, 20:36, 4 + 5 * i : 20 + 5 * i] = (200, 40, 40)
-    return frames + np.random.default_rng(seed).integers(0, 20, frames.shape, dtype=np.uint8)
-
-
-def inputs(model, raws):
-    """Frozen frame features [B, T, D] and preprocessed frames [B, T, 3, S, S] of raw clips."""
-    raws = np.stack(raws)
-    b, t = raws.shape[:2]
-    flat = raws.reshape(b * t, *raws.shape[2:])
-    frames = model.preprocess(flat)
-    return model.encode_images(flat).reshape(b, t, -1), frames.reshape(b, t, *frames.shape[1:])
-
-
 def test_exposure_stills_are_the_preprocessed_blend_zero_shot_reads(model):
-    raws = [raw_clip(8, 0), raw_clip(8, 1)[::-1]]
-    _, frames = inputs(model, raws)
+    raws = [moving_square(8, 0), moving_square(8, 1)[::-1]]
+    _, frames = adapter_inputs(model, raws)
     want = model.preprocess(np.stack([clip_exposure(r) for r in raws]))
     got = exposure_stills(frames)
     assert got.shape == want.shape == (2, 3, 64, 64)
@@ -69,10 +54,10 @@ def test_registered_as_a_frames_adapter_that_refuses_features_alone(model, plugi
 def test_at_the_start_it_is_prompt_plus_the_frozen_exposure_embedding(model, plugins):
     torch.manual_seed(0)
     a = build(model, plugins)
-    feats, frames = inputs(model, [raw_clip(8, 0), raw_clip(8, 3)])
+    feats, frames = adapter_inputs(model, [moving_square(8, 0), moving_square(8, 3)])
     plain = build(model, plugins, name="prompt")
     plain.load_state_dict({k: v for k, v in a.state_dict().items() if not k.startswith("exposure_")})
-    still = model.encode_images(np.stack([clip_exposure(r) for r in (raw_clip(8, 0), raw_clip(8, 3))]))
+    still = model.encode_images(np.stack([clip_exposure(r) for r in (moving_square(8, 0), moving_square(8, 3))]))
     want = F.normalize(plain.encode_video(feats) + still, dim=-1)
     torch.testing.assert_close(a.encode_video(feats, frames), want, atol=1e-3, rtol=0)
     torch.testing.assert_close(a.encode_text(["moves left"]), plain.encode_text(["moves left"]))
@@ -84,7 +69,7 @@ def test_the_exposure_alone_tells_a_clip_from_its_reverse(model, plugins):
     a = build(model, plugins, prefix=0, postfix=0, depth=0)
     with torch.no_grad():
         a.temporal.positions.zero_()
-    feats, frames = inputs(model, [raw_clip(8, 0)])
+    feats, frames = adapter_inputs(model, [moving_square(8, 0)])
     forward, backward = a.encode_video(feats, frames), a.encode_video(feats.flip(1), frames.flip(1))
     torch.testing.assert_close(a.temporal.pool(feats, True), a.temporal.pool(feats.flip(1), True))
     assert float((forward - backward).norm()) > 1e-3
@@ -93,7 +78,7 @@ def test_the_exposure_alone_tells_a_clip_from_its_reverse(model, plugins):
 def test_gradients_reach_its_own_parts_and_never_the_tower(model, plugins):
     a = build(model, plugins)
     a.train()
-    feats, frames = inputs(model, [raw_clip(8, 0), raw_clip(8, 2)])
+    feats, frames = adapter_inputs(model, [moving_square(8, 0), moving_square(8, 2)])
     (a.scale() * a.scores(feats, frames, ["moves left", "grows"])).logsumexp(-1).sum().backward()
     grads = {n: p.grad for n, p in a.named_parameters()}
     for name in ("exposure_weight", "exposure_proj.weight", "prefix", "postfix"):
@@ -118,12 +103,12 @@ def test_indexes_from_frames_and_refuses_rescoring_and_localisation_from_the_ind
     from streamvl.rescore import rescore
     from streamvl.store import CLIPS, FRAMES, Store
 
-    raws = raw_clip(8, 5)
+    raws = moving_square(8, 5)
     config = IndexConfig(adapters=["prompt-exposure"], model=SPEC, clips={"window": 8, "stride": 8})
     stage = EncodeStage(config, plugins, model)
     frames, clips, _ = stage.process([FrameBatch("s", "file:///s", np.arange(8, dtype=np.float64), raws, final=True)])
     assert clips.num_rows == 1
-    feats, pre = inputs(model, [raws])
+    feats, pre = adapter_inputs(model, [raws])
     want = stage.adapters["prompt-exposure"].encode_video(feats, pre).numpy()[0]
     np.testing.assert_allclose(clips["embedding"].to_pylist()[0], want, atol=1e-5)
     store = Store(str(tmp_path / "db"))
