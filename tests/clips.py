@@ -18,5 +18,5 @@ def adapter_inputs(model, raws):
     raws = np.stack(raws)
     b, t = raws.shape[:2]
     flat = raws.reshape(b * t, *raws.shape[2:])
-    frames = model.preprocess(flat)
-    return model.encode_images(flat).reshape(b, t, -1), frames.reshape(b, t, *frames.shape[1:])
+    frames = model.preprocess(flat)  # preprocessed once, embedded from the same tensor
+    return model.encode_pixels(frames).reshape(b, t, -1), frames.reshape(b, t, *frames.shape[1:])
