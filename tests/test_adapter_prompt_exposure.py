@@ -54,10 +54,11 @@ def test_registered_as_a_frames_adapter_that_refuses_features_alone(model, plugi
 def test_at_the_start_it_is_prompt_plus_the_frozen_exposure_embedding(model, plugins):
     torch.manual_seed(0)
     a = build(model, plugins)
-    feats, frames = adapter_inputs(model, [moving_square(8, 0), moving_square(8, 3)])
+    raws = [moving_square(8, 0), moving_square(8, 3)]
+    feats, frames = adapter_inputs(model, raws)
     plain = build(model, plugins, name="prompt")
     plain.load_state_dict({k: v for k, v in a.state_dict().items() if not k.startswith("exposure_")})
-    still = model.encode_images(np.stack([clip_exposure(r) for r in (moving_square(8, 0), moving_square(8, 3))]))
+    still = model.encode_images(np.stack([clip_exposure(r) for r in raws]))
     want = F.normalize(plain.encode_video(feats) + still, dim=-1)
     torch.testing.assert_close(a.encode_video(feats, frames), want, atol=1e-3, rtol=0)
     torch.testing.assert_close(a.encode_text(["moves left"]), plain.encode_text(["moves left"]))
