@@ -35,7 +35,7 @@ from streamvl.evaluation import evaluate  # noqa: E402
 from streamvl.features import DEFAULT_ROOT, FeatureStore  # noqa: E402
 from streamvl.models import load_model  # noqa: E402
 from streamvl.plugins import Plugins  # noqa: E402
-from streamvl.training import TrainConfig, prepare, train  # noqa: E402
+from streamvl.training import TrainConfig, prepare, seeded_adapter, train  # noqa: E402
 
 SPLITS = {"closed_set": "shapes:closed_set", "few_shot": "shapes:few_shot:8", "open_set": "shapes:open_set",
           "retrieval": "shapes:retrieval", "localisation": "shapes:localisation"}
@@ -168,8 +168,6 @@ def zero_shot_row(adapter, name: str, needs_frames: bool, ctx: dict, task, test_
 
 def run_split(ctx: dict, split: str, seed: int) -> list[dict]:
     """The frame-mean baseline and every adapter trained and evaluated on one split of one seed."""
-    import torch
-
     args, model, store, plugins, log = ctx["args"], ctx["model"], ctx["store"], ctx["plugins"], print
     task = load_task(SPLITS[split], image_size=model.image_size, shapes=shapes_options(args, seed),
                      class_template=args.class_template)
@@ -185,8 +183,7 @@ def run_split(ctx: dict, split: str, seed: int) -> list[dict]:
         spec = plugins.adapter(name)
         if split == "localisation" and name != "prompt":
             continue  # only prompt has a class-agnostic proposal head (Ju et al.'s localisation)
-        torch.manual_seed(seed)
-        adapter = spec.factory(model, dict(ctx["options"].get(name, {})))
+        adapter = seeded_adapter(spec, model, ctx["options"].get(name, {}), seed)
         if not hasattr(adapter, "training_loss"):  # a zero-shot adapter (exposure): measured as it is
             rows.append(zero_shot_row(adapter, name, spec.needs_frames, ctx, task, test_feats, split, seed))
             continue

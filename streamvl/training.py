@@ -291,6 +291,16 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
     return report
 
 
+def seeded_adapter(spec: Any, model: "LoadedModel", options: dict[str, Any] | None, seed: int) -> Any:
+    """A new adapter from its plugin spec whose random initialisation is fixed by `seed`.
+
+    `train` seeds its batches with the same seed, so one seed reproduces a whole run."""
+    import torch
+
+    torch.manual_seed(seed)
+    return spec.factory(model, dict(options or {}))
+
+
 def run_training(adapter_name: str, data_spec: str, out: str | Path, *, model_spec: str = "default",
                  options: dict[str, Any] | None = None, config: TrainConfig = TrainConfig(),
                  cache: str | Path | None = None, fps: float = 2.0, shapes: Any = None,
@@ -308,7 +318,7 @@ def run_training(adapter_name: str, data_spec: str, out: str | Path, *, model_sp
     if model.warning():
         log(f"WARNING: {model.warning()}")
     spec = Plugins().adapter(adapter_name)
-    adapter = spec.factory(model, dict(options or {}))
+    adapter = seeded_adapter(spec, model, options, config.seed)
     if not hasattr(adapter, "training_loss"):
         raise ValueError(f"adapter {adapter_name!r} is not trainable (no training_loss)")
     task = load_task(data_spec, image_size=model.image_size, fps=fps, shapes=shapes, class_template=class_template)
