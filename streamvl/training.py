@@ -26,6 +26,7 @@ from streamvl.features import ClipFeatures, FeatureStore, clip_features, load_fr
 if TYPE_CHECKING:
     import torch
 
+    from streamvl.adapters import AdapterSpec
     from streamvl.adapting import TorchAdapter
     from streamvl.models import LoadedModel
 
@@ -291,7 +292,7 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
     return report
 
 
-def seeded_adapter(spec: Any, model: "LoadedModel", options: dict[str, Any] | None, seed: int) -> Any:
+def seeded_adapter(spec: "AdapterSpec", model: "LoadedModel", options: Mapping[str, Any] | None, seed: int) -> Any:
     """A new adapter from its plugin spec whose random initialisation is fixed by `seed`.
 
     `train` seeds its batches with the same seed, so one seed reproduces a whole run."""
