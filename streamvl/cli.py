@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Callable
 
 import click
 
 from streamvl import api
-from streamvl.config import DEFAULT_DB, load_config
+from streamvl.config import DEFAULT_DB, IndexConfig, load_config
 from streamvl.errors import StreamvlError
 
 EXIT_STREAMS_FAILED = 3
@@ -63,29 +64,48 @@ def main() -> None:
     """Index video streams with image-language models and search them by text."""
 
 
+_INDEXING_OPTIONS = (
+    click.option("--db", default=DEFAULT_DB, show_default=True, help="LanceDB path or URI"),
+    click.option("--fps", type=float, help="frames sampled per second (default 1)"),
+    click.option("--model", help="model spec: default, ARCH@TAG, ARCH@PATH, ARCH@random[:SEED]"),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+                 help="image tower precision (default auto: bf16 where the CPU has native bf16)"),
+    click.option("--adapter", "adapters", multiple=True, help="adapter name (repeatable; default meanpool)"),
+    click.option("--window", type=int, help="frames per clip window (default 8)"),
+    click.option("--stride", type=int, help="frames between clip windows (default 4)"),
+    click.option("--adapter-option", "adapter_options", multiple=True, metavar="ADAPTER.KEY=VALUE",
+                 help="adapter option, e.g. prompt.checkpoint=ckpt/prompt.safetensors (repeatable)"),
+    click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML config file"),
+)
+
+
+def indexing_options(command: Callable) -> Callable:
+    """The options `index` and `serve-index` share (they become one config through `_indexing_config`)."""
+    for option in reversed(_INDEXING_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _indexing_config(config_path: str | None, db: str, fps: float | None, model: str | None, precision: str | None,
+                     adapters: tuple[str, ...], window: int | None, stride: int | None,
+                     adapter_options: tuple[str, ...]) -> IndexConfig:
+    """The TOML config (or defaults) with the shared indexing options laid over it."""
+    overrides = {"db": db, "model": model, "precision": precision, "adapters": list(adapters) or None, "sampling.fps": fps,
+                 "clips.window": window, "clips.stride": stride, **_adapter_options(adapter_options)}
+    return load_config(config_path, overrides)
+
+
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--db", default=DEFAULT_DB, show_default=True, help="LanceDB path or URI")
-@click.option("--fps", type=float, help="frames sampled per second (default 1)")
-@click.option("--model", help="model spec: default, ARCH@TAG, ARCH@PATH, ARCH@random[:SEED]")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
-              help="image tower precision (default auto: bf16 where the CPU has native bf16)")
-@click.option("--adapter", "adapters", multiple=True, help="adapter name (repeatable; default meanpool)")
-@click.option("--window", type=int, help="frames per clip window (default 8)")
-@click.option("--stride", type=int, help="frames between clip windows (default 4)")
+@indexing_options
 @click.option("--id", "ids", multiple=True, help="stream id for each source, in order")
-@click.option("--adapter-option", "adapter_options", multiple=True, metavar="ADAPTER.KEY=VALUE",
-              help="adapter option, e.g. prompt.checkpoint=ckpt/prompt.safetensors (repeatable)")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML config file")
 @click.option("--json", "as_json", is_flag=True, help="print the run report as JSON")
-def index(sources, db, fps, model, precision, adapters, window, stride, ids, adapter_options, config_path, as_json) -> None:
+def index(sources, db, fps, model, precision, adapters, window, stride, adapter_options, config_path, ids, as_json) -> None:
     """Index SOURCES (files, directories, globs, URLs) into the database."""
     from tqdm import tqdm
 
-    overrides = {"db": db, "model": model, "precision": precision, "adapters": list(adapters) or None, "sampling.fps": fps,
-                 "clips.window": window, "clips.stride": stride, **_adapter_options(adapter_options)}
     try:
-        config = load_config(config_path, overrides)
+        config = _indexing_config(config_path, db, fps, model, precision, adapters, window, stride, adapter_options)
         streams = api.discover(sources, ids)
         total = api.expected_frames(streams, config.sampling.fps)
         with tqdm(total=total, unit="frame", desc="indexing", disable=as_json or None) as bar:
@@ -211,27 +231,15 @@ def streams_remove(stream_id, db) -> None:
 
 
 @main.command(name="serve-index")
-@click.option("--db", default=DEFAULT_DB, show_default=True, help="LanceDB path or URI")
-@click.option("--fps", type=float, help="default frames sampled per second (default 1)")
-@click.option("--model", help="model spec: default, ARCH@TAG, ARCH@PATH, ARCH@random[:SEED]")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
-              help="image tower precision (default auto: bf16 where the CPU has native bf16)")
-@click.option("--adapter", "adapters", multiple=True, help="adapter name (repeatable; default meanpool)")
-@click.option("--window", type=int, help="frames per clip window (default 8)")
-@click.option("--stride", type=int, help="frames between clip windows (default 4)")
+@indexing_options
 @click.option("--poll", "poll_s", type=float, default=1.0, show_default=True, help="seconds between control polls")
-@click.option("--adapter-option", "adapter_options", multiple=True, metavar="ADAPTER.KEY=VALUE",
-              help="adapter option (repeatable)")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML config file")
-def serve_index(db, fps, model, precision, adapters, window, stride, poll_s, adapter_options, config_path) -> None:
+def serve_index(db, fps, model, precision, adapters, window, stride, adapter_options, config_path, poll_s) -> None:
     """Index live streams continuously until interrupted (SIGINT/SIGTERM).
 
     Streams are added and removed while it runs: `streamvl streams add URI` / `streams remove ID`.
     Every stream resumes from its committed checkpoint when the job is restarted."""
     import signal
 
-    overrides = {"db": db, "model": model, "precision": precision, "adapters": list(adapters) or None, "sampling.fps": fps,
-                 "clips.window": window, "clips.stride": stride, **_adapter_options(adapter_options)}
     stopping: list[int] = []
 
     def started(run) -> None:  # after ray.init, which installs its own handlers
@@ -241,7 +249,7 @@ def serve_index(db, fps, model, precision, adapters, window, stride, poll_s, ada
         click.echo(f"serving {config.db}: add streams with `streamvl streams add URI --db {config.db}`", err=True)
 
     try:
-        config = load_config(config_path, overrides)
+        config = _indexing_config(config_path, db, fps, model, precision, adapters, window, stride, adapter_options)
         report = api.serve(config, stop=lambda: bool(stopping), poll_s=poll_s, on_start=started)
     except StreamvlError as exc:
         _fail(exc)
