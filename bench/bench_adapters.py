@@ -51,7 +51,7 @@ def train_config(adapter: str, split: str, args: argparse.Namespace, seed: int) 
         steps = max(steps // 2, 1)
     return TrainConfig(steps=steps, batch_size=args.batch_frames if frames_based else args.batch, lr=args.lr,
                        frames=args.frames, log_every=args.log_every, backwards=args.backwards, seed=seed,
-                       crop=args.crop, colours=args.colours)
+                       crop=args.crop, colours=args.colours, copies=0 if frames_based else args.copies)
 
 
 def indexing_speed(model, plugins, adapter: str, options: dict, frames: np.ndarray) -> float:
@@ -115,6 +115,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backwards", type=float, default=TrainConfig.backwards, help="share of views played backwards")
     p.add_argument("--crop", type=float, default=TrainConfig.crop, help="frames: random crop side in [crop, 1]")
     p.add_argument("--colours", action="store_true", help="frames, class labels: shuffle each view's RGB channels")
+    p.add_argument("--copies", type=int, default=0, help="feature-based adapters: augmented copies of each training "
+                   "clip's frozen features (--crop, --colours)")
     p.add_argument("--class-template", default=DEFAULT_CLASS_TEMPLATE,
                    help="sentence class names are put into, e.g. 'a video of a shape {}' (class-name splits)")
     p.add_argument("--option", action="append", default=[], metavar="ADAPTER.KEY=VALUE", help="adapter option")

@@ -374,18 +374,22 @@ def _data_options(f):
 @click.option("--backwards", default=0.5, show_default=True,
               help="share of labelled views played backwards as their class's time reverse (data that names reverses)")
 @click.option("--crop", default=1.0, show_default=True, type=click.FloatRange(0.05, 1.0),
-              help="adapters that read frames: each view cropped to a random square of side in [crop, 1] x the frame")
+              help="each view (or feature copy) cropped to a random square of side in [crop, 1] x the frame")
 @click.option("--colours", is_flag=True,
-              help="adapters that read frames, class labels only: each view's RGB channels in a random order")
+              help="class labels only: each view's (or feature copy's) RGB channels in a random order")
+@click.option("--copies", default=0, show_default=True, type=click.IntRange(0),
+              help="adapters that read frozen features: augmented copies (--crop, --colours) of each training clip, "
+                   "embedded once; each view reads the original or one copy")
 def train(adapter, data_spec, model_spec, options, frames, fps, class_template, cache, seed, train_per_class,
-          test_per_class, streams, threads, as_json, out, steps, batch_size, lr, train_seed, backwards, crop, colours) -> None:
+          test_per_class, streams, threads, as_json, out, steps, batch_size, lr, train_seed, backwards, crop, colours,
+          copies) -> None:
     """Train an adapter on labelled clips; save safetensors + JSON; check the backbone is unchanged."""
     from streamvl.datasets import DEFAULT_CLASS_TEMPLATE
     from streamvl.training import TrainConfig, run_training
 
     _threads(threads)
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, frames=frames, seed=train_seed, backwards=backwards,
-                         crop=crop, colours=colours)
+                         crop=crop, colours=colours, copies=copies)
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     try:
         report = run_training(adapter, data_spec, out, model_spec=model_spec, options=_options(options), config=config,

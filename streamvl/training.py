@@ -48,12 +48,15 @@ class TrainConfig:
     grad_clip: float = 1.0
     proposal_window: int = 64  # frames per actionness window (localisation data)
     backwards: float = 0.5  # share of labelled views played backwards as their reverse class (task.reverses)
-    crop: float = 1.0  # frames only: each view cropped to a random square of side in [crop, 1] x the frame (1: off)
-    colours: bool = False  # frames only, class labels only: each view's RGB channels in a random order
+    crop: float = 1.0  # each view cropped to a random square of side in [crop, 1] x the frame (1: off)
+    colours: bool = False  # class labels only: each view's RGB channels in a random order
+    copies: int = 0  # feature-based adapters: augmented copies (crop, colours) of each clip's frozen features
 
     def __post_init__(self) -> None:
         if not 0.0 < self.crop <= 1.0:
             raise ValueError(f"crop must be in (0, 1] (the smallest crop side as a share of the frame), got {self.crop}")
+        if self.copies < 0:
+            raise ValueError(f"copies must be >= 0, got {self.copies}")
 
 
 @dataclass
@@ -100,6 +103,7 @@ class ClipData:
     refs: tuple[ClipRef, ...]
     features: list[ClipFeatures]
     frames: list[np.ndarray] | None = None
+    copies: list[list[ClipFeatures]] | None = None  # per clip: frozen features of augmented copies (training)
 
 
 def prepare(model: "LoadedModel", refs: Sequence[ClipRef], store: FeatureStore, needs_frames: bool,
@@ -185,13 +189,39 @@ def view_tensors(model: "LoadedModel", data: ClipData, views: Sequence[View], t:
     import torch
 
     idx = [v.lo + segment_indices(v.hi - v.lo, t, rng)[:: -1 if v.reversed else 1] for v in views]
-    feats = torch.from_numpy(np.stack([data.features[v.clip].features[i] for v, i in zip(views, idx)]))
+    feats = torch.from_numpy(np.stack([_source(data, v.clip, rng).features[i] for v, i in zip(views, idx)]))
     if data.frames is None:
         return feats, None
     raw = np.stack([data.frames[v.clip][i] for v, i in zip(views, idx)])  # [B, T, H, W, 3]
     b = raw.shape[0]
     frames = model.preprocess(raw.reshape(b * t, *raw.shape[2:]))
     return feats, frames.reshape(b, t, *frames.shape[1:])
+
+
+def _source(data: ClipData, clip: int, rng: np.random.Generator | None) -> ClipFeatures:
+    """A clip's frozen features; in training with augmented copies, the original or one copy at random."""
+    if rng is None or not data.copies:
+        return data.features[clip]
+    k = int(rng.integers(len(data.copies[clip]) + 1))
+    return data.features[clip] if k == 0 else data.copies[clip][k - 1]
+
+
+def feature_copies(model: "LoadedModel", data: ClipData, n: int, crop: float, colours: bool,
+                   rng: np.random.Generator) -> list[list[ClipFeatures]]:
+    """n augmented copies of every clip, each one crop and one channel order of all its frames,
+    embedded once by the frozen tower: augmentation for adapters that read only frozen features
+    (as Tip-Adapter builds its cache from augmented views of the training images)."""
+    import torch
+
+    out = []
+    for ref, orig in zip(data.refs, data.features):
+        pixels = model.preprocess(ref.source()[1])
+        copies = []
+        for _ in range(n):  # one copy at a time: a long stream's frames are held once, not n times
+            view = augment_views(pixels[None], rng, crop, colours)[0]
+            copies.append(ClipFeatures(orig.pts, torch.cat([model.encode_pixels(c) for c in view.split(256)]).numpy()))
+        out.append(copies)
+    return out
 
 
 def targets_and_texts(views: Sequence[View], task: TaskData, rng: np.random.Generator) -> tuple[list[str], "torch.Tensor"]:
@@ -253,6 +283,8 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
     reverses = trainable_reverses(task)
     recolour = config.colours and task.kind != RETRIEVAL  # captions name colours; class names: the caller decides
     before = module_digest(model.model)
+    if config.copies and data.frames is None:
+        data = replace(data, copies=feature_copies(model, data, config.copies, config.crop, recolour, rng))
     opt = torch.optim.AdamW(adapter.param_groups(config.lr), weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config.warmup, config.steps))
     losses: list[float] = []

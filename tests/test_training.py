@@ -389,3 +389,71 @@ def test_train_seed_fixes_initialisation_and_batches(tmp_path):
     assert first.keys() == again.keys() == other.keys()
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_feature_copies_are_the_frozen_features_of_augmented_frames(model):
+    """A copy is each clip's frames cropped / recoloured once, all frames alike, then embedded by the frozen tower."""
+    from streamvl.training import feature_copies, prepare
+
+    task = load_task("shapes:closed_set", image_size=model.image_size, shapes=ShapesOptions(train_per_class=1, test_per_class=1))
+    data = prepare(model, task.train[:2], FeatureStore(None, model), needs_frames=False)
+    same = feature_copies(model, data, 2, 1.0, False, np.random.default_rng(0))
+    assert [len(c) for c in same] == [2, 2]
+    for orig, copies in zip(data.features, same):  # no augmentation: the copies are the originals
+        for c in copies:
+            np.testing.assert_array_equal(c.pts, orig.pts)
+            np.testing.assert_allclose(c.features, orig.features, atol=1e-5)
+    recoloured = feature_copies(model, data, 3, 1.0, True, np.random.default_rng(0))
+    _, frames = data.refs[0].source()
+    pixels = model.preprocess(frames)
+    for c in recoloured[0]:  # each copy: one channel order of the whole clip
+        matches = [p for p in ([0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0])
+                   if np.allclose(c.features, model.encode_pixels(pixels[:, p]).numpy(), atol=1e-5)]
+        assert len(matches) == 1
+    assert any(not np.allclose(c.features, data.features[0].features, atol=1e-3) for c in recoloured[0])
+    cropped = feature_copies(model, data, 1, 0.5, False, np.random.default_rng(0))
+    assert cropped[0][0].features.shape == data.features[0].features.shape
+    assert not np.allclose(cropped[0][0].features, data.features[0].features, atol=1e-3)
+
+
+def test_training_views_read_originals_and_copies_and_evaluation_only_originals():
+    from streamvl.features import ClipFeatures
+    from streamvl.training import ClipData, View, view_tensors
+
+    pts = np.arange(8, dtype=np.float64)
+    feats = [ClipFeatures(pts, np.zeros((8, 4), np.float32))]
+    copies = [[ClipFeatures(pts, np.full((8, 4), k + 1, np.float32)) for k in range(3)]]
+    data = ClipData((), feats, None, copies)
+    views = [View(0, 0, 8, "a")] * 64
+    train, _ = view_tensors(None, data, views, 4, np.random.default_rng(0))
+    drawn = {int(v) for v in train[:, 0, 0]}
+    assert drawn == {0, 1, 2, 3}  # the original and every copy
+    assert all(torch.equal(x, x[0, 0].expand_as(x)) for x in train)  # one source per view, all its frames
+    test, _ = view_tensors(None, data, views, 4, None)
+    assert not test.any()
+
+
+def test_train_command_builds_feature_copies_for_feature_adapters(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    import streamvl.training as training
+    from streamvl.cli import main
+
+    calls = []
+    real = training.feature_copies
+
+    def spy(model, data, n, crop, colours, rng):
+        calls.append((len(data.refs), n, crop, colours))
+        return real(model, data, n, crop, colours, rng)
+
+    monkeypatch.setattr(training, "feature_copies", spy)
+    ckpt = tmp_path / "prompt.safetensors"
+    out = CliRunner().invoke(main, ["train", "--adapter", "prompt", "--data", "shapes:closed_set", "--out", str(ckpt),
+                                    "--model", SPEC, "--train-per-class", "1", "--test-per-class", "1",
+                                    "--cache", str(tmp_path / "cache"), "--threads", "1", "--steps", "2",
+                                    "--batch-size", "4", "--copies", "2", "--colours"])
+    assert out.exit_code == 0, out.output
+    assert calls == [(13, 2, 1.0, True)]
+    assert json.loads(ckpt.with_suffix(".json").read_text())["train"]["config"]["copies"] == 2
