@@ -283,12 +283,13 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
     reverses = trainable_reverses(task)
     recolour = config.colours and task.kind != RETRIEVAL  # captions name colours; class names: the caller decides
     before = module_digest(model.model)
+    t0 = time.perf_counter()  # the copies' embedding is part of the training time
     if config.copies and data.frames is None:
         data = replace(data, copies=feature_copies(model, data, config.copies, config.crop, recolour, rng))
+        log(f"{config.copies} augmented feature copies of {len(data.refs)} clips in {time.perf_counter() - t0:.1f}s")
     opt = torch.optim.AdamW(adapter.param_groups(config.lr), weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(config.warmup, config.steps))
     losses: list[float] = []
-    t0 = time.perf_counter()
     adapter.train()
     for step in range(config.steps):
         picked = [views[i] for i in rng.integers(len(views), size=config.batch_size)]
