@@ -51,7 +51,14 @@ def train_config(adapter: str, split: str, args: argparse.Namespace, seed: int) 
         steps = max(steps // 2, 1)
     return TrainConfig(steps=steps, batch_size=args.batch_frames if frames_based else args.batch, lr=args.lr,
                        frames=args.frames, log_every=args.log_every, backwards=args.backwards, seed=seed,
-                       crop=args.crop, colours=args.colours, copies=0 if frames_based else args.copies)
+                       **augmentation(args, frames_based))
+
+
+def augmentation(args: argparse.Namespace, frames_based: bool) -> dict:
+    """--crop / --colours for frame views, or for feature copies when --copies asks for them; else none."""
+    if frames_based or args.copies:
+        return {"crop": args.crop, "colours": args.colours, "copies": 0 if frames_based else args.copies}
+    return {}
 
 
 def indexing_speed(model, plugins, adapter: str, options: dict, frames: np.ndarray) -> float:

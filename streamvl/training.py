@@ -267,12 +267,23 @@ def lr_lambda(warmup: int, steps: int) -> Callable[[int], float]:
     return factor
 
 
+def check_augmentation(adapter: str, config: TrainConfig, reads_frames: bool) -> None:
+    """Refuse augmentation settings that would do nothing for this adapter, rather than ignore them."""
+    if reads_frames and config.copies:
+        raise ValueError(f"{adapter} reads frames, whose views are augmented as they are drawn (crop, colours): "
+                         f"feature copies (copies={config.copies}) are for adapters that read frozen features")
+    if not reads_frames and not config.copies and (config.crop < 1.0 or config.colours):
+        raise ValueError(f"{adapter} reads frozen features, not frames: crop and colours apply to its training "
+                         "data only through augmented feature copies (copies N)")
+
+
 def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: TrainConfig, log: Log = print) -> TrainReport:
     """Optimise the adapter's trainable parameters on the task's train side; the backbone must not change."""
     import torch
 
     from streamvl.adapting import TrainBatch, module_digest
 
+    check_augmentation(adapter.name, config, reads_frames=data.frames is not None)
     model = adapter.backbone
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -352,6 +363,7 @@ def run_training(adapter_name: str, data_spec: str, out: str | Path, *, model_sp
     if model.warning():
         log(f"WARNING: {model.warning()}")
     spec = Plugins().adapter(adapter_name)
+    check_augmentation(adapter_name, config, spec.needs_frames)
     adapter = seeded_adapter(spec, model, options, config.seed)
     if not hasattr(adapter, "training_loss"):
         raise ValueError(f"adapter {adapter_name!r} is not trainable (no training_loss)")

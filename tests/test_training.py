@@ -457,3 +457,20 @@ def test_train_command_builds_feature_copies_for_feature_adapters(tmp_path, monk
     assert out.exit_code == 0, out.output
     assert calls == [(13, 2, 1.0, True)]
     assert json.loads(ckpt.with_suffix(".json").read_text())["train"]["config"]["copies"] == 2
+
+
+@pytest.mark.parametrize(("adapter", "flags", "message"), [
+    ("litevl", ["--copies", "2", "--colours"], "litevl reads frames"),
+    ("prompt", ["--crop", "0.7"], "prompt reads frozen features, not frames"),
+    ("prompt", ["--colours"], "copies N"),
+])
+def test_train_refuses_augmentation_the_adapter_cannot_use(tmp_path, adapter, flags, message):
+    from click.testing import CliRunner
+
+    from streamvl.cli import main
+
+    out = CliRunner().invoke(main, ["train", "--adapter", adapter, "--data", "shapes:closed_set",
+                                    "--out", str(tmp_path / "a.safetensors"), "--model", SPEC, "--train-per-class", "1",
+                                    "--cache", str(tmp_path / "cache"), "--threads", "1", "--steps", "1", *flags])
+    assert out.exit_code == 2 and message in out.output
+    assert not (tmp_path / "a.safetensors").exists()
