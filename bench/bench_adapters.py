@@ -55,9 +55,12 @@ def train_config(adapter: str, split: str, args: argparse.Namespace, seed: int) 
 
 
 def augmentation(args: argparse.Namespace, frames_based: bool) -> dict:
-    """--crop / --colours for frame views, or for feature copies when --copies asks for them; else none."""
-    if frames_based or args.copies:
-        return {"crop": args.crop, "colours": args.colours, "copies": 0 if frames_based else args.copies}
+    """--crop / --colours on frame views, or on feature copies where --copies asks for them (a run of several
+    adapters gives each what applies to it; train() refuses the rest)."""
+    if frames_based:
+        return {"crop": args.crop, "colours": args.colours}
+    if args.copies:
+        return {"crop": args.crop, "colours": args.colours, "copies": args.copies}
     return {}
 
 

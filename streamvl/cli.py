@@ -79,8 +79,8 @@ _INDEXING_OPTIONS = (
 )
 
 
-def indexing_options(command: Callable) -> Callable:
-    """The options `index` and `serve-index` share (they become one config through `_indexing_config`)."""
+def _indexing_options(command: Callable) -> Callable:
+    """The options `index` and `serve-index` share (one config through `_indexing_config`)."""
     for option in reversed(_INDEXING_OPTIONS):
         command = option(command)
     return command
@@ -97,7 +97,7 @@ def _indexing_config(config_path: str | None, db: str, fps: float | None, model:
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
-@indexing_options
+@_indexing_options
 @click.option("--id", "ids", multiple=True, help="stream id for each source, in order")
 @click.option("--json", "as_json", is_flag=True, help="print the run report as JSON")
 def index(sources, db, fps, model, precision, adapters, window, stride, adapter_options, config_path, ids, as_json) -> None:
@@ -231,7 +231,7 @@ def streams_remove(stream_id, db) -> None:
 
 
 @main.command(name="serve-index")
-@indexing_options
+@_indexing_options
 @click.option("--poll", "poll_s", type=float, default=1.0, show_default=True, help="seconds between control polls")
 def serve_index(db, fps, model, precision, adapters, window, stride, adapter_options, config_path, poll_s) -> None:
     """Index live streams continuously until interrupted (SIGINT/SIGTERM).

@@ -210,7 +210,8 @@ def feature_copies(model: "LoadedModel", data: ClipData, n: int, crop: float, co
                    rng: np.random.Generator) -> list[list[ClipFeatures]]:
     """n augmented copies of every clip, each one crop and one channel order of all its frames,
     embedded once by the frozen tower: augmentation for adapters that read only frozen features
-    (as Tip-Adapter builds its cache from augmented views of the training images)."""
+    (as Tip-Adapter builds its cache from augmented views of the training images). The clips are
+    rendered / decoded again (`ClipRef.source`), one at a time, as for adapters that read frames."""
     import torch
 
     out = []
@@ -295,7 +296,7 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
     recolour = config.colours and task.kind != RETRIEVAL  # captions name colours; class names: the caller decides
     before = module_digest(model.model)
     t0 = time.perf_counter()  # the copies' embedding is part of the training time
-    if config.copies and data.frames is None:
+    if config.copies:  # check_augmentation: only for adapters that read features
         data = replace(data, copies=feature_copies(model, data, config.copies, config.crop, recolour, rng))
         log(f"{config.copies} augmented feature copies of {len(data.refs)} clips in {time.perf_counter() - t0:.1f}s")
     opt = torch.optim.AdamW(adapter.param_groups(config.lr), weight_decay=config.weight_decay)
