@@ -18,11 +18,13 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:
+    import torch
+
     from streamvl.datasets import ClipRef
     from streamvl.models import LoadedModel
 
@@ -90,10 +92,19 @@ class FeatureStore:
 
 
 def embed_frames(model: "LoadedModel", frames: np.ndarray, batch: int = 256) -> np.ndarray:
-    """uint8 frames [N, H, W, 3] -> frozen image features float32 [N, D], in chunks."""
-    if not len(frames):
-        return np.zeros((0, model.embed_dim), np.float32)
-    return np.concatenate([model.encode_images(frames[i : i + batch]).float().numpy() for i in range(0, len(frames), batch)])
+    """uint8 frames [N, H, W, 3] -> frozen image features float32 [N, D], in chunks (preprocessed chunk by chunk)."""
+    return _in_chunks(model.encode_images, frames, batch, model.embed_dim)
+
+
+def embed_pixels(model: "LoadedModel", pixels: "torch.Tensor", batch: int = 256) -> np.ndarray:
+    """Preprocessed images [N, 3, S, S] (e.g. augmented after normalisation) -> frozen image features float32 [N, D]."""
+    return _in_chunks(model.encode_pixels, pixels, batch, model.embed_dim)
+
+
+def _in_chunks(encode: Callable[[Any], "torch.Tensor"], items: Any, batch: int, dim: int) -> np.ndarray:
+    if not len(items):
+        return np.zeros((0, dim), np.float32)
+    return np.concatenate([encode(items[i : i + batch]).float().numpy() for i in range(0, len(items), batch)])
 
 
 def clip_features(model: "LoadedModel", refs: Sequence["ClipRef"], store: FeatureStore,

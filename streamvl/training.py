@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from streamvl.datasets import DEFAULT_CLASS_TEMPLATE, LOCALISATION, RECOGNITION, RETRIEVAL, ClipRef, TaskData
-from streamvl.features import ClipFeatures, FeatureStore, clip_features, load_frames, segment_indices
+from streamvl.features import ClipFeatures, FeatureStore, clip_features, embed_pixels, load_frames, segment_indices
 
 if TYPE_CHECKING:
     import torch
@@ -212,15 +212,13 @@ def feature_copies(model: "LoadedModel", data: ClipData, n: int, crop: float, co
     embedded once by the frozen tower: augmentation for adapters that read only frozen features
     (as Tip-Adapter builds its cache from augmented views of the training images). The clips are
     rendered / decoded again (`ClipRef.source`), one at a time, as for adapters that read frames."""
-    import torch
-
     out = []
     for ref, orig in zip(data.refs, data.features):
         pixels = model.preprocess(ref.source()[1])
         copies = []
         for _ in range(n):  # one copy at a time: a long stream's frames are held once, not n times
             view = augment_views(pixels[None], rng, crop, colours)[0]
-            copies.append(ClipFeatures(orig.pts, torch.cat([model.encode_pixels(c) for c in view.split(256)]).numpy()))
+            copies.append(ClipFeatures(orig.pts, embed_pixels(model, view)))
         out.append(copies)
     return out
 
