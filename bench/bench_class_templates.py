@@ -1,13 +1,15 @@
 """How well a frozen model names unseen actions under each class template, with nothing trained.
 
-For each open-set class split, the held-out test clips of its 6 unseen classes are read two
-ways, the frame mean (meanpool) and the clip's exposure (streamvl.zeroshot.clip_exposure), and
-scored against the class texts put into each template (`TaskData.with_class_template`). The
+For each open-set class split, the held-out test clips of its 6 unseen classes are read three
+ways, the frame mean (meanpool), the clip's exposure (streamvl.zeroshot.clip_exposure) and the
+frame mean plus `--difference` x the change of the frame features from the first to the last of
+8 evenly spread frames (`streamvl.adapting.frame_difference`, as the adapters' `difference`
+option adds it), and scored against the class texts put into each template (`TaskData.with_class_template`). The
 first template is the baseline of the ratios ("{}": the class names as they are). This is the
 text side an adapter with a frozen text tower (litevl, xclip) trains towards and is tested on.
 
     python bench/bench_class_templates.py [--model streamvl-shapes@v3] [--seeds 5,6,7] \
-        [--templates '{}|a shape {}|a video of a shape {}']
+        [--templates '{}|a shape {}|a video of a shape {}'] [--difference 8]
 """
 
 from __future__ import annotations
@@ -21,20 +23,27 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamvl.datasets import ShapesOptions, load_task  # noqa: E402
-from streamvl.features import DEFAULT_ROOT, FeatureStore  # noqa: E402
+from streamvl.features import DEFAULT_ROOT, FeatureStore, segment_indices  # noqa: E402
 from streamvl.models import load_model  # noqa: E402
 from streamvl.training import prepare  # noqa: E402
 from streamvl.zeroshot import clip_exposure  # noqa: E402
 
 TEMPLATES = "{}|a shape {}|an object {}|a video of a shape {}"
+FRAMES = 8  # frames per clip for the difference reading, as evaluation and the adapters sample them
 
 
-def video_readings(model, task, store) -> dict[str, np.ndarray]:
-    """Unit-norm [N, D] frame-mean and exposure embeddings of the task's test clips."""
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def video_readings(model, task, store, difference: float) -> dict[str, np.ndarray]:
+    """Unit-norm [N, D] frame-mean, exposure and frame-difference readings of the task's test clips."""
     data = prepare(model, task.test, store, needs_frames=True)
     mean = np.stack([f.features.mean(axis=0) for f in data.features])
     exposure = model.encode_images(np.stack([clip_exposure(f) for f in data.frames])).float().numpy()
-    return {"frame mean": mean / np.linalg.norm(mean, axis=1, keepdims=True), "exposure": exposure}
+    views = [f.features[segment_indices(len(f.features), FRAMES)] for f in data.features]  # as evaluation samples
+    change = np.stack([v.mean(axis=0) + difference * (v[-1] - v[0]) for v in views])
+    return {"frame mean": unit(mean), "exposure": exposure, f"frame mean + {difference:g} x difference": unit(change)}
 
 
 def top1(video: np.ndarray, text: np.ndarray, labels: np.ndarray) -> float:
@@ -46,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="streamvl-shapes@v3")
     p.add_argument("--seeds", default="5,6,7", help="open-set class splits (5-7: the validation splits)")
     p.add_argument("--templates", default=TEMPLATES, help="'|'-separated class templates; the first is the baseline")
+    p.add_argument("--difference", type=float, default=8.0, help="weight of the frame difference reading")
     p.add_argument("--test-per-class", type=int, default=32)
     p.add_argument("--cache", default=str(DEFAULT_ROOT))
     args = p.parse_args(argv)
@@ -59,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                           shapes=ShapesOptions(seed=seed, test_per_class=args.test_per_class))
         classes = list(plain.test_classes)
         labels = np.array([classes.index(r.label) for r in plain.test])
-        readings = video_readings(model, plain, store)
+        readings = video_readings(model, plain, store, args.difference)
         for template in templates:
             texts = plain.with_class_template(template).texts(tuple(classes))
             text = model.encode_text(texts).float().numpy()

@@ -166,6 +166,19 @@ def prompted_text_features(clip: nn.Module, token_ids: torch.Tensor, prefix: tor
     return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
 
+def word_embeddings(model: "LoadedModel", clip: nn.Module, words: str) -> torch.Tensor:
+    """Token embeddings [P, W] of a text's tokens (without start and end of text), detached.
+
+    Prompt vectors started from them make the prompted text read exactly like `words {}` at the
+    first step (CoOp's initialisation from a template, Zhou et al. 2022).
+    """
+    ids = model.tokenizer([words])[0]
+    tokens = ids[1 : int(ids.argmax())]  # open_clip's convention: EOT has the highest id
+    if not len(tokens):
+        raise ValueError(f"prompt words {words!r} have no tokens")
+    return clip.token_embedding.weight[tokens].detach().float().clone()
+
+
 def check_vit(visual: nn.Module) -> None:
     """Adapters that wrap the vision tower's blocks need open_clip's VisionTransformer layout."""
     missing = [a for a in ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post", "proj")
@@ -310,12 +323,18 @@ CHANGE_SCALE = 0.1  # the mean per-frame change the temporal blocks see
 class TemporalTransformer(nn.Module):
     """Pre-norm Transformer encoder over [B, T, D] frame features with learnable temporal positions.
 
-    Position embeddings start small (std 0.01) and every block is residual, so the output
-    starts close to its input: the adapter starts near the frame-mean baseline.
+    Position embeddings start small (std 0.01) and every block is residual, but a pre-norm block
+    adds attention and MLP outputs of LayerNorm-ed (unit-variance) tokens, whatever the input's
+    size: with PyTorch's default initialisation, prompt's two blocks over v3's frozen features
+    pool to a vector 5x the frame mean's norm (cosine 0.07-0.25 to it). With `identity_init` the
+    blocks' output projections (attention and MLP) start at zero, so every block starts as the
+    identity and the pooled output as the frame mean plus the mean position embedding; the
+    projections' gradients are not zero, so the blocks still train (the zero-initialised
+    residual branches of Goyal et al. 2017 and of LiteVL's dynamic temporal scaling).
     """
 
     def __init__(self, dim: int, depth: int = 1, heads: int = 4, max_frames: int = 64, dropout: float = 0.0,
-                 final_norm: bool = False) -> None:
+                 final_norm: bool = False, identity_init: bool = False) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"temporal transformer width {dim} is not divisible by {heads} heads")
@@ -324,6 +343,11 @@ class TemporalTransformer(nn.Module):
         layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, activation="gelu", batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False) if depth > 0 else None
         self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
+        if identity_init and self.blocks is not None:
+            for block in self.blocks.layers:
+                for out in (block.self_attn.out_proj, block.linear2):
+                    nn.init.zeros_(out.weight)
+                    nn.init.zeros_(out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]
@@ -352,6 +376,17 @@ class TemporalTransformer(nn.Module):
         change = x - mean
         size = change.norm(dim=-1, keepdim=True).mean(dim=1, keepdim=True)
         return self(CHANGE_SCALE * change / (size + CHANGE_FLOOR)).mean(dim=1) + mean[:, 0]
+
+
+def frame_difference(x: torch.Tensor) -> torch.Tensor:
+    """The change [B, D] of frame features x [B, T, D] from a view's first frame to its last.
+
+    A parameter-free motion reading (the feature-space analogue of TSN's RGB difference): a
+    shapes-world model pretrained on exposures (@v2, @v3) reads unseen actions from the frame
+    mean plus a multiple of it with nothing trained, where the frame mean alone is at chance
+    (bench/bench_class_templates.py). Adapters add `difference` x this to their pooled embedding.
+    """
+    return x[:, -1] - x[:, 0]
 
 
 def exposure_stills(frames: torch.Tensor, n: int = EXPOSURE_FRAMES, decay: float = EXPOSURE_DECAY) -> torch.Tensor:

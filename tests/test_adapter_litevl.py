@@ -42,6 +42,26 @@ def test_at_scale_zero_it_is_exactly_the_image_model(model, plugins):
     torch.testing.assert_close(a.encode_video(None, frames), meanpool.encode_video(model.encode_images(raw).reshape(2, 6, -1)))
 
 
+def test_the_frame_difference_joins_every_pooling(model, plugins):
+    a = build(model, plugins, difference=3.0)
+    _, frames = pixels(model, 2, 6)
+    text = a.text_embed(["moves left", "grows"])
+    with torch.no_grad():
+        frame, patch = a.tower(frames)
+        change = 3.0 * (frame[:, -1] - frame[:, 0])
+        torch.testing.assert_close(a.encode_video(None, frames), F.normalize(frame.mean(1) + change, dim=-1))
+        expected = F.normalize(_unnormalised_pool(a, frame, patch, text) + change[:, None], dim=-1)
+        torch.testing.assert_close(a.pooled(frame, patch, text), expected)
+
+
+def _unnormalised_pool(a, frame, patch, text):
+    """litevl's three poolings summed, before normalising (for the difference test)."""
+    w = (frame @ text.t() / a.options["tau_frame"]).softmax(dim=1)  # [B, T, N] over frames
+    tokens = patch.flatten(1, 2)
+    v = (tokens @ text.t() / a.options["tau_patch"]).softmax(dim=1)
+    return frame.mean(1)[:, None] + torch.einsum("btn,btd->bnd", w, frame) + torch.einsum("bkn,bkd->bnd", v, tokens)
+
+
 def test_a_nonzero_scale_mixes_frames_in_time_order(model, plugins):
     a = build(model, plugins)
     with torch.no_grad():

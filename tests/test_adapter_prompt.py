@@ -84,6 +84,36 @@ def test_gradients_reach_prompts_and_temporal_transformer_only(model, plugins):
     assert a.parameter_counts()["trainable"] == sum(p.numel() for p in a.parameters())
 
 
+def test_open_set_options_start_at_the_frozen_templated_difference_reading(model, plugins):
+    """prefix_words + identity_init + difference: untrained, prompt is the frozen text tower on
+    'words {name}' against the frame mean (plus the mean temporal position) plus difference x
+    the change from the first frame to the last."""
+    a = build(model, plugins, prefix_words="a video of a shape", postfix=0, identity_init=True, difference=8.0)
+    assert a.prefix.shape == (5, model.model.token_embedding.weight.shape[1])  # one vector per word token
+    feats = torch.nn.functional.normalize(torch.randn(3, 8, model.embed_dim), dim=-1)
+    with torch.no_grad():
+        expected = feats.mean(1) + a.temporal.positions[:8].mean(0) + 8.0 * (feats[:, -1] - feats[:, 0])
+    torch.testing.assert_close(a.encode_video(feats), torch.nn.functional.normalize(expected, dim=-1))
+    torch.testing.assert_close(a.encode_text(["moves left", "grows"]),
+                               model.encode_text(["a video of a shape moves left", "a video of a shape grows"]))
+    with pytest.raises(ValueError, match="no tokens"):
+        build(model, plugins, prefix_words=" ")
+
+
+def test_identity_initialised_blocks_start_silent_and_still_learn(model, plugins):
+    torch.manual_seed(0)
+    plain, ident = build(model, plugins), build(model, plugins, identity_init=True)
+    feats = torch.nn.functional.normalize(torch.randn(4, 8, model.embed_dim), dim=-1)
+    with torch.no_grad():
+        offset = {k: (a.temporal.pool(feats, True) - feats.mean(1) - a.temporal.positions[:8].mean(0)).norm(dim=-1)
+                  for k, a in (("plain", plain.eval()), ("ident", ident.eval()))}
+    assert float(offset["ident"].max()) < 1e-5 < float(offset["plain"].min())  # default init: blocks add a lot
+    ident.train()
+    (ident.scale() * ident.scores(feats, None, ["moves left", "grows"])).logsumexp(-1).sum().backward()
+    for block in ident.temporal.blocks.layers:
+        assert block.self_attn.out_proj.weight.grad.abs().sum() > 0 and block.linear2.weight.grad.abs().sum() > 0
+
+
 def test_training_lowers_the_loss_and_leaves_the_backbone_alone(trained):
     _, report, _ = trained
     assert np.mean(report.losses[-8:]) < np.mean(report.losses[:8]) - 0.1

@@ -97,6 +97,14 @@ def test_the_mit_is_centred_by_default(model, plugins):
         assert not torch.allclose(plain.video_from(x + shift), a.video_from(x + shift), atol=1e-4)
 
 
+def test_identity_initialised_mit_plus_the_frame_difference(model, plugins):
+    a = build(model, plugins, tune_vision=False, identity_init=True, difference=4.0)
+    x = torch.randn(2, 6, model.embed_dim)
+    with torch.no_grad():
+        expected = x.mean(1) + a.mit.positions[:6].mean(0) + 4.0 * (x[:, -1] - x[:, 0])
+        torch.testing.assert_close(a.video_from(x), torch.nn.functional.normalize(expected, dim=-1))
+
+
 def test_gradients_go_to_new_parts_and_the_tuned_tower_copy_never_the_backbone(model, plugins):
     a = build(model, plugins, layers=2)
     assert len(a.cct) == 2

@@ -13,6 +13,8 @@
   (`scores`) and at search time by the `litevl-textpool` reranker, which reads each hit's
   frames from its source again (the index keeps features, not pixels).
 - Index embeddings (text-agnostic): the mean of the temporally-attended frame embeddings.
+- Not in the paper, for unseen class names: `difference` adds that multiple of the frame
+  embeddings' change from the first frame to the last to every pooling (as prompt's option).
 
 Trainable: the temporal attention blocks and their scales (and the temperature); the image
 tower's own weights and the text tower stay frozen. (The paper fine-tunes BLIP end to end;
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamvl.adapters import AdapterSpec, RerankerSpec
-from streamvl.adapting import TorchAdapter, insertion_points, run_tower
+from streamvl.adapting import TorchAdapter, frame_difference, insertion_points, run_tower
 from streamvl.ensembles import ensemble_factory
 from streamvl.hookspecs import hookimpl
 
@@ -65,6 +67,7 @@ class LiteVLAdapter(TorchAdapter):
         "tau_frame": 0.1,
         "tau_patch": 0.1,
         "pool_weights": [1.0, 1.0, 1.0],  # frame mean, text-weighted frames, text-weighted patches
+        "difference": 0.0,  # x (last - first frame's embedding) added to the pooled embedding
     }
 
     def build(self) -> None:
@@ -93,12 +96,12 @@ class LiteVLAdapter(TorchAdapter):
         if frames is None:
             raise ValueError("litevl re-runs the vision tower: it needs frames (needs_frames=True)")
         frame, _ = self.tower(frames)
-        return F.normalize(frame.mean(dim=1), dim=-1)
+        return F.normalize(frame.mean(dim=1) + self.options["difference"] * frame_difference(frame), dim=-1)
 
     def pooled(self, frame: torch.Tensor, patch: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Text-dependent video embeddings [B, N, D]: frame mean + text-weighted frames + text-weighted patches."""
         w_mean, w_frame, w_patch = self.options["pool_weights"]
-        out = w_mean * frame.mean(dim=1)[:, None, :]
+        out = (w_mean * frame.mean(dim=1) + self.options["difference"] * frame_difference(frame))[:, None, :]
         if w_frame:
             a = (torch.einsum("btd,nd->bnt", frame, text) / self.options["tau_frame"]).softmax(dim=-1)
             out = out + w_frame * torch.einsum("bnt,btd->bnd", a, frame)

@@ -8,6 +8,12 @@
   over frozen frame features, then mean pooling. With `centre` (default) the blocks see each
   frame relative to the clip's mean frame and the mean is added back after pooling: a
   re-parameterisation (not in the paper) that lets them see motion next to appearance.
+- Options for unseen class names (open set), not in the paper: `prefix_words` starts the prefix
+  vectors from a template's token embeddings (CoOp's initialisation), `identity_init` starts the
+  temporal blocks as the identity (TemporalTransformer), and `difference` adds that multiple of
+  the frozen features' change from the first sampled frame to the last to the pooled embedding
+  (`streamvl.adapting.frame_difference`). Together the untrained adapter reads unseen actions
+  the way the frozen towers do, and training on the seen classes starts from there.
 - Loss: symmetric NCE between clips and texts (the TorchAdapter default).
 - Localisation (two-stage, as in the paper): a class-agnostic proposal head scores per-frame
   actionness over sliding windows of a stream's frozen features (trained on streams with
@@ -34,7 +40,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamvl.adapters import AdapterSpec
-from streamvl.adapting import TemporalTransformer, TorchAdapter, clip_module, exposure_stills, prompted_text_features
+from streamvl.adapting import (
+    TemporalTransformer,
+    TorchAdapter,
+    clip_module,
+    exposure_stills,
+    frame_difference,
+    prompted_text_features,
+    word_embeddings,
+)
 from streamvl.ensembles import ensemble_factory
 from streamvl.hookspecs import hookimpl
 
@@ -74,6 +88,9 @@ class PromptAdapter(TorchAdapter):
         "heads": 8,
         "dropout": 0.1,
         "centre": True,  # the temporal blocks see frames relative to the clip mean (TemporalTransformer.pool)
+        "prefix_words": "",  # start the prefix vectors from these words' token embeddings (sets their number)
+        "identity_init": False,  # the temporal blocks start as the identity (TemporalTransformer)
+        "difference": 0.0,  # x (last - first frame's features) added to the pooled embedding
         "proposal_depth": 2,
         "proposal_window": 64,  # frames per actionness window
     }
@@ -82,9 +99,13 @@ class PromptAdapter(TorchAdapter):
         clip = clip_module(self.backbone)
         width = clip.token_embedding.weight.shape[1]
         o = self.options
-        self.prefix = nn.Parameter(torch.randn(o["prefix"], width) * 0.02) if o["prefix"] else None
+        if o["prefix_words"]:
+            self.prefix = nn.Parameter(word_embeddings(self.backbone, clip, o["prefix_words"]))
+        else:
+            self.prefix = nn.Parameter(torch.randn(o["prefix"], width) * 0.02) if o["prefix"] else None
         self.postfix = nn.Parameter(torch.randn(o["postfix"], width) * 0.02) if o["postfix"] else None
-        self.temporal = TemporalTransformer(self.embed_dim, o["depth"], o["heads"], o["max_frames"], o["dropout"])
+        self.temporal = TemporalTransformer(self.embed_dim, o["depth"], o["heads"], o["max_frames"], o["dropout"],
+                                            identity_init=o["identity_init"])
         self.proposal = ProposalHead(self.embed_dim, o["proposal_depth"], o["heads"], o["proposal_window"], o["dropout"])
         self._tokens: dict[str, torch.Tensor] = {}
 
@@ -103,7 +124,11 @@ class PromptAdapter(TorchAdapter):
         return F.normalize(feats.float(), dim=-1)
 
     def video_embed(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
-        return F.normalize(self.temporal.pool(features.float(), self.options["centre"]), dim=-1)
+        x = features.float()
+        pooled = self.temporal.pool(x, self.options["centre"])
+        if self.options["difference"]:
+            pooled = pooled + self.options["difference"] * frame_difference(x)
+        return F.normalize(pooled, dim=-1)
 
     # -- localisation: class-agnostic proposals
 

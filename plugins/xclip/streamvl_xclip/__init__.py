@@ -12,7 +12,9 @@
 - Multi-frame integration Transformer (MIT): one Transformer layer with temporal position
   embeddings over the frame features, then average pooling. With `centre` (default) it sees
   each frame relative to the clip's mean frame, as prompt's temporal Transformer does
-  (TemporalTransformer.pool): the untrained MIT passes the frame mean through unchanged.
+  (TemporalTransformer.pool). Not in the paper, for unseen class names: `identity_init` starts
+  the MIT block as the identity, and `difference` adds that multiple of the frame features'
+  change from the first frame to the last to the pooled embedding (as prompt's options).
 - Video-specific prompt generator: text features attend (cross-attention, 2 layers) to the
   clip's visual tokens (patch tokens averaged over frames, normalised and projected) and the
   result is added with a learnable per-channel weight alpha, initialised at 0.1 as in the
@@ -53,6 +55,7 @@ from streamvl.adapting import (
     TemporalTransformer,
     TorchAdapter,
     attnpool_with,
+    frame_difference,
     freeze_batchnorm,
     from_tokens,
     insertion_points,
@@ -152,6 +155,8 @@ class XClipAdapter(TorchAdapter):
         "layers": None,  # equip the last N blocks (ViT) / stages + attention pool (ResNet) (default: all)
         "mit_depth": 1,
         "centre": True,  # the MIT sees frames relative to the clip mean (TemporalTransformer.pool, as in prompt)
+        "identity_init": False,  # the MIT block starts as the identity (TemporalTransformer)
+        "difference": 0.0,  # x (last - first frame's features) added to the pooled embedding
         "prompt_layers": 2,
         "alpha_init": 0.1,
         "prompt_on": "unit",  # "unit": add the prompts to normalised text features; "raw": to raw ones (the paper's code)
@@ -179,7 +184,8 @@ class XClipAdapter(TorchAdapter):
         self.cct = nn.ModuleList([CrossFrameCommunication(p.width, p.heads, additive=self.kind == RESNET and i < n - 1)
                                   for i, p in enumerate(points) if i >= self.first])
         dim, width = self.embed_dim, points[-1].width
-        self.mit = TemporalTransformer(dim, o["mit_depth"], max(1, dim // 64), o["max_frames"])
+        self.mit = TemporalTransformer(dim, o["mit_depth"], max(1, dim // 64), o["max_frames"],
+                                       identity_init=o["identity_init"])
         self.prompts_visual_ln = nn.LayerNorm(width)
         self.prompts_visual_proj = nn.Parameter(torch.randn(width, dim) * width**-0.5)
         self.prompts = VideoSpecificPrompt(dim, o["prompt_layers"], max(1, dim // 64), o["alpha_init"])
@@ -233,7 +239,10 @@ class XClipAdapter(TorchAdapter):
         return cls.reshape(b, t, -1), tokens.reshape(b, t, *tokens.shape[1:]).mean(dim=1)
 
     def video_from(self, frame: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.mit.pool(frame, self.options["centre"]), dim=-1)
+        pooled = self.mit.pool(frame, self.options["centre"])
+        if self.options["difference"]:
+            pooled = pooled + self.options["difference"] * frame_difference(frame)
+        return F.normalize(pooled, dim=-1)
 
     def video_embed(self, features: torch.Tensor | None, frames: torch.Tensor | None = None) -> torch.Tensor:
         if frames is None:
