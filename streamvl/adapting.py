@@ -480,6 +480,13 @@ class TorchAdapter(nn.Module):
 
     # -- shared behaviour
 
+    def number_option(self, key: str) -> float:
+        """A numeric option's value, or a ValueError naming the adapter and the option."""
+        value = self.options[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{self.name} option {key!r} must be a number, got {value!r}")
+        return float(value)
+
     @property
     def clip(self) -> nn.Module:
         return self.backbone.model

@@ -98,6 +98,8 @@ def test_open_set_options_start_at_the_frozen_templated_difference_reading(model
                                model.encode_text(["a video of a shape moves left", "a video of a shape grows"]))
     with pytest.raises(ValueError, match="no tokens"):
         build(model, plugins, prefix_words=" ")
+    with pytest.raises(ValueError, match="prompt option 'difference' must be a number, got 'lots'"):
+        build(model, plugins, difference="lots")
 
 
 def test_identity_initialised_blocks_start_silent_and_still_learn(model, plugins):

@@ -80,6 +80,7 @@ class LiteVLAdapter(TorchAdapter):
         self.temporal = nn.ModuleList([TemporalAttention(p.width, self.options["heads"] or p.heads, self.options["max_frames"])
                                        for p in points[self.first :]])
         self.temporal_scale = nn.Parameter(torch.zeros(layers))  # dynamic temporal scaling, 0 at init
+        self.difference = self.number_option("difference")
 
     def tower(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames [B, T, 3, S, S] -> frame features [B, T, D] and patch features [B, T, P, D] (normalised)."""
@@ -96,12 +97,12 @@ class LiteVLAdapter(TorchAdapter):
         if frames is None:
             raise ValueError("litevl re-runs the vision tower: it needs frames (needs_frames=True)")
         frame, _ = self.tower(frames)
-        return F.normalize(frame.mean(dim=1) + self.options["difference"] * frame_difference(frame), dim=-1)
+        return F.normalize(frame.mean(dim=1) + self.difference * frame_difference(frame), dim=-1)
 
     def pooled(self, frame: torch.Tensor, patch: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Text-dependent video embeddings [B, N, D]: frame mean + text-weighted frames + text-weighted patches."""
         w_mean, w_frame, w_patch = self.options["pool_weights"]
-        out = (w_mean * frame.mean(dim=1) + self.options["difference"] * frame_difference(frame))[:, None, :]
+        out = (w_mean * frame.mean(dim=1) + self.difference * frame_difference(frame))[:, None, :]
         if w_frame:
             a = (torch.einsum("btd,nd->bnt", frame, text) / self.options["tau_frame"]).softmax(dim=-1)
             out = out + w_frame * torch.einsum("bnt,btd->bnd", a, frame)

@@ -106,6 +106,7 @@ class PromptAdapter(TorchAdapter):
         self.postfix = nn.Parameter(torch.randn(o["postfix"], width) * 0.02) if o["postfix"] else None
         self.temporal = TemporalTransformer(self.embed_dim, o["depth"], o["heads"], o["max_frames"], o["dropout"],
                                             identity_init=o["identity_init"])
+        self.difference = self.number_option("difference")
         self.proposal = ProposalHead(self.embed_dim, o["proposal_depth"], o["heads"], o["proposal_window"], o["dropout"])
         self._tokens: dict[str, torch.Tensor] = {}
 
@@ -126,8 +127,8 @@ class PromptAdapter(TorchAdapter):
     def video_embed(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         x = features.float()
         pooled = self.temporal.pool(x, self.options["centre"])
-        if self.options["difference"]:
-            pooled = pooled + self.options["difference"] * frame_difference(x)
+        if self.difference:
+            pooled = pooled + self.difference * frame_difference(x)
         return F.normalize(pooled, dim=-1)
 
     # -- localisation: class-agnostic proposals

@@ -186,6 +186,7 @@ class XClipAdapter(TorchAdapter):
         dim, width = self.embed_dim, points[-1].width
         self.mit = TemporalTransformer(dim, o["mit_depth"], max(1, dim // 64), o["max_frames"],
                                        identity_init=o["identity_init"])
+        self.difference = self.number_option("difference")
         self.prompts_visual_ln = nn.LayerNorm(width)
         self.prompts_visual_proj = nn.Parameter(torch.randn(width, dim) * width**-0.5)
         self.prompts = VideoSpecificPrompt(dim, o["prompt_layers"], max(1, dim // 64), o["alpha_init"])
@@ -240,8 +241,8 @@ class XClipAdapter(TorchAdapter):
 
     def video_from(self, frame: torch.Tensor) -> torch.Tensor:
         pooled = self.mit.pool(frame, self.options["centre"])
-        if self.options["difference"]:
-            pooled = pooled + self.options["difference"] * frame_difference(frame)
+        if self.difference:
+            pooled = pooled + self.difference * frame_difference(frame)
         return F.normalize(pooled, dim=-1)
 
     def video_embed(self, features: torch.Tensor | None, frames: torch.Tensor | None = None) -> torch.Tensor:
