@@ -102,6 +102,20 @@ def test_open_set_options_start_at_the_frozen_templated_difference_reading(model
         build(model, plugins, difference="lots")
 
 
+def test_open_set_options_survive_a_checkpoint(model, plugins, tmp_path):
+    torch.manual_seed(1)
+    a = build(model, plugins, prefix_words="a video of a shape", identity_init=True, difference=8.0)
+    with torch.no_grad():  # as if trained: the blocks and prompt vectors moved
+        for p in a.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = a.save(tmp_path / "open.safetensors", {"classes": ["move_left", "grow"]})
+    loaded = build(model, plugins, checkpoint=str(path))
+    assert loaded.options["difference"] == 8.0 and loaded.options["prefix_words"] == "a video of a shape"
+    feats = torch.randn(2, 8, model.embed_dim)
+    torch.testing.assert_close(loaded.encode_video(feats), a.encode_video(feats))
+    torch.testing.assert_close(loaded.encode_text(["grows"]), a.encode_text(["grows"]))
+
+
 def test_identity_initialised_blocks_start_silent_and_still_learn(model, plugins):
     torch.manual_seed(0)
     plain, ident = build(model, plugins), build(model, plugins, identity_init=True)
