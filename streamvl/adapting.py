@@ -381,10 +381,10 @@ class TemporalTransformer(nn.Module):
 def frame_difference(x: torch.Tensor) -> torch.Tensor:
     """The change [B, D] of frame features x [B, T, D] from a view's first frame to its last.
 
-    A parameter-free motion reading (the feature-space analogue of TSN's RGB difference): a
-    shapes-world model pretrained on exposures (@v2, @v3) reads unseen actions from the frame
-    mean plus a multiple of it with nothing trained, where the frame mean alone is at chance
-    (bench/bench_class_templates.py). Adapters add `difference` x this to their pooled embedding.
+    A parameter-free motion reading (the feature-space analogue of TSN's RGB difference):
+    streamvl-shapes@v3 reads unseen actions from the frame mean plus a multiple of it with
+    nothing trained, where the frame mean alone is at chance (bench/bench_class_templates.py).
+    Adapters add `difference` x this to their pooled embedding.
     """
     return x[:, -1] - x[:, 0]
 
