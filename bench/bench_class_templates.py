@@ -19,9 +19,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streamvl.adapting import add_difference  # noqa: E402
 from streamvl.datasets import ShapesOptions, load_task  # noqa: E402
 from streamvl.features import DEFAULT_ROOT, FeatureStore, segment_indices  # noqa: E402
 from streamvl.models import load_model  # noqa: E402
@@ -41,8 +43,8 @@ def video_readings(model, task, store, difference: float) -> dict[str, np.ndarra
     data = prepare(model, task.test, store, needs_frames=True)
     mean = np.stack([f.features.mean(axis=0) for f in data.features])
     exposure = model.encode_images(np.stack([clip_exposure(f) for f in data.frames])).float().numpy()
-    views = [f.features[segment_indices(len(f.features), FRAMES)] for f in data.features]  # as evaluation samples
-    change = np.stack([v.mean(axis=0) + difference * (v[-1] - v[0]) for v in views])
+    views = torch.from_numpy(np.stack([f.features[segment_indices(len(f.features), FRAMES)] for f in data.features]))
+    change = add_difference(views.mean(dim=1), views, difference).numpy()  # 8 frames as evaluation samples them
     return {"frame mean": unit(mean), "exposure": exposure, f"frame mean + {difference:g} x difference": unit(change)}
 
 

@@ -166,7 +166,7 @@ def prompted_text_features(clip: nn.Module, token_ids: torch.Tensor, prefix: tor
     return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
 
-def word_embeddings(model: "LoadedModel", clip: nn.Module, words: str) -> torch.Tensor:
+def word_embeddings(model: "LoadedModel", words: str) -> torch.Tensor:
     """Token embeddings [P, W] of a text's tokens (without start and end of text), detached.
 
     Prompt vectors started from them make the prompted text read exactly like `words {}` at the
@@ -176,7 +176,7 @@ def word_embeddings(model: "LoadedModel", clip: nn.Module, words: str) -> torch.
     tokens = ids[1 : int(ids.argmax())]  # open_clip's convention: EOT has the highest id
     if not len(tokens):
         raise ValueError(f"prompt words {words!r} have no tokens")
-    return clip.token_embedding.weight[tokens].detach().float().clone()
+    return clip_module(model).token_embedding.weight[tokens].detach().float().clone()
 
 
 def check_vit(visual: nn.Module) -> None:
@@ -384,9 +384,14 @@ def frame_difference(x: torch.Tensor) -> torch.Tensor:
     A parameter-free motion reading (the feature-space analogue of TSN's RGB difference):
     streamvl-shapes@v3 reads unseen actions from the frame mean plus a multiple of it with
     nothing trained, where the frame mean alone is at chance (bench/bench_class_templates.py).
-    Adapters add `difference` x this to their pooled embedding.
+    Adapters add `difference` x this to their pooled embedding (`add_difference`).
     """
     return x[:, -1] - x[:, 0]
+
+
+def add_difference(pooled: torch.Tensor, x: torch.Tensor, weight: float) -> torch.Tensor:
+    """pooled [B, D] + weight x the frame difference of x [B, T, D]; pooled itself at weight 0."""
+    return pooled + weight * frame_difference(x) if weight else pooled
 
 
 def exposure_stills(frames: torch.Tensor, n: int = EXPOSURE_FRAMES, decay: float = EXPOSURE_DECAY) -> torch.Tensor:

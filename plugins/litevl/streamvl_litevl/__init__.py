@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamvl.adapters import AdapterSpec, RerankerSpec
-from streamvl.adapting import TorchAdapter, frame_difference, insertion_points, run_tower
+from streamvl.adapting import TorchAdapter, add_difference, insertion_points, run_tower
 from streamvl.ensembles import ensemble_factory
 from streamvl.hookspecs import hookimpl
 
@@ -97,12 +97,12 @@ class LiteVLAdapter(TorchAdapter):
         if frames is None:
             raise ValueError("litevl re-runs the vision tower: it needs frames (needs_frames=True)")
         frame, _ = self.tower(frames)
-        return F.normalize(frame.mean(dim=1) + self.difference * frame_difference(frame), dim=-1)
+        return F.normalize(add_difference(frame.mean(dim=1), frame, self.difference), dim=-1)
 
     def pooled(self, frame: torch.Tensor, patch: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Text-dependent video embeddings [B, N, D]: frame mean + text-weighted frames + text-weighted patches."""
         w_mean, w_frame, w_patch = self.options["pool_weights"]
-        out = (w_mean * frame.mean(dim=1) + self.difference * frame_difference(frame))[:, None, :]
+        out = add_difference(w_mean * frame.mean(dim=1), frame, self.difference)[:, None, :]
         if w_frame:
             a = (torch.einsum("btd,nd->bnt", frame, text) / self.options["tau_frame"]).softmax(dim=-1)
             out = out + w_frame * torch.einsum("bnt,btd->bnd", a, frame)

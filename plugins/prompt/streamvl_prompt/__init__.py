@@ -43,9 +43,9 @@ from streamvl.adapters import AdapterSpec
 from streamvl.adapting import (
     TemporalTransformer,
     TorchAdapter,
+    add_difference,
     clip_module,
     exposure_stills,
-    frame_difference,
     prompted_text_features,
     word_embeddings,
 )
@@ -100,7 +100,7 @@ class PromptAdapter(TorchAdapter):
         width = clip.token_embedding.weight.shape[1]
         o = self.options
         if o["prefix_words"]:
-            self.prefix = nn.Parameter(word_embeddings(self.backbone, clip, o["prefix_words"]))
+            self.prefix = nn.Parameter(word_embeddings(self.backbone, o["prefix_words"]))
         else:
             self.prefix = nn.Parameter(torch.randn(o["prefix"], width) * 0.02) if o["prefix"] else None
         self.postfix = nn.Parameter(torch.randn(o["postfix"], width) * 0.02) if o["postfix"] else None
@@ -126,10 +126,7 @@ class PromptAdapter(TorchAdapter):
 
     def video_embed(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         x = features.float()
-        pooled = self.temporal.pool(x, self.options["centre"])
-        if self.difference:
-            pooled = pooled + self.difference * frame_difference(x)
-        return F.normalize(pooled, dim=-1)
+        return F.normalize(add_difference(self.temporal.pool(x, self.options["centre"]), x, self.difference), dim=-1)
 
     # -- localisation: class-agnostic proposals
 

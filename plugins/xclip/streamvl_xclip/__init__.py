@@ -54,8 +54,8 @@ from streamvl.adapting import (
     InsertionPoint,
     TemporalTransformer,
     TorchAdapter,
+    add_difference,
     attnpool_with,
-    frame_difference,
     freeze_batchnorm,
     from_tokens,
     insertion_points,
@@ -240,10 +240,7 @@ class XClipAdapter(TorchAdapter):
         return cls.reshape(b, t, -1), tokens.reshape(b, t, *tokens.shape[1:]).mean(dim=1)
 
     def video_from(self, frame: torch.Tensor) -> torch.Tensor:
-        pooled = self.mit.pool(frame, self.options["centre"])
-        if self.difference:
-            pooled = pooled + self.difference * frame_difference(frame)
-        return F.normalize(pooled, dim=-1)
+        return F.normalize(add_difference(self.mit.pool(frame, self.options["centre"]), frame, self.difference), dim=-1)
 
     def video_embed(self, features: torch.Tensor | None, frames: torch.Tensor | None = None) -> torch.Tensor:
         if frames is None:
