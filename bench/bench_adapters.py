@@ -30,12 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamvl.datasets import DEFAULT_CLASS_TEMPLATE, ShapesOptions, load_task  # noqa: E402
-from streamvl.evaluation import evaluate  # noqa: E402
-from streamvl.features import DEFAULT_ROOT, FeatureStore  # noqa: E402
-from streamvl.models import load_model  # noqa: E402
-from streamvl.plugins import Plugins  # noqa: E402
-from streamvl.training import TrainConfig, prepare, seeded_adapter, train  # noqa: E402
+from streamvl.training.datasets import DEFAULT_CLASS_TEMPLATE, ShapesOptions, load_task  # noqa: E402
+from streamvl.training import evaluate  # noqa: E402
+from streamvl.pipeline.features import DEFAULT_ROOT, FeatureStore  # noqa: E402
+from streamvl.models.loading import load_model  # noqa: E402
+from streamvl.plugins.manager import Plugins  # noqa: E402
+from streamvl.training.train import TrainConfig, prepare, seeded_adapter, train  # noqa: E402
 
 SPLITS = {"closed_set": "shapes:closed_set", "few_shot": "shapes:few_shot:8", "open_set": "shapes:open_set",
           "retrieval": "shapes:retrieval", "localisation": "shapes:localisation"}
@@ -67,7 +67,7 @@ def augmentation(args: argparse.Namespace, frames_based: bool) -> dict:
 def indexing_speed(model, plugins, adapter: str, options: dict, frames: np.ndarray) -> float:
     """Clips/s of EncodeStage.process over rendered frames (window 8, stride 4)."""
     from streamvl.config import IndexConfig
-    from streamvl.encode import EncodeStage
+    from streamvl.pipeline.encode import EncodeStage
     from streamvl.types import FrameBatch
 
     config = IndexConfig(model=model.spec.text, adapters=[adapter], adapter_options={adapter: options},
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             results += run_split(ctx, split, seed)
             (out / "results.json").write_text(json.dumps({**meta, "results": results}, indent=1))
 
-    from streamvl.synthetic import render_clip, sample_stream
+    from streamvl.lab.synthetic import render_clip, sample_stream
 
     frames = render_clip(sample_stream(1, 32.0, width=model.image_size, height=model.image_size, fps=8.0))[:256]
     speed = {n: indexing_speed(model, ctx["plugins"], n, ctx["options"].get(n, {}), frames)

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_live import camera_video  # noqa: E402
 from bench.procs import process_kind  # noqa: E402
 from streamvl.config import IndexConfig  # noqa: E402
-from streamvl.synthetic.clips import iter_frames, sample_stream  # noqa: E402
+from streamvl.lab.synthetic.clips import iter_frames, sample_stream  # noqa: E402
 from streamvl.types import StreamInfo  # noqa: E402
 from tests.live_servers import FFMPEG, free_port  # noqa: E402
 

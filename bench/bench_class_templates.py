@@ -1,9 +1,9 @@
 """How well a frozen model names unseen actions under each class template, with nothing trained.
 
 For each open-set class split, the held-out test clips of its 6 unseen classes are read three
-ways, the frame mean (meanpool), the clip's exposure (streamvl.zeroshot.clip_exposure) and the
+ways, the frame mean (meanpool), the clip's exposure (streamvl.lab.zeroshot.clip_exposure) and the
 frame mean plus `--difference` x the change of the frame features from the first to the last of
-8 evenly spread frames (`streamvl.adapting.frame_difference`, as the adapters' `difference`
+8 evenly spread frames (`streamvl.adapters.blocks.frame_difference`, as the adapters' `difference`
 option adds it), and scored against the class texts put into each template (`TaskData.with_class_template`). The
 first template is the baseline of the ratios ("{}": the class names as they are). This is the
 text side an adapter with a frozen text tower (litevl, xclip) trains towards and is tested on.
@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamvl.adapting import add_difference  # noqa: E402
-from streamvl.datasets import ShapesOptions, load_task  # noqa: E402
-from streamvl.features import DEFAULT_ROOT, FeatureStore, segment_indices  # noqa: E402
-from streamvl.models import load_model  # noqa: E402
-from streamvl.training import prepare  # noqa: E402
-from streamvl.zeroshot import clip_exposure  # noqa: E402
+from streamvl.adapters.blocks import add_difference  # noqa: E402
+from streamvl.training.datasets import ShapesOptions, load_task  # noqa: E402
+from streamvl.pipeline.features import DEFAULT_ROOT, FeatureStore, segment_indices  # noqa: E402
+from streamvl.models.loading import load_model  # noqa: E402
+from streamvl.training.train import prepare  # noqa: E402
+from streamvl.lab.zeroshot import clip_exposure  # noqa: E402
 
 TEMPLATES = "{}|a shape {}|an object {}|a video of a shape {}"
 FRAMES = 8  # frames per clip for the difference reading, as evaluation and the adapters sample them

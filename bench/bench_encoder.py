@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamvl import api  # noqa: E402
 from streamvl.config import SamplingConfig  # noqa: E402
-from streamvl.models import LoadedModel, load_model  # noqa: E402
-from streamvl.precision import min_cosine  # noqa: E402
+from streamvl.models.loading import LoadedModel, load_model  # noqa: E402
+from streamvl.models.precision import min_cosine  # noqa: E402
 from streamvl.sources import open_source  # noqa: E402
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -90,7 +90,7 @@ def cosine_report(base: LoadedModel, quick: LoadedModel, frames: np.ndarray) -> 
 
 def shapes_report(spec: str, precision: str, per_action: int) -> None:
     """Zero-shot held-out metrics of the shipped model through both arms."""
-    from streamvl.zeroshot import EvalConfig, evaluate
+    from streamvl.lab.zeroshot import EvalConfig, evaluate
 
     config = EvalConfig(per_action=per_action, per_order_action=per_action)
     base, quick = load_model(spec), load_model(spec, precision)

@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.procs import process_kind, rss_parts  # noqa: E402
 from streamvl.config import IndexConfig, RuntimeConfig, StoreConfig  # noqa: E402
-from streamvl.store import CLIPS, FRAMES, STREAMS, Store, clips_schema  # noqa: E402
-from streamvl.synthetic.clips import iter_frames, sample_stream  # noqa: E402
+from streamvl.storage.store import CLIPS, FRAMES, STREAMS, Store, clips_schema  # noqa: E402
+from streamvl.lab.synthetic.clips import iter_frames, sample_stream  # noqa: E402
 from streamvl.types import StreamInfo  # noqa: E402
 from tests.live_servers import RtspServer, have_rtsp_tools  # noqa: E402
 

@@ -31,7 +31,7 @@ from bench.bench_live import camera_video  # noqa: E402
 from bench.procs import process_kind  # noqa: E402
 from streamvl import api  # noqa: E402
 from streamvl.config import IndexConfig  # noqa: E402
-from streamvl.models import load_model  # noqa: E402
+from streamvl.models.loading import load_model  # noqa: E402
 from streamvl.sources import open_source  # noqa: E402
 
 

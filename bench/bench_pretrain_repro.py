@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamvl import models  # noqa: E402
-from streamvl.pretrain import PretrainConfig, export, train  # noqa: E402
-from streamvl.zeroshot import EvalConfig, evaluate_static  # noqa: E402
+from streamvl.models import loading as models  # noqa: E402
+from streamvl.lab.pretrain import PretrainConfig, export, train  # noqa: E402
+from streamvl.lab.zeroshot import EvalConfig, evaluate_static  # noqa: E402
 
 SPEC = models.DEFAULT_SPEC
 KEYS = ("shape_top1", "colour_top1", "combined_top1")

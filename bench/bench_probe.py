@@ -2,7 +2,7 @@
 
 For each model and order pair, a logistic classifier is trained on the swept areas of the
 centred frame-feature sequences of --train clips per action (train domain) and tested on
---test clips per action of the held-out test domain (streamvl.probes). The first model is the
+--test clips per action of the held-out test domain (streamvl.lab.probes). The first model is the
 baseline of the ratios. A pair the probe cannot read from many clips is one no feature-based
 adapter reads from few.
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamvl.models import load_model  # noqa: E402
-from streamvl.probes import probe_pair  # noqa: E402
+from streamvl.models.loading import load_model  # noqa: E402
+from streamvl.lab.probes import probe_pair  # noqa: E402
 
 PAIRS = "rotate_cw/rotate_ccw,move_left/move_right,grow/shrink,appear/disappear"
 

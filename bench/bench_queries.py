@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamvl.store import CLIPS, EMBEDDING, STREAMS, Store, clips_schema  # noqa: E402
+from streamvl.storage.store import CLIPS, EMBEDDING, STREAMS, Store, clips_schema  # noqa: E402
 
 MODEL = "ViT-B-32@random:0"
 ADAPTER = "meanpool"
@@ -98,8 +98,8 @@ def build_table(db: Path, args: argparse.Namespace) -> dict[str, float]:
     centres = unit(rng.normal(size=(args.clusters, dim)))
     mean_dir = unit(rng.normal(size=dim))
     store = Store(db)
-    meta = {"streamvl.model": MODEL, "streamvl.embed_dim": str(dim), "streamvl.weights": "RANDOM",
-            "streamvl.synthetic": "bench_queries"}
+    meta = {"streamvl.model": MODEL, "streamvl.embed_dim": str(dim), "streamvl.models.weights": "RANDOM",
+            "streamvl.lab.synthetic": "bench_queries"}
     schema = clips_schema(dim, meta=meta)
     start, cpu = time.perf_counter(), time.process_time()
     written, batch_streams = 0, max(1, 100_000 // clips_per_stream)
@@ -206,10 +206,11 @@ def timed_queries(db: str, queries: list[str], warmup: int, row_queries: np.ndar
     if threads:
         torch.set_num_threads(threads)
 
-    import streamvl.query as query
-    from streamvl import api, models
-    from streamvl.store import Store as StoreCls
-    from streamvl_meanpool import MeanPoolAdapter
+    import streamvl.search.query as query
+    from streamvl import api
+    from streamvl.models import loading as models
+    from streamvl.storage.store import Store as StoreCls
+    from streamvl.plugins.meanpool import MeanPoolAdapter
 
     watch = Stopwatch()
     watch.wrap(MeanPoolAdapter, "encode_text", "encode")

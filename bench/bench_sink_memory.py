@@ -4,7 +4,7 @@ optimize_every_s seconds), as the sink actors do under live streams, in a fresh 
     python bench/bench_sink_memory.py [--commits 3000] [--table frames|clips|streams]
         [--keep-versions-s 30] [--rate 0] [--settings before,...]
 
-Drives streamvl.sink.TableSink (the code each SinkActor runs) with one-row writes (4 cameras at
+Drives streamvl.storage.sink.TableSink (the code each SinkActor runs) with one-row writes (4 cameras at
 1 frame/s give each sink ~4 commits/s; the streams sink gets record_stream with the live columns):
   before          MALLOC_ARENA_MAX=2 only and release_after_upkeep=false: one set of table
                   handles for the whole run
@@ -38,21 +38,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streamvl.sink import SINK_PROCESS_ENV  # noqa: E402
+from streamvl.storage.sink import SINK_PROCESS_ENV  # noqa: E402
 
 CHILD = r"""
 import ctypes, gc, json, sys, time
 import numpy as np, pyarrow as pa
 sys.path.insert(0, sys.argv[1])
-import streamvl.sink
+import streamvl.storage.sink
 from streamvl.config import StoreConfig
-from streamvl.sink import TableSink
-from streamvl.store import CLIPS, FRAMES, STREAMS, Store, clips_schema, frames_schema
+from streamvl.storage.sink import TableSink
+from streamvl.storage.store import CLIPS, FRAMES, STREAMS, Store, clips_schema, frames_schema
 
 db, table, n, keep, release, fixed, rate = (sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
                                               sys.argv[6] == "1", sys.argv[7] == "1", float(sys.argv[8]))
 if not fixed:  # the sink as shipped before: no cycle collection, missing tables found by open_table raising
-    streamvl.sink.free_dropped_handles = lambda: 0
+    streamvl.storage.sink.free_dropped_handles = lambda: 0
     shipped_open = Store._open
     def raising_open(self, table):
         if table not in self._tables:

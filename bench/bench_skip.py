@@ -56,7 +56,7 @@ def _counting(encode_images, counts: list[int]):
 
 def encoded_images(path: Path, model_spec: str, threshold: float | None) -> tuple[int, int, int]:
     """(frames indexed, images through the model, frames skipped) for one stream through EncodeStage."""
-    from streamvl.encode import EncodeStage
+    from streamvl.pipeline.encode import EncodeStage
 
     config = IndexConfig(model=model_spec, sampling={"fps": 1.0, "static_threshold": threshold})
     stage = EncodeStage(config)

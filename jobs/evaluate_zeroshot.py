@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from streamvl.models import load_model
-from streamvl.zeroshot import EvalConfig, evaluate
+from streamvl.models.loading import load_model
+from streamvl.lab.zeroshot import EvalConfig, evaluate
 
 
 def main(argv: list[str]) -> None:

@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from streamvl.pretrain import PretrainConfig, export, train
+from streamvl.lab.pretrain import PretrainConfig, export, train
 
 
 def parse(argv: list[str]) -> tuple[PretrainConfig, Path, bool]:

@@ -35,8 +35,8 @@ def index(
 
 
 def search(text: str, db: str, **options) -> list[Hit]:
-    """Text search over indexed clips; see streamvl.query.search for options."""
-    from streamvl.query import search as _search
+    """Text search over indexed clips; see streamvl.search.query.search for options."""
+    from streamvl.search.query import search as _search
 
     return _search(text, db, **options)
 
@@ -45,7 +45,7 @@ def streams(db: str) -> list[dict]:
     """Rows of the `streams` table: status, frames indexed, last committed pts, error, and for
     live streams lag, reconnects and gaps. Streams requested from a serve-index job but not
     picked up yet are listed with status "requested"."""
-    from streamvl.store import Store
+    from streamvl.storage.store import Store
 
     store = Store(db)
     rows = store.streams()
@@ -81,7 +81,7 @@ def add_stream(db: str, uri: str, stream_id: str | None = None, fps: float | Non
     Adding a stream that exists already restarts it if it ended (from its checkpoint)."""
     from streamvl.errors import ConfigError
     from streamvl.sources import expand_sources
-    from streamvl.store import Store
+    from streamvl.storage.store import Store
 
     if transport not in (None, "udp", "tcp"):
         raise ConfigError(f"transport must be 'udp' or 'tcp', got {transport!r}", uri=uri)
@@ -98,7 +98,7 @@ def add_stream(db: str, uri: str, stream_id: str | None = None, fps: float | Non
 def remove_stream(db: str, stream_id: str) -> None:
     """Ask the serve-index job on `db` to stop indexing a stream (the others keep running)."""
     from streamvl.errors import ConfigError
-    from streamvl.store import Store
+    from streamvl.storage.store import Store
 
     store = Store(db)
     known = {r["stream_id"]: r["uri"] for r in [*store.streams(), *store.requests()]}

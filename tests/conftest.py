@@ -25,6 +25,14 @@ SHARED_VIDEOS = _REPO.parent / "shared" / "data" / "videos"
 _SESSION = pytest.StashKey["pytest.Session"]()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/lab/ carry the `lab` marker, so they run apart (-m lab) or not at all (-m 'not lab')."""
+    lab = _REPO / "tests" / "lab"
+    for item in items:
+        if lab in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.lab)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     session.config.stash[_SESSION] = session
@@ -113,7 +121,7 @@ TOWERS = {"vit": "streamvl-tiny@random:0", "resnet": "streamvl-shapes@random:0"}
 @pytest.fixture(scope="module", params=sorted(TOWERS))
 def tower_model(request):
     """A seeded random model of each tower kind (the ResNet made lively, see lively_resnet)."""
-    from streamvl.models import load_model
+    from streamvl.models.loading import load_model
 
     return load_model(TOWERS[request.param]) if request.param == "vit" else lively_resnet()
 
@@ -126,7 +134,7 @@ def patches(model) -> int:
 @pytest.fixture(scope="session")
 def plugins():
     """Every installed plugin (entry points included), as the CLI would load them."""
-    from streamvl.plugins import Plugins
+    from streamvl.plugins.manager import Plugins
 
     return Plugins()
 
@@ -155,7 +163,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def shapes_mp4(tmp_path_factory) -> Path:
     """A 4 s shapes-world clip (a shape moving left, 64x64, 8 fps) written as an h264 mp4."""
-    from streamvl.synthetic import RenderConfig, sample_clip, write_clip
+    from streamvl.lab.synthetic import RenderConfig, sample_clip, write_clip
 
     path = tmp_path_factory.mktemp("shapes") / "move_left.mp4"
     return write_clip(sample_clip(3, "move_left", render=RenderConfig(64, 64, 8.0, 32)), path)
@@ -163,9 +171,9 @@ def shapes_mp4(tmp_path_factory) -> Path:
 
 def index_file(path: Path, db: str, config, plugins=None):
     """Decode a file with the real source and run the EncodeStage over it (no Ray): the index at db."""
-    from streamvl.encode import EncodeStage
+    from streamvl.pipeline.encode import EncodeStage
     from streamvl.sources import open_source
-    from streamvl.store import CLIPS, FRAMES, Store
+    from streamvl.storage.store import CLIPS, FRAMES, Store
     from streamvl.types import StreamInfo
 
     stage = EncodeStage(config, plugins)
@@ -194,7 +202,7 @@ def lively_resnet():
     import numpy as np
     import torch
 
-    from streamvl.models import load_model
+    from streamvl.models.loading import load_model
 
     base = load_model("streamvl-shapes@random:0")
     module = copy.deepcopy(base.model)

@@ -18,7 +18,7 @@ import ray
 
 from streamvl.config import IndexConfig, LiveConfig, SamplingConfig, StoreConfig
 from streamvl.errors import StreamvlError
-from streamvl.sink import SINK_PROCESS_ENV
+from streamvl.storage.sink import SINK_PROCESS_ENV
 from streamvl.types import FrameBatch, StreamEvent, StreamInfo
 
 
@@ -49,7 +49,7 @@ class BatchMeta:
 class DecodeActor:
     """Reads one stream and hands out FrameBatches on request (pull: the driver bounds memory).
 
-    first_index / start_after: resume point of a file (see streamvl.checkpoint); resume: where a
+    first_index / start_after: resume point of a file (see streamvl.storage.ledger); resume: where a
     live stream's committed data ends (its timeline continues from there, offset by the downtime).
     """
 
@@ -96,7 +96,7 @@ class EncodeActor:
     def __init__(self, config: IndexConfig):
         import torch
 
-        from streamvl.encode import EncodeStage
+        from streamvl.pipeline.encode import EncodeStage
 
         torch.set_num_threads(config.runtime.torch_threads)
         self.stage = EncodeStage(config)
@@ -122,11 +122,11 @@ class EncodeActor:
 @ray.remote(max_task_retries=0)
 class SinkActor:
     """Writes batched Arrow data to one LanceDB table with idempotent upserts, and keeps the
-    table in shape under continuous appends (streamvl.sink.TableSink: compaction, the ANN index,
+    table in shape under continuous appends (streamvl.storage.sink.TableSink: compaction, the ANN index,
     and reopening its handles after each upkeep to bound LanceDB's caches)."""
 
     def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None):
-        from streamvl.sink import TableSink
+        from streamvl.storage.sink import TableSink
 
         self.sink = TableSink(db, table, upkeep, upkeep_first=True)  # it may take over from a dead or replaced sink
 

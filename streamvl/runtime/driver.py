@@ -6,7 +6,7 @@ four write groups wait for their commit.
 
 Exactly once. A write group (one encoder call: frame rows + clip rows of several streams) is
 committed by the frames and clips sinks; only then does the driver advance each stream's
-checkpoint (streamvl.checkpoint) and, at most every `checkpoint_interval_s`, write it to the
+checkpoint (streamvl.storage.ledger) and, at most every `checkpoint_interval_s`, write it to the
 `streams` table. Groups retire in submission order. When anything fails underneath a stream
 (its decoder dies, the encoder or a sink dies, or the encoder refuses a batch that does not
 continue the stream's windows) the stream is *rewound*: its decoder is replaced by one that
@@ -26,12 +26,12 @@ from typing import Callable, Sequence
 
 import ray
 
-from streamvl.checkpoint import Checkpoint, from_row, grid_key
+from streamvl.storage.ledger import Checkpoint, from_row, grid_key
 from streamvl.config import IndexConfig
 from streamvl.runtime.actors import SINK_ENV, BatchMeta, DecodeActor, EncodeActor, SinkActor
 from streamvl.sources.decode import is_url
 from streamvl.sources.live import LiveResume
-from streamvl.store import CLIPS, FRAMES, STREAMS, Store
+from streamvl.storage.store import CLIPS, FRAMES, STREAMS, Store
 from streamvl.types import StreamEvent, StreamInfo
 
 log = logging.getLogger(__name__)

@@ -28,16 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamvl.adapters import AdapterSpec, ClipBatch, ColumnProvider
-from streamvl.adapting import TemporalTransformer, TorchAdapter, TrainBatch, symmetric_nce
-from streamvl.hookspecs import hookimpl
+from streamvl.plugins.contract import AdapterSpec, ClipBatch, ColumnProvider
+from streamvl.adapters.blocks import TemporalTransformer, TorchAdapter, TrainBatch, symmetric_nce
+from streamvl.plugins.hookspecs import hookimpl
 
 TAGS, TAG_SCORES = "tags", "tag_scores"
 
 
 def default_entities() -> list[str]:
     """Colour-shape pairs of the shapes world ('red circle', ...)."""
-    from streamvl.synthetic.world import COLOURS, SHAPES
+    from streamvl.lab.synthetic.world import COLOURS, SHAPES
 
     return [f"{c} {s}" for s in SHAPES for c in COLOURS]
 

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamvl.adapters import AdapterSpec, RerankerSpec
-from streamvl.adapting import TorchAdapter, add_difference, insertion_points, run_tower
-from streamvl.ensembles import ensemble_factory
-from streamvl.hookspecs import hookimpl
+from streamvl.plugins.contract import AdapterSpec, RerankerSpec
+from streamvl.adapters.blocks import TorchAdapter, add_difference, insertion_points, run_tower
+from streamvl.adapters.ensembles import ensemble_factory
+from streamvl.plugins.hookspecs import hookimpl
 
 
 class TemporalAttention(nn.Module):
@@ -129,7 +129,7 @@ def streamvl_adapters() -> list[AdapterSpec]:
 
 @hookimpl
 def streamvl_rerankers() -> list[RerankerSpec]:
-    from streamvl.rereading import rerank_with_frames
+    from streamvl.search.rereading import rerank_with_frames
 
     return [RerankerSpec("litevl-textpool", partial(rerank_with_frames, frames=8),
                          "litevl's text-dependent pooling over frames and patches (reads each hit's frames again)")]

@@ -12,18 +12,18 @@
   vectors from a template's token embeddings (CoOp's initialisation), `identity_init` starts the
   temporal blocks as the identity (TemporalTransformer), and `difference` adds that multiple of
   the frozen features' change from the first sampled frame to the last to the pooled embedding
-  (`streamvl.adapting.frame_difference`). Together the untrained adapter reads unseen actions
+  (`streamvl.adapters.blocks.frame_difference`). Together the untrained adapter reads unseen actions
   the way the frozen towers do, and training on the seen classes starts from there.
 - Loss: symmetric NCE between clips and texts (the TorchAdapter default).
 - Localisation (two-stage, as in the paper): a class-agnostic proposal head scores per-frame
   actionness over sliding windows of a stream's frozen features (trained on streams with
   ground-truth segments); proposals are then classified with the pooled video embedding (see
-  streamvl.localisation).
+  streamvl.search.localisation).
 
 Feature-based: indexing, re-scoring and localisation need only frozen frame features.
 
 `prompt-exposure` (not in the paper) is prompt plus the clip's *exposure*: the recency blend of
-its frames (`streamvl.adapting.exposure_stills`), embedded by the frozen image tower and added
+its frames (`streamvl.adapters.blocks.exposure_stills`), embedded by the frozen image tower and added
 to the pooled video embedding with a learnable weight (1 at the start) through a
 zero-initialised linear map. A tower pretrained on exposures (streamvl-shapes@v2, @v3) reads an
 action from that still with no training, in the space the text tower shares, which is what a
@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamvl.adapters import AdapterSpec
-from streamvl.adapting import (
+from streamvl.plugins.contract import AdapterSpec
+from streamvl.adapters.blocks import (
     TemporalTransformer,
     TorchAdapter,
     add_difference,
@@ -49,8 +49,8 @@ from streamvl.adapting import (
     prompted_text_features,
     word_embeddings,
 )
-from streamvl.ensembles import ensemble_factory
-from streamvl.hookspecs import hookimpl
+from streamvl.adapters.ensembles import ensemble_factory
+from streamvl.plugins.hookspecs import hookimpl
 
 
 class ProposalHead(nn.Module):

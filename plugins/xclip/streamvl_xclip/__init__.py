@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamvl.adapters import AdapterSpec, RerankerSpec
-from streamvl.adapting import (
+from streamvl.plugins.contract import AdapterSpec, RerankerSpec
+from streamvl.adapters.blocks import (
     RESNET,
     VIT,
     InsertionPoint,
@@ -65,8 +65,8 @@ from streamvl.adapting import (
     vit_head,
     vit_tokens,
 )
-from streamvl.ensembles import ensemble_factory
-from streamvl.hookspecs import hookimpl
+from streamvl.adapters.ensembles import ensemble_factory
+from streamvl.plugins.hookspecs import hookimpl
 
 
 class CrossFrameCommunication(nn.Module):
@@ -76,7 +76,7 @@ class CrossFrameCommunication(nn.Module):
     block's own attention and leaves before its MLP, as in the paper. ModifiedResNet: after a conv
     stage, which has no attention, the fused message is diffused additively through a
     zero-initialised projection (`diffuse`); at the attention pool, the message token joins the
-    pool's keys and values (`streamvl.adapting.attnpool_with`).
+    pool's keys and values (`streamvl.adapters.blocks.attnpool_with`).
     """
 
     def __init__(self, width: int, heads: int, additive: bool = False) -> None:
@@ -272,7 +272,7 @@ def streamvl_adapters() -> list[AdapterSpec]:
 
 @hookimpl
 def streamvl_rerankers() -> list[RerankerSpec]:
-    from streamvl.rereading import rerank_with_frames
+    from streamvl.search.rereading import rerank_with_frames
 
     return [RerankerSpec("xclip-prompts", partial(rerank_with_frames, frames=8),
                          "xclip's video-specific prompts (reads each hit's frames again)")]

@@ -1,0 +1,1 @@
+"""Torch building blocks the first-party adapter plugins share, and adapter checkpoints."""

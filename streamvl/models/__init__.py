@@ -1,0 +1,1 @@
+"""open_clip loading (`ARCH@TAG`, `ARCH@/path`, shipped default), precision paths, compact weights."""

@@ -1,0 +1,1 @@
+"""Plain-Python stages: frames -> encoder -> adapter hooks -> rows; windows; no Ray."""

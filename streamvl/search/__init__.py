@@ -1,0 +1,1 @@
+"""Text -> vectors -> pre-filtered ANN -> segments -> rerank."""

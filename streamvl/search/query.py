@@ -1,0 +1,197 @@
+"""Text search: text -> adapter text embedding -> filtered vector search on clips -> segments -> rerank.
+
+`search` is the whole path for the CLI; `search_vectors` starts from a vector (no model), and
+`merge_segments` joins adjacent clips of one stream into one time range.
+
+A process that searches many times (a server, a notebook, bench/bench_queries.py) keeps per
+process: one Store per database (its connection, table handles and LanceDB's index cache stay
+warm; reads still see other processes' commits), the default plugin manager, the adapter built
+for (adapter, model, options), and the last text embeddings of each adapter.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import warnings
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from streamvl.models import loading as models
+from streamvl.plugins.contract import RerankContext
+from streamvl.errors import StoreError
+from streamvl.plugins.manager import Plugins
+from streamvl.storage.store import MODEL_KEY, REFINE_CANDIDATES, Store
+from streamvl.types import Hit
+
+_ROW_FIELDS = ("stream_id", "start", "end", "adapter", "score")
+_MAX_ROUNDS = 4  # candidate widenings when merging leaves fewer than k segments
+TEXT_CACHE_SIZE = 1024  # text embeddings kept per adapter (512-d: 2 KiB each)
+
+
+def _merge_key(h: Hit) -> tuple[str, str]:
+    return (h.stream_id, h.adapter)
+
+
+def _merge_run(run: list[Hit], gap: float) -> list[Hit]:
+    """Hits of one stream and adapter -> merged ranges; the best hit gives score, uri, extra and peak."""
+    out: list[Hit] = []
+    for h in sorted(run, key=lambda h: (h.start, h.end)):
+        cur = out[-1] if out else None
+        if cur is not None and h.start <= cur.end + gap:
+            best = h if h.score > cur.score else cur
+            out[-1] = replace(best, start=cur.start, end=max(cur.end, h.end))
+        else:
+            out.append(h)
+    return out
+
+
+def merge_segments(hits: list[Hit], gap: float = 0.0) -> list[Hit]:
+    """Merge hits of the same stream (and adapter) whose time ranges overlap or touch
+    (next.start <= cur.end + gap) into one Hit spanning min start..max end with score = max.
+    Result sorted by score desc."""
+    runs: dict[tuple[str, str], list[Hit]] = {}
+    for h in hits:
+        runs.setdefault(_merge_key(h), []).append(h)
+    merged = [m for run in runs.values() for m in _merge_run(run, gap)]
+    return sorted(merged, key=lambda h: (-h.score, h.stream_id, h.start))
+
+
+def _to_hit(row: dict[str, Any], uris: dict[str, str]) -> Hit:
+    extra = {k: v for k, v in row.items() if k not in _ROW_FIELDS}
+    start, end = float(row["start"]), float(row["end"])
+    return Hit(stream_id=row["stream_id"], uri=uris.get(row["stream_id"], ""), start=start, end=end,
+               score=float(row["score"]), adapter=row["adapter"], extra=extra, peak=(start, end))
+
+
+def search_vectors(store: Store, vector: np.ndarray, *, k: int = 10, adapter: str = "meanpool",
+                   stream_ids: Sequence[str] | None = None, start: float | None = None,
+                   end: float | None = None, tags: Sequence[str] | None = None) -> list[Hit]:
+    """vector search on clips (fetch enough candidates, e.g. max(4k, 50), so merging still leaves k),
+    merge_segments, fill Hit.uri of the top k from the streams table. tags: clips must carry all of them.
+
+    A widened fetch (4x per round: long runs of similar clips merge into few segments) keeps the
+    first fetch's exact re-rank budget instead of growing it 4x too: the top k segments come from the
+    best clips, which the first budget already ranks exactly (with an ANN index; see Store.search_clips)."""
+    if k <= 0:
+        return []
+    fetch = max(4 * k, 50)
+    refine = REFINE_CANDIDATES * fetch  # exact re-rank budget of the first fetch, kept when widening
+    for _ in range(_MAX_ROUNDS):
+        rows = store.search_clips(vector, fetch, adapter=adapter, stream_ids=stream_ids, start=start, end=end, tags=tags,
+                                  candidates=max(fetch, refine))
+        merged = merge_segments([_to_hit(r, {}) for r in rows])
+        if len(merged) >= k or len(rows) < fetch:  # enough segments, or every matching clip fetched
+            break
+        fetch *= 4
+    top = merged[:k]
+    uris = store.stream_uris({h.stream_id for h in top})  # only the streams shown, not the whole table
+    return [replace(h, uri=uris.get(h.stream_id, "")) for h in top]
+
+
+def _as_vector(x: Any) -> np.ndarray:
+    """A torch tensor or array-like -> float32 numpy (no torch import needed)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().float().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def indexed_model(store: Store, model: str | None = None) -> str:
+    """The model spec to embed queries with: the one that wrote the clips, unless overridden."""
+    recorded = store.meta().get(MODEL_KEY)
+    if model is None:
+        if not recorded:
+            raise StoreError(f"database {store.uri!r} records no model (empty or not a streamvl index); pass model=")
+        return recorded
+    if recorded and model != recorded:
+        warnings.warn(f"searching with model {model!r}, but {store.uri!r} was indexed with {recorded!r}", stacklevel=3)
+    return model
+
+
+@functools.lru_cache(maxsize=8)
+def open_store(db: str) -> Store:
+    """The process's Store for `db`: one connection, so table handles and LanceDB's index cache
+    stay warm across searches (read_consistency_s=0: every read still sees the latest commit)."""
+    return Store(db)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_plugins() -> Plugins:
+    return Plugins()
+
+
+def _options_key(options: dict[str, Any]) -> str:
+    """A cache key for adapter options; a file they name (a checkpoint) counts with its mtime."""
+    def stamp(v: Any) -> Any:
+        if isinstance(v, str) and os.path.isfile(v):
+            return [v, os.stat(v).st_mtime_ns]
+        return v
+
+    return json.dumps({k: stamp(v) for k, v in options.items()}, sort_keys=True, default=repr)
+
+
+class _QueryEncoder:
+    """An adapter built once for (adapter, model, options), with an LRU of its text embeddings."""
+
+    def __init__(self, adapter: Any) -> None:
+        self.adapter = adapter
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def encode(self, text: str) -> np.ndarray:
+        vec = self._cache.get(text)
+        if vec is None:
+            vec = _as_vector(self.adapter.encode_text([text]))[0]
+            vec.setflags(write=False)  # shared between calls
+            self._cache[text] = vec
+            if len(self._cache) > TEXT_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(text)
+        return vec
+
+
+_ENCODERS: OrderedDict[tuple[Any, ...], _QueryEncoder] = OrderedDict()
+_MAX_ENCODERS = 8
+
+
+def _encoder(plugins: Plugins, adapter: str, spec: str, options: dict[str, Any]) -> _QueryEncoder:
+    """The cached adapter (and its text cache) for these plugins, adapter name, model and options."""
+    key = (plugins, adapter, spec, _options_key(options))
+    encoder = _ENCODERS.get(key)
+    if encoder is None:
+        encoder = _QueryEncoder(plugins.adapter(adapter).factory(models.load_model(spec), dict(options)))
+        _ENCODERS[key] = encoder
+        if len(_ENCODERS) > _MAX_ENCODERS:
+            _ENCODERS.popitem(last=False)
+    else:
+        _ENCODERS.move_to_end(key)
+    return encoder
+
+
+def search(text: str, db: str, *, k: int = 10, adapter: str = "meanpool", stream_ids: Sequence[str] | None = None,
+           start: float | None = None, end: float | None = None, rerank: str | None = None,
+           model: str | None = None, plugins: Plugins | None = None, tags: Sequence[str] | None = None,
+           adapter_options: dict[str, Any] | None = None) -> list[Hit]:
+    """Text query against the index at `db`: embed with the indexing model's adapter, search, merge, rerank.
+
+    adapter_options: the adapter's options (e.g. {"checkpoint": ...}); use the ones the index was built with.
+    tags: only clips tagged with every one of these (see `streamvl_clip_columns`, e.g. the alpro plugin).
+    Repeated calls in one process reuse the store, the adapter and recent text embeddings (module doc).
+    """
+    store = open_store(str(db))
+    plugins = plugins if plugins is not None else _default_plugins()
+    spec = indexed_model(store, model)
+    plugins.adapter(adapter)  # fails fast (PluginError) before loading the model
+    reranker = plugins.reranker(rerank) if rerank else None
+    encoder = _encoder(plugins, adapter, spec, dict(adapter_options or {}))
+    qvec = encoder.encode(text)
+    hits = search_vectors(store, qvec, k=k, adapter=adapter, stream_ids=stream_ids, start=start, end=end, tags=tags)
+    if reranker is None:
+        return hits
+    context = RerankContext(query=text, query_embedding=qvec, adapter=encoder.adapter, store=store,
+                            options=dict(adapter_options or {}))
+    return reranker.rerank(context, hits)

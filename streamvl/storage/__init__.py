@@ -1,0 +1,1 @@
+"""LanceDB tables: schemas, writer, reader, resume ledger, upkeep."""

@@ -1,0 +1,138 @@
+"""One table's writer under continuous appends: idempotent upserts plus periodic upkeep.
+
+This is what each Ray SinkActor runs (streamvl/runtime/actors.py wraps it); it is plain Python so
+tests and bench/bench_sink_memory.py drive the same code without Ray.
+
+Memory: every upsert commits a new LanceDB table version. A table handle kept open for the life of
+the process accumulates per-version state (cached manifests and fragment / index metadata: the
+session caches' item count keeps rising even once their byte cap is reached), and glibc malloc
+keeps the pages LanceDB's write threads free (and pyarrow's mimalloc pool those of the Arrow work,
+hence SINK_PROCESS_ENV). So after each upkeep (compaction, every
+`optimize_every_writes` writes or `optimize_every_s` seconds) the sink reopens its handles with
+empty caches and hands free heap pages back to the OS (`StoreConfig.release_after_upkeep`).
+Every write is a commit, so reopening never loses or repeats data.
+
+Dropping the handles is not enough by itself: an exception raised inside LanceDB leaves a
+traceback cycle that keeps the old connection, with its caches, alive until Python's full garbage
+collection, which a sink committing a few times a second runs only every few minutes. (The streams
+sink hit this at every upkeep, asking for `stream_events` before it existed; Store._open no longer
+lets LanceDB raise for a missing table.) So the release step also collects cycles itself before
+trimming the heap (free_dropped_handles), for any other LanceDB error.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import gc
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import pyarrow as pa
+
+from streamvl.config import StoreConfig
+from streamvl.storage.store import STREAM_EVENTS, STREAMS, Store
+
+SINK_CACHE_BYTES = 16 << 20  # cap of a sink's LanceDB index and metadata caches, each (between reopens)
+# Environment of a sink process (the runtime passes it as the sink actors' runtime_env):
+#   MALLOC_ARENA_MAX=1: glibc's per-thread arenas fragment under LanceDB's many write threads; with
+#   2 the second arena still grew ~0.5 MiB/min at live pace with heap in use flat (1: +1.8 MiB over
+#   9 minutes against +5.1; ~15% fewer commits/s at full speed, far above live rates).
+#   ARROW_DEFAULT_MEMORY_POOL=system: pyarrow's default mimalloc pool keeps ~15-20 MiB of freed
+#   pages resident in a sink (the Arrow work per write: conform, dedupe); with the system pool
+#   they are glibc's, which release_free_heap() hands back after each upkeep.
+SINK_PROCESS_ENV = {"MALLOC_ARENA_MAX": "1", "ARROW_DEFAULT_MEMORY_POOL": "system"}
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None on other C libraries (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def release_free_heap() -> bool:
+    """Return the free pages of every malloc arena to the OS (glibc malloc_trim(0)).
+
+    Freed memory in the middle of an arena otherwise stays resident: RSS creeps up with
+    fragmentation although the bytes in use do not. Returns False where there is no glibc.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+def free_dropped_handles() -> int:
+    """Collect reference cycles now (a full gc), so dropped LanceDB connections and their caches
+    are freed before malloc_trim rather than whenever Python's collector next runs its oldest
+    generation. Returns the number of unreachable objects found."""
+    return gc.collect()
+
+
+class TableSink:
+    """Writes to one table of a store and keeps it in shape (see the module docstring).
+
+    The `streams` sink also writes `stream_events` and compacts both.
+    """
+
+    def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None, *,
+                 cache_bytes: int | None = SINK_CACHE_BYTES, clock: Callable[[], float] = time.monotonic,
+                 upkeep_first: bool = False) -> None:
+        """upkeep_first: also run upkeep after the first write. A sink that takes over a table (a
+        replaced or restarted sink process) does not know how many writes its predecessor left
+        uncompacted; without it they add to its own and the fragment count can nearly double."""
+        self.store, self.table = Store(db, cache_bytes=cache_bytes), table
+        self.upkeep = upkeep or StoreConfig()
+        self._clock = clock
+        self._writes, self._last_upkeep = 0, -math.inf if upkeep_first else clock()
+        self.upkeeps = 0
+        self.last_upkeep: dict[str, Any] = {}
+
+    def write(self, data: pa.Table) -> int:
+        rows = self.store.upsert(self.table, data)
+        self._after_write(rows)
+        return rows
+
+    def record_stream(self, stream_id: str, uri: str, status: str, **fields: Any) -> None:
+        self.store.record_stream(stream_id, uri, status, **fields)
+        self._after_write(1)
+
+    def record_events(self, events: Sequence[Any]) -> int:
+        rows = self.store.record_events(events)
+        self._after_write(rows)
+        return rows
+
+    def upkeep_now(self) -> dict[str, Any]:
+        """Compact (and index) this sink's tables now; returns Store.maintain's dict for its table."""
+        return self._upkeep()
+
+    def _after_write(self, rows: int) -> None:
+        if rows:
+            self._writes += 1
+        due = self._clock() - self._last_upkeep >= self.upkeep.optimize_every_s
+        if due or self._writes >= self.upkeep.optimize_every_writes:
+            self._upkeep()
+
+    def _upkeep(self) -> dict[str, Any]:
+        self._writes, self._last_upkeep = 0, self._clock()
+        tables = [self.table, STREAM_EVENTS] if self.table == STREAMS else [self.table]  # events share this sink
+        cfg = self.upkeep
+        results = [self.store.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,
+                                       index_type=cfg.index_type, index_max_deltas=cfg.index_max_deltas)
+                   for name in tables]
+        if cfg.release_after_upkeep:
+            self.store.reconnect()
+            free_dropped_handles()
+            release_free_heap()
+        self.upkeeps += 1
+        self.last_upkeep = results[0]
+        return self.last_upkeep

@@ -1,0 +1,1 @@
+"""Train and evaluate adapters on labelled clips (a user feature)."""

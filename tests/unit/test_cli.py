@@ -1,0 +1,80 @@
+"""The CLI over a store built without Ray (EncodeStage + Store), and its error paths."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from streamvl.cli import main
+from streamvl.config import IndexConfig
+from streamvl.pipeline.encode import EncodeStage
+from streamvl.storage.store import CLIPS, FRAMES, Store
+from streamvl.types import FrameBatch
+
+MODEL = "streamvl-tiny@random:0"
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    """Two streams of 12 frames indexed by the real encode stage (meanpool), written to LanceDB."""
+    path = str(tmp_path_factory.mktemp("cli") / "db")
+    stage = EncodeStage(IndexConfig(db=path, model=MODEL))
+    store = Store(path)
+    rng = np.random.default_rng(0)
+    for sid in ("cam-a", "cam-b"):
+        frames = rng.integers(0, 255, (12, 64, 64, 3), dtype=np.uint8)
+        batch = FrameBatch(sid, f"/videos/{sid}.mp4", np.arange(12, dtype=np.float64), frames, final=True)
+        f, c, _ = stage.process([batch])
+        store.upsert(FRAMES, f)
+        store.upsert(CLIPS, c)
+        store.record_stream(sid, batch.uri, "done", frames_indexed=12, last_committed_pts=11.0, model=stage.model.name)
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_plugins_lists_meanpool():
+    result = invoke("plugins", "--json")
+    assert result.exit_code == 0
+    info = json.loads(result.stdout)
+    assert "meanpool" in info["adapters"] and any(p["module"] == "streamvl.plugins.meanpool" and p["builtin"] for p in info["plugins"])
+    lines = invoke("plugins").stdout.splitlines()
+    assert any(line.startswith("adapters: ") and "meanpool" in line.split(": ", 1)[1].split(", ") for line in lines)
+
+
+def test_streams_json(db):
+    rows = json.loads(invoke("streams", "--db", db, "--json").stdout)
+    assert [(r["stream_id"], r["status"], r["frames_indexed"]) for r in rows] == [("cam-a", "done", 12), ("cam-b", "done", 12)]
+
+
+def test_search_json_shape_filters_and_loud_warning(db):
+    result = invoke("search", "anything", "--db", db, "--k", "5", "--json")
+    hits = json.loads(result.stdout)
+    assert hits and all(set(h) == {"stream_id", "uri", "start", "end", "score", "peak"} for h in hits)
+    assert all(h["start"] <= h["peak"][0] < h["peak"][1] <= h["end"] for h in hits)  # the best window lies inside
+    assert "RANDOM WEIGHTS" in result.stderr
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    only_b = json.loads(invoke("search", "anything", "--db", db, "--stream", "cam-b", "--json").stdout)
+    assert only_b and {h["stream_id"] for h in only_b} == {"cam-b"}
+    late = json.loads(invoke("search", "anything", "--db", db, "--start", "9", "--json").stdout)
+    assert late and all(h["end"] > 9 for h in late)
+
+
+def test_search_text_output(db):
+    out = invoke("search", "anything", "--db", db, "--k", "1").stdout
+    assert "/videos/cam-" in out
+
+
+def test_errors_are_typed_and_clear(tmp_path):
+    empty = invoke("search", "x", "--db", tmp_path / "nothing")
+    assert empty.exit_code == 2 and "StoreError" in empty.stderr
+    missing = invoke("index", tmp_path / "missing.mp4", "--db", tmp_path / "db")
+    assert missing.exit_code == 2 and "SourceError" in missing.stderr and "missing.mp4" in missing.stderr
+    bad = invoke("index", tmp_path, "--db", tmp_path / "db", "--stride", "99")
+    assert bad.exit_code == 2 and "ConfigError" in bad.stderr
+    unknown = invoke("search", "x", "--db", tmp_path / "nothing", "--adapter", "nope")
+    assert unknown.exit_code == 2
