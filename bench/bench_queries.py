@@ -98,7 +98,7 @@ def build_table(db: Path, args: argparse.Namespace) -> dict[str, float]:
     centres = unit(rng.normal(size=(args.clusters, dim)))
     mean_dir = unit(rng.normal(size=dim))
     store = Store(db)
-    meta = {"streamvl.model": MODEL, "streamvl.embed_dim": str(dim), "streamvl.models.weights": "RANDOM",
+    meta = {"streamvl.model": MODEL, "streamvl.embed_dim": str(dim), "streamvl.weights": "RANDOM",
             "streamvl.lab.synthetic": "bench_queries"}
     schema = clips_schema(dim, meta=meta)
     start, cpu = time.perf_counter(), time.process_time()

@@ -25,12 +25,16 @@ SHARED_VIDEOS = _REPO.parent / "shared" / "data" / "videos"
 _SESSION = pytest.StashKey["pytest.Session"]()
 
 
+_FOLDER_MARKERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e, "lab": pytest.mark.lab}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests under tests/lab/ carry the `lab` marker, so they run apart (-m lab) or not at all (-m 'not lab')."""
-    lab = _REPO / "tests" / "lab"
+    """Tests carry the marker of their folder (tests/integration, tests/e2e, tests/lab), so a folder runs
+    apart (-m lab) or not at all (-m 'not lab')."""
     for item in items:
-        if lab in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.lab)
+        parts = Path(str(item.path)).relative_to(_REPO / "tests").parts
+        if len(parts) > 1 and parts[0] in _FOLDER_MARKERS:
+            item.add_marker(_FOLDER_MARKERS[parts[0]])
 
 
 @pytest.hookimpl(trylast=True)

@@ -112,7 +112,7 @@ class LoadedModel:
             "streamvl.model": self.spec.text,
             "streamvl.embed_dim": str(self.embed_dim),
             "streamvl.image_size": str(self.image_size),
-            "streamvl.models.weights": "RANDOM" if self.random_weights else self.spec.kind,
+            "streamvl.weights": "RANDOM" if self.random_weights else self.spec.kind,
             "streamvl.weights_sha256": self.weights_sha256,
         }
         if self.random_weights:

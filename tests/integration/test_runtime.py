@@ -90,7 +90,7 @@ def test_search_after_index(ray_local, corpus, tmp_path):
     hits = api.search("a grey square", str(db), k=3)
     assert hits and all(h.uri.endswith("a.mp4") for h in hits)
     assert all(0.0 <= h.start < h.end <= 13.0 for h in hits)
-    assert Store(str(db)).meta()["streamvl.models.weights"] == "RANDOM"
+    assert Store(str(db)).meta()["streamvl.weights"] == "RANDOM"
 
 
 def test_backpressure_bounds_inflight_batches(ray_local, tmp_path):

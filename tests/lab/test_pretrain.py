@@ -129,7 +129,7 @@ def test_short_run_moves_only_seen_token_rows_and_exports_loadably(tmp_path, mon
                  for k, v in result.model.state_dict().items()}  # float16 storage, token rows exact
     expected = weights.state_digest(as_stored)
     assert weights.state_digest(loaded.model.state_dict()) == expected
-    assert not loaded.random_weights and loaded.meta()["streamvl.models.weights"] == "shipped"
+    assert not loaded.random_weights and loaded.meta()["streamvl.weights"] == "shipped"
 
 
 def test_a_motion_recipe_says_so_in_its_export(tmp_path):

@@ -26,7 +26,7 @@ def test_parse_spec():
 def test_random_default_is_loud_and_seeded():
     model = load_model("streamvl-tiny@random:0")
     assert model.random_weights and "RANDOM" in model.name and model.warning()
-    assert model.meta()["streamvl.models.weights"] == "RANDOM"
+    assert model.meta()["streamvl.weights"] == "RANDOM"
     assert load_model.__wrapped__("streamvl-tiny@random:0").weights_sha256 == model.weights_sha256  # same seed, same weights
     assert load_model.__wrapped__("streamvl-tiny@random:1").weights_sha256 != model.weights_sha256
 
@@ -96,7 +96,7 @@ def test_default_is_the_shipped_pretrained_model():
     model = load_model("default")
     assert not model.random_weights and model.warning() is None and model.name == "streamvl-shapes@v1"
     meta = model.meta()
-    assert meta["streamvl.models.weights"] == "shipped" and meta["streamvl.weights_name"] == SHIPPED_STEM
+    assert meta["streamvl.weights"] == "shipped" and meta["streamvl.weights_name"] == SHIPPED_STEM
     assert "synthetic" in meta["streamvl.weights_about"] and "streamvl.warning" not in meta
     record = json.loads((ASSET_DIR / f"{SHIPPED_STEM}.json").read_text())
     assert model.weights_sha256 == record["sha256"][:16]
