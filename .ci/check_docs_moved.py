@@ -31,11 +31,34 @@ RENAMES = [
     ("tests/test_live_kill9.py", "tests/e2e/test_live_kill9.py"),
     ("tests/test_demo.py", "tests/lab/test_demo.py"),
     ("streamvl.models.weights", "streamvl.weights"),
-    ("see plugins/meanpool for", "see streamvl/plugins/meanpool.py for"),
+    ("the blend zeroshot.clip_exposure makes", "the blend streamvl.lab.zeroshot.clip_exposure makes"),
+    ("(training.feature_copies;", "(streamvl.training.train.feature_copies;"),
+    ("see plugins/meanpool for", "see streamvl/plugins/meanpool.py (built in) for"),
+    ("logic lives in streamvl/training.py, evaluation.py,", "logic lives in streamvl/training/train.py, training/evaluate.py,"),
+    ("rescore.py, localisation.py; jobs/train.py", "pipeline/rescore.py, search/localisation.py; jobs/train.py"),
+]
+# Old lines deliberately rewritten, with the reason (printed, so the check shows what changed on purpose).
+EXPLAINED = [
+    ("README.md", "## Install, run, test", "split into README sections Install, Quickstart and Tests"),
+    ("README.md", "the embedded default, `streamvl-shapes@v1` (below)", "docs/models.md: 'below' is now a link to the model card in docs/shapes-world.md"),
+    ("README.md", "the gap the video adapters (below) are there", "docs/shapes-world.md: 'below' is now a link to docs/adapters.md"),
+    ("README.md", "every other figure in this README was measured", "docs/shapes-world.md: 'this README' -> 'these docs'"),
+    ("README.md", "Five first-party adapter plugins, each its own", "docs/adapters.md: meanpool/exposure are built in now, four plugin distributions"),
+    ("README.md", "the `streamvl` entry-point group (the prompt plugin offers", "docs/adapters.md: meanpool/exposure are built in now"),
+    ("README.md", "v2 (this README's \"Shapes world and the default model\")", "docs/results.md: now a link to docs/shapes-world.md#v2"),
+    ("README.md", "| `streamvl/", "Layout table rewritten for the layered packages (docs/architecture.md#layout)"),
+    ("README.md", "| `plugins/meanpool/` |", "Layout: meanpool is built in (streamvl/plugins/meanpool.py), row rewritten"),
+    ("README.md", "| `bench/RESULTS.md` |", "Layout: now the docs/ row naming docs/results-detail.md"),
+    ("README.md", "| `plugins/prompt/`, `alpro/`", "Layout row reworded: the seed adapters, one distribution each, entry-point group"),
+    ("README.md", "| `bench/bench_", "Layout: merged into the bench/ row of docs/architecture.md#layout"),
+    ("bench/RESULTS.md", "the default model\", \"Benchmarks\")", "docs/results-detail.md intro: the README sections it named are now docs files"),
+    ("bench/RESULTS.md", "README", "docs/results-detail.md: a reference to a README section now names and links the docs file it moved to"),
 ]
 
 
+
 def normal(text: str) -> str:
+    text = re.sub(r"(?m)^#{1,6} ", "", text)  # a heading may change level when its section moves
     text = re.sub(r"<a\s+(?:id|name)=\"[^\"]*\"></a>", "", text)
     text = re.sub(r"\[((?:[^\[\]]|\[[^\]]*\])*)\]\([^)\s]*\)", r"\1", text)  # [text](url) -> text
     text = re.sub(r"[*`\"]", "", text)
@@ -56,18 +79,25 @@ def trivial(line: str) -> bool:
 
 def main(rev: str) -> int:
     corpus = normal(" ".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]))
-    total = missing = 0
+    total = missing = explained = 0
     for name in OLD:
         old = subprocess.run(["git", "show", f"{rev}:{name}"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
         for no, line in enumerate(old.splitlines(), 1):
             if trivial(line):
                 continue
             total += 1
-            if renamed(normal(line)) not in corpus:
+            if renamed(normal(line)) in corpus:
+                continue
+            why = next((w for f, part, w in EXPLAINED if f == name and part in line), None)
+            if why:
+                explained += 1
+                print(f"changed on purpose  {name}:{no}: {line.strip()[:90]}  -- {why}")
+            else:
                 missing += 1
-                print(f"{name}:{no}: {line.strip()[:160]}")
-    print(f"{total} non-trivial old lines, {total - missing} found in README.md + docs/*.md, {missing} not found verbatim")
-    return 0
+                print(f"NOT FOUND  {name}:{no}: {line.strip()[:160]}")
+    print(f"{total} non-trivial old lines: {total - missing - explained} found in README.md + docs/*.md, "
+          f"{explained} changed on purpose (listed), {missing} not found")
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":
