@@ -25,7 +25,7 @@ def model():
 
 
 def build(model, plugins, **options):
-    return plugins.adapter("prompt").factory(model, options)
+    return plugins.adapter("prompt").build(model, options)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def trained(model, plugins, tmp_path_factory):
     adapter = build(model, plugins)
     task = load_task("shapes:closed_set", image_size=model.image_size, shapes=ShapesOptions(train_per_class=2, test_per_class=1))
     data = prepare(model, task.train, FeatureStore(None, model), needs_frames=False)
-    report = train(adapter, task, data, TrainConfig(steps=40, batch_size=16, lr=3e-3, warmup=5, log_every=0), log=lambda m: None)
+    report = train(plugins.adapter("prompt"), adapter, task, data, TrainConfig(steps=40, batch_size=16, lr=3e-3, warmup=5, log_every=0), log=lambda m: None)
     path = adapter.save(tmp_path_factory.mktemp("ckpt") / "prompt.safetensors", {"classes": list(task.train_classes)})
     return adapter, report, path
 
@@ -60,7 +60,7 @@ def test_without_prompts_or_temporal_layers_it_is_the_frame_mean_baseline(model,
     with torch.no_grad():
         a.temporal.positions.zero_()
     feats = torch.nn.functional.normalize(torch.randn(2, 8, model.embed_dim), dim=-1)
-    mean = plugins.adapter("meanpool").factory(model, {})
+    mean = plugins.adapter("meanpool").build(model, {})
     torch.testing.assert_close(a.encode_video(feats), mean.encode_video(feats))
     torch.testing.assert_close(a.encode_text(["moves left"]), model.encode_text(["moves left"]))
 

@@ -21,7 +21,7 @@ def model(tower_model):
 
 def build(model, plugins, **options):
     torch.manual_seed(0)
-    return plugins.adapter("xclip").factory(model, options)
+    return plugins.adapter("xclip").build(model, options)
 
 
 def pixels(model, b, t, seed=0):
@@ -137,7 +137,7 @@ def test_checkpoint_holds_the_tuned_tower_copy(model, plugins, tmp_path):
         next(a.visual.parameters()).add_(0.01)
         a.prompts.alpha.fill_(0.3)
     path = a.save(tmp_path / "xclip.safetensors")
-    b = plugins.adapter("xclip").factory(model, {"checkpoint": str(path)})
+    b = plugins.adapter("xclip").build(model, {"checkpoint": str(path)})
     frames = pixels(model, 1, 4)
     torch.testing.assert_close(b.scores(None, frames, ["grows"]), a.scores(None, frames, ["grows"]))
     assert any(k.startswith("visual.") for k in b.state_dict()) and b.options["layers"] == 1

@@ -24,7 +24,7 @@ def model():
 
 
 def prompt(model, plugins, **options):
-    return plugins.adapter("prompt").factory(model, {"dropout": 0.0, **options})
+    return plugins.adapter("prompt").build(model, {"dropout": 0.0, **options})
 
 
 def batch(model, b: int = 3, t: int = 6) -> TrainBatch:
@@ -110,11 +110,11 @@ def test_trains_saves_and_loads_from_the_checkpoint_alone(model, plugins, tmp_pa
     task = load_task("shapes:closed_set", image_size=model.image_size, shapes=ShapesOptions(train_per_class=1, test_per_class=1))
     data = prepare(model, task.train, FeatureStore(None, model), needs_frames=False)
     before = [m.prefix.detach().clone() for m in ens.members]
-    report = train(ens, task, data, TrainConfig(steps=6, batch_size=8, warmup=2, log_every=0), log=lambda m: None)
+    report = train(plugins.adapter("prompt"), ens, task, data, TrainConfig(steps=6, batch_size=8, warmup=2, log_every=0), log=lambda m: None)
     assert report.backbone_unchanged
     assert all(not torch.equal(b, m.prefix) for b, m in zip(before, ens.members))
     path = ens.save(tmp_path / "ens.safetensors")
-    again = plugins.adapter("prompt").factory(model, {"checkpoint": str(path)})
+    again = plugins.adapter("prompt").build(model, {"checkpoint": str(path)})
     assert isinstance(again, Ensemble) and len(again.members) == 2
     feats = batch(model).features
     torch.testing.assert_close(again.encode_video(feats), ens.encode_video(feats))
