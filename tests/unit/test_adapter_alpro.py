@@ -58,6 +58,7 @@ def prompter(model, plugins, retrieval_data, tmp_path_factory):
     return adapter, report, adapter.save(tmp_path_factory.mktemp("alpro") / "prompter.safetensors")
 
 
+@pytest.mark.contract("VideoAdapter.encode_video", "VideoAdapter.encode_text")
 def test_untrained_projections_are_the_frame_mean_baseline(model, plugins):
     a = build(model, plugins, depth=0)
     with torch.no_grad():
@@ -67,6 +68,7 @@ def test_untrained_projections_are_the_frame_mean_baseline(model, plugins):
     torch.testing.assert_close(a.encode_text(["a red circle"]), model.encode_text(["a red circle"]))
 
 
+@pytest.mark.contract("Trainable.training_loss")
 def test_vtc_gradients_reach_projections_and_temporal_layers_only(model, plugins):
     a = shapes(model, plugins)
     a.train()

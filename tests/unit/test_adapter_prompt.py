@@ -72,6 +72,7 @@ def test_temporal_positions_make_it_order_sensitive(model, plugins):
     assert not torch.allclose(forward, backward, atol=1e-4)
 
 
+@pytest.mark.contract("Scoring.scores", "Scoring.scale")
 def test_gradients_reach_prompts_and_temporal_transformer_only(model, plugins):
     a = build(model, plugins)
     a.train()
@@ -102,6 +103,7 @@ def test_open_set_options_start_at_the_frozen_templated_difference_reading(model
         build(model, plugins, difference="lots")
 
 
+@pytest.mark.contract("Trainable.save")
 def test_open_set_options_survive_a_checkpoint(model, plugins, tmp_path):
     torch.manual_seed(1)
     a = build(model, plugins, prefix_words="a video of a shape", identity_init=True, difference=8.0)
@@ -137,6 +139,7 @@ def test_training_lowers_the_loss_and_leaves_the_backbone_alone(trained):
     assert 0 < report.parameters["trainable"] < report.parameters["total"]
 
 
+@pytest.mark.contract("Trainable.checkpoint_info")
 def test_checkpoint_round_trip_and_backbone_guard(model, plugins, trained):
     adapter, _, path = trained
     loaded = build(model, plugins, checkpoint=str(path))
@@ -150,6 +153,7 @@ def test_checkpoint_round_trip_and_backbone_guard(model, plugins, trained):
         build(model, plugins, prefixes=3)
 
 
+@pytest.mark.contract("Localising.actionness", "Localising.proposal_loss")
 def test_proposal_head_learns_actionness(model, plugins):
     torch.manual_seed(0)
     a = build(model, plugins)

@@ -105,6 +105,7 @@ def test_identity_initialised_mit_plus_the_frame_difference(model, plugins):
         torch.testing.assert_close(a.video_from(x), torch.nn.functional.normalize(expected, dim=-1))
 
 
+@pytest.mark.contract("Trainable.param_groups")
 def test_gradients_go_to_new_parts_and_the_tuned_tower_copy_never_the_backbone(model, plugins):
     a = build(model, plugins, layers=2)
     assert len(a.cct) == 2

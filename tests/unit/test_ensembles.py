@@ -33,6 +33,7 @@ def batch(model, b: int = 3, t: int = 6) -> TrainBatch:
     return TrainBatch(feats, None, ["moves left", "grows", "shrinks"], torch.eye(b, 3, dtype=torch.bool), class_texts=True)
 
 
+@pytest.mark.contract("VideoAdapter.name", "Trainable.parameter_counts")
 def test_one_member_is_the_plain_adapter_and_more_are_distinct_copies(model, plugins):
     plain = prompt(model, plugins)
     assert type(plain).__name__ == "PromptAdapter" and "members" not in plain.options
@@ -91,6 +92,7 @@ def test_each_member_gets_the_gradient_it_would_get_alone(model, plugins):
     assert "nce" in logs and not ens.logit_scale.requires_grad
 
 
+@pytest.mark.contract("Trainable.clip_gradients")
 def test_gradients_are_clipped_per_member(model, plugins):
     ens = prompt(model, plugins, members=2)
     for i, m in enumerate(ens.members):
