@@ -47,7 +47,7 @@ def build_plugin_manager(extra: Iterable[object] = (), entry_points: bool = True
 
 def plugin_label(plugin: object) -> str:
     """A registered plugin's module name (plugins are modules, or objects in tests)."""
-    return plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__qualname__
+    return plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__name__
 
 
 def _collect(kind: str, hook: Callable[[], list[list[Any]]], cls: type[T]) -> dict[str, T]:

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 
 from streamvl.config import IndexConfig
 from streamvl.errors import OptionError
