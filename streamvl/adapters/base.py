@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from streamvl.models.loading import LoadedModel
 
 MAX_LOGIT_SCALE = 100.0
-CHECKPOINT = Option("checkpoint", str | Path | None, None, "a trained .safetensors checkpoint to load (its JSON config beside it)")
+CHECKPOINT = Option("checkpoint", str | Path | None, None,
+                    "a trained .safetensors checkpoint to load (its JSON config beside it)")
 COMMON: tuple[Option, ...] = (
     Option("template", str, "{}", "text template of the frozen text tower, e.g. 'a video of {}.'"),
     Option("max_frames", int, 64, "temporal positions: the most frames a clip may have"),

@@ -1,19 +1,19 @@
 """Ensembles of one trainable adapter: `members` independently initialised copies, trained together.
 
 A plugin opts in by registering `ensemble_spec(AdapterClass, description)`, whose factory is
-`ensemble_factory(AdapterClass)`: with the option `members` = 1 (the default) the factory builds the plain adapter, with N > 1 an
-`Ensemble` of N copies. Each copy starts from its own random initialisation (and draws its own
-dropout masks), sees the same batches and is optimised on its own loss as if alone; gradients
-are clipped per copy. Few labelled clips fit many solutions, and copies that disagree on held-out
-clips average out: on the shapes world's few-shot split (8 clips per class) 4 copies of prompt
-lift top-1 by 4-5 points over one (README, "Adapter results").
+`ensemble_factory(AdapterClass)`: with the option `members` = 1 (the default) the factory builds the
+plain adapter, with N > 1 an `Ensemble` of N copies. Each copy starts from its own random
+initialisation (and draws its own dropout masks), sees the same batches and is optimised on its own
+loss as if alone; gradients are clipped per copy. Few labelled clips fit many solutions, and copies
+that disagree on held-out clips average out: on the shapes world's few-shot split (8 clips per
+class) 4 copies of prompt lift top-1 by 4-5 points over one (README, "Adapter results").
 
-The ensemble answers in the members' shared space, so it indexes, searches and re-scores
-like one adapter of the backbone's width: its video (text) embedding is the normalised mean of
-the members' normalised video (text) embeddings, as CLIP averages the text embeddings of
-several prompt templates. Adapters whose score of a clip depends on the text (litevl's
-text-dependent pooling, xclip's video-specific prompts) are scored by the mean of the members'
-scores. Cost: N times the adapter's parameters, training and inference time.
+The ensemble answers in the members' shared space, so it indexes, searches and re-scores like one
+adapter of the backbone's width: its video (text) embedding is the normalised mean of the members'
+normalised video (text) embeddings, as CLIP averages the text embeddings of several prompt
+templates. Adapters whose score of a clip depends on the text (litevl's text-dependent pooling,
+xclip's video-specific prompts) are scored by the mean of the members' scores. Cost: N times the
+adapter's parameters, training and inference time.
 """
 
 from __future__ import annotations

@@ -228,8 +228,9 @@ def test_evaluation_scores_with_the_adapter_only_when_its_spec_declares_it(model
 
     spec = AdapterSpec("plain", PlainAdapter, options=PLAIN_OPTIONS)
     adapter = spec.build(model, {})
-    feats = [ClipFeatures(np.arange(4, dtype=np.float64), np.random.default_rng(i).standard_normal((4, model.embed_dim)).astype(np.float32))
-             for i in range(3)]
+    rng = np.random.default_rng(0)
+    feats = [ClipFeatures(np.arange(4, dtype=np.float64), rng.standard_normal((4, model.embed_dim)).astype(np.float32))
+             for _ in range(3)]
     data = ClipData((), feats)
     got = score_matrix(spec, adapter, model, data, whole_views(data), ["a", "b"], frames=4)  # PlainAdapter.scores would raise
     want = adapter.encode_video(torch.from_numpy(np.stack([f.features for f in feats]))) @ adapter.encode_text(["a", "b"]).t()

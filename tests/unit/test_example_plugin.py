@@ -88,7 +88,8 @@ def test_it_indexes_and_searches_through_the_plugin_manager(plugins, shapes_mp4,
     db = str(tmp_path / "db")
     store = Store(db)
     frames_tables, clips_tables = [], []
-    with open_source(StreamInfo("clip-1", str(shapes_mp4)), config.sampling.model_copy(update={"size": stage.model.image_size})) as source:
+    sampling = config.sampling.model_copy(update={"size": stage.model.image_size})
+    with open_source(StreamInfo("clip-1", str(shapes_mp4)), sampling) as source:
         for batch in source:
             frames, clips, _ = stage.process([batch])
             store.upsert(FRAMES, frames)

@@ -65,7 +65,8 @@ class LiteVLAdapter(TorchAdapter):
         Option("layers", int | None, None, "equip the last N insertion points (ViT blocks / ResNet stages) (none: all)"),
         Option("tau_frame", float, 0.1, "temperature of the text-dependent weights over frames"),
         Option("tau_patch", float, 0.1, "temperature of the text-dependent weights over patches"),
-        Option("pool_weights", list[float], [1.0, 1.0, 1.0], "weights of frame mean, text-weighted frames, text-weighted patches"),
+        Option("pool_weights", list[float], [1.0, 1.0, 1.0],
+               "weights of frame mean, text-weighted frames, text-weighted patches"),
         Option("difference", float, 0.0, "x (last - first frame's embedding) added to the pooled embedding"),
     )
 
