@@ -31,9 +31,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamvl.training.datasets import DEFAULT_CLASS_TEMPLATE, ShapesOptions, load_task  # noqa: E402
-from streamvl.training import evaluate  # noqa: E402
+from streamvl.training.evaluate import evaluate  # noqa: E402
 from streamvl.pipeline.features import DEFAULT_ROOT, FeatureStore  # noqa: E402
 from streamvl.models.loading import load_model  # noqa: E402
+from streamvl.plugins import Capability  # noqa: E402
 from streamvl.plugins.manager import Plugins  # noqa: E402
 from streamvl.training.train import TrainConfig, prepare, seeded_adapter, train  # noqa: E402
 
@@ -167,12 +168,20 @@ def adapter_options(items: list[str]) -> dict[str, dict]:
     return options
 
 
-def zero_shot_row(adapter, name: str, needs_frames: bool, ctx: dict, task, test_feats, split: str, seed: int) -> dict:
+def shapes_vocabulary(options: dict[str, dict]) -> dict[str, dict]:
+    """alpro tags with the shapes world's colour-shape pairs here, unless --option alpro.entities=... says otherwise."""
+    from streamvl.lab.synthetic import shape_entities
+
+    options.setdefault("alpro", {}).setdefault("entities", shape_entities())
+    return options
+
+
+def zero_shot_row(spec, adapter, name: str, ctx: dict, task, test_feats, split: str, seed: int) -> dict:
     """An adapter with nothing to train, evaluated on the test side as it is."""
     args, model, store = ctx["args"], ctx["model"], ctx["store"]
-    test = test_feats if not needs_frames else prepare(model, task.test, store, True, print)
+    test = test_feats if not spec.needs_frames else prepare(model, task.test, store, True, print)
     t0 = time.perf_counter()
-    metrics = evaluate(adapter, model, task, test, args.frames)
+    metrics = evaluate(spec, adapter, model, task, test, args.frames)
     print(f"== {name} (zero-shot) {split} seed {seed}: {headline(metrics, split)}")
     return {"adapter": name, "split": split, "seed": seed, "metrics": metrics, "trainable": 0,
             "train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0}
@@ -187,22 +196,23 @@ def run_split(ctx: dict, split: str, seed: int) -> list[dict]:
     rows = []
     if split != "localisation":
         t0 = time.perf_counter()
-        metrics = evaluate(plugins.adapter("meanpool").factory(model, {}), model, task, test_feats, args.frames)
+        meanpool = plugins.adapter("meanpool")
+        metrics = evaluate(meanpool, meanpool.build(model, {}), model, task, test_feats, args.frames)
         rows.append({"adapter": "meanpool", "split": split, "seed": seed, "metrics": metrics, "trainable": 0,
                      "train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0})
         log(f"== meanpool (zero-shot) {split}: {headline(metrics, split)}")
     for name in ctx["adapters"]:
         spec = plugins.adapter(name)
-        if split == "localisation" and name != "prompt":
-            continue  # only prompt has a class-agnostic proposal head (Ju et al.'s localisation)
+        if split == "localisation" and (not spec.can(Capability.LOCALISES) or spec.needs_frames):
+            continue  # only prompt has a class-agnostic proposal head over features (Ju et al.'s localisation)
         adapter = seeded_adapter(spec, model, ctx["options"].get(name, {}), seed)
-        if not hasattr(adapter, "training_loss"):  # a zero-shot adapter (exposure): measured as it is
-            rows.append(zero_shot_row(adapter, name, spec.needs_frames, ctx, task, test_feats, split, seed))
+        if not spec.can(Capability.TRAINABLE):  # a zero-shot adapter (exposure): measured as it is
+            rows.append(zero_shot_row(spec, adapter, name, ctx, task, test_feats, split, seed))
             continue
         config = train_config(name, split, args, seed)
         train_data = prepare(model, task.train, store, spec.needs_frames, log)
         log(f"== training {name} on {task.name}: {config}")
-        report = train(adapter, task, train_data, config, log)
+        report = train(spec, adapter, task, train_data, config, log)
         suffix = f"-s{seed}" if len(args.seed_list) > 1 else ""
         ckpt = adapter.save(ctx["out"] / f"{name}-{split}{suffix}.safetensors",
                             {"data": task.name, "kind": task.kind, "classes": list(task.train_classes),
@@ -210,7 +220,7 @@ def run_split(ctx: dict, split: str, seed: int) -> list[dict]:
                              "train": report.summary()})
         test = test_feats if not spec.needs_frames else prepare(model, task.test, store, True, log)
         t0 = time.perf_counter()
-        metrics = evaluate(adapter, model, task, test, args.frames)
+        metrics = evaluate(spec, adapter, model, task, test, args.frames)
         rows.append({"adapter": name, "split": split, "seed": seed, "metrics": metrics, "checkpoint": str(ckpt),
                      "trainable": report.parameters["trainable"], "train_seconds": report.seconds,
                      "train_steps": config.steps, "batch": config.batch_size,
@@ -282,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if model.warning():
         print(f"WARNING: {model.warning()}")
     ctx = {"args": args, "model": model, "store": FeatureStore(args.cache, model), "plugins": Plugins(), "out": out,
-           "adapters": [a for a in args.adapters.split(",") if a], "options": adapter_options(args.option)}
+           "adapters": [a for a in args.adapters.split(",") if a], "options": shapes_vocabulary(adapter_options(args.option))}
     results: list[dict] = []
     meta = {"model": model.name, "shapes": [asdict(shapes_options(args, s)) for s in args.seed_list]}
     for seed in args.seed_list:

@@ -69,3 +69,7 @@ class PluginError(StreamvlError):
 
 class StoreError(StreamvlError):
     """The LanceDB store rejected a read or write (schema mismatch, bad URI)."""
+
+
+class OptionError(PluginError, ValueError):
+    """An adapter option that its declaration does not allow (unknown name, wrong type or value)."""

@@ -1,19 +1,19 @@
 """Ensembles of one trainable adapter: `members` independently initialised copies, trained together.
 
-A plugin opts in by registering `ensemble_factory(AdapterClass)` as its factory: with the
-option `members` = 1 (the default) the factory builds the plain adapter, with N > 1 an
-`Ensemble` of N copies. Each copy starts from its own random initialisation (and draws its own
-dropout masks), sees the same batches and is optimised on its own loss as if alone; gradients
-are clipped per copy. Few labelled clips fit many solutions, and copies that disagree on held-out
-clips average out: on the shapes world's few-shot split (8 clips per class) 4 copies of prompt
-lift top-1 by 4-5 points over one (README, "Adapter results").
+A plugin opts in by registering `ensemble_spec(AdapterClass, description)`, whose factory is
+`ensemble_factory(AdapterClass)`: with the option `members` = 1 (the default) the factory builds the
+plain adapter, with N > 1 an `Ensemble` of N copies. Each copy starts from its own random
+initialisation (and draws its own dropout masks), sees the same batches and is optimised on its own
+loss as if alone; gradients are clipped per copy. Few labelled clips fit many solutions, and copies
+that disagree on held-out clips average out: on the shapes world's few-shot split (8 clips per
+class) 4 copies of prompt lift top-1 by 4-5 points over one (README, "Adapter results").
 
-The ensemble answers in the members' shared space, so it indexes, searches and re-scores
-like one adapter of the backbone's width: its video (text) embedding is the normalised mean of
-the members' normalised video (text) embeddings, as CLIP averages the text embeddings of
-several prompt templates. Adapters whose score of a clip depends on the text (litevl's
-text-dependent pooling, xclip's video-specific prompts) are scored by the mean of the members'
-scores. Cost: N times the adapter's parameters, training and inference time.
+The ensemble answers in the members' shared space, so it indexes, searches and re-scores like one
+adapter of the backbone's width: its video (text) embedding is the normalised mean of the members'
+normalised video (text) embeddings, as CLIP averages the text embeddings of several prompt
+templates. Adapters whose score of a clip depends on the text (litevl's text-dependent pooling,
+xclip's video-specific prompts) are scored by the mean of the members' scores. Cost: N times the
+adapter's parameters, training and inference time.
 """
 
 from __future__ import annotations
@@ -24,10 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamvl.adapters.blocks import TorchAdapter, TrainBatch, read_checkpoint_config
+from streamvl.adapters.base import TorchAdapter
+from streamvl.adapters.checkpoints import read_checkpoint_config
+from streamvl.plugins import AdapterSpec, Capability, Option, TrainBatch
 
 if TYPE_CHECKING:
     from streamvl.models.loading import LoadedModel
+
+MEMBERS = Option("members", int, 1, "independently initialised copies trained together; >1 builds an ensemble")
 
 
 class Ensemble(TorchAdapter):
@@ -94,10 +98,10 @@ class ProposalEnsemble(Ensemble):
 
 
 def ensemble_class(cls: type[TorchAdapter]) -> type[Ensemble]:
-    """The Ensemble subclass for adapter class `cls`: same name, options (plus `members`) and needs."""
-    base = ProposalEnsemble if hasattr(cls, "proposal_loss") else Ensemble
-    attrs = {"name": cls.name, "member_class": cls, "needs_frames": cls.needs_frames,
-             "class_objective": cls.class_objective, "defaults": {**cls.defaults, "members": 1},
+    """The Ensemble subclass for adapter class `cls`: same name, capabilities, options (plus `members`) and needs."""
+    base = ProposalEnsemble if Capability.LOCALISES in cls.capabilities else Ensemble
+    attrs = {"name": cls.name, "member_class": cls, "needs_frames": cls.needs_frames, "capabilities": cls.capabilities,
+             "class_objective": cls.class_objective, "declared_options": (*cls.declared_options, MEMBERS),
              "__doc__": f"An ensemble of {cls.__name__} copies (streamvl.adapters.ensembles)."}
     return type(f"{cls.__name__}Ensemble", (base,), attrs)
 
@@ -113,6 +117,11 @@ def members_option(options: dict[str, Any]) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"members must be a whole number >= 1, got {n!r}")
     return n
+
+
+def ensemble_spec(cls: type[TorchAdapter], description: str) -> AdapterSpec:
+    """The AdapterSpec of adapter class `cls` with the `members` option (ensemble_factory)."""
+    return cls.spec(description, factory=ensemble_factory(cls), extra=(MEMBERS,))
 
 
 def ensemble_factory(cls: type[TorchAdapter]) -> Callable[["LoadedModel", dict[str, Any]], TorchAdapter]:

@@ -262,7 +262,9 @@ def _leading_repeat(batch: FrameBatch) -> str | None:
 
 def _build(spec: AdapterSpec, model: LoadedModel, options: dict | None = None) -> VideoAdapter:
     try:
-        return spec.factory(model, dict(options or {}))
+        return spec.build(model, dict(options or {}))
+    except PluginError:
+        raise
     except Exception as exc:
         raise PluginError(f"building adapter failed: {exc}", plugin=spec.name) from exc
 

@@ -85,7 +85,7 @@ def rescore(db: str, adapter_name: str, options: dict[str, Any] | None = None, *
     store = Store(db)
     spec = plugins.feature_adapter(adapter_name, "re-scoring", f"re-index with `streamvl index --adapter {adapter_name}`")
     model = models.load_model(indexed_model(store))
-    adapter = spec.factory(model, dict(options or {}))
+    adapter = spec.build(model, dict(options or {}))
     own = store.clip_windows(adapter_name)
     windows = unique_windows(own or store.clip_windows())
     if not windows:

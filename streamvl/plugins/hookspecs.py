@@ -1,9 +1,21 @@
 """pluggy hook specifications: the one extension seam of streamvl.
 
 A plugin is any module or object with `@hookimpl`-decorated functions named like these,
-installed under the entry-point group ``streamvl``. Hooks are called once per process when
-the plugin registry (`streamvl.plugins.manager.Plugins`) is first asked for what they provide; results
-of all plugins are collected (no hook is firstresult), and names must be unique across plugins.
+installed under the entry-point group ``streamvl``. No hook takes arguments and none is
+firstresult: every plugin's list is collected, and names must be unique across plugins.
+
+Call order. Each hook is called at most once per process, lazily, when the plugin registry
+(`streamvl.plugins.manager.Plugins`) is first asked for what it provides:
+
+1. `streamvl_adapters` when an indexer, trainer, evaluator or searcher resolves an adapter name
+   (before its model loads); each spec's factory runs later, inside the worker, via `AdapterSpec.build`.
+2. `streamvl_clip_columns` when an encoder starts (the `clips` schema is fixed before the first
+   write); then each provider's compute() runs on every batch of embedded clips, of every adapter.
+3. `streamvl_rerankers` when a search names a reranker (`--rerank NAME`); its rerank() runs once
+   per search on the merged hits.
+
+The types the hooks return, and the Protocols core may call on a built adapter, are in
+`streamvl.plugins.contract`.
 """
 
 from __future__ import annotations
@@ -21,8 +33,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def streamvl_adapters() -> list[AdapterSpec]:
     """Return the video adapters this plugin offers.
 
-    Called when an indexer, trainer or searcher resolves adapter names. Each spec's factory is
-    called later, inside the worker that runs it, with the loaded model and adapter options.
+    Each AdapterSpec declares the adapter's options, capabilities and whether it needs frames;
+    core decides from the spec what the adapter may be used for (training, localisation,
+    re-scoring from stored features) without building it.
     """
 
 
@@ -30,8 +43,8 @@ def streamvl_adapters() -> list[AdapterSpec]:
 def streamvl_clip_columns() -> list[ColumnProvider]:
     """Return providers of extra per-clip columns (labels, tags) for the `clips` table.
 
-    Called when the store schema is built (before the first write) and when an encoder starts.
-    Each provider's compute() is then called on every batch of embedded clips, for every adapter.
+    Each provider's fields join the table schema; compute(batch) must return exactly those
+    columns with one value per clip, for every adapter's batches (empty values where it has none).
     """
 
 
@@ -39,6 +52,6 @@ def streamvl_clip_columns() -> list[ColumnProvider]:
 def streamvl_rerankers() -> list[RerankerSpec]:
     """Return named search rerankers.
 
-    Called when a search names a reranker (`--rerank NAME`). The chosen reranker receives the
-    merged hits and returns them rescored and reordered.
+    The chosen reranker receives a RerankContext (query, adapter, its spec and model, the store)
+    and the merged hits, and returns them rescored and reordered.
     """

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from functools import cached_property
-from typing import Iterable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 import pluggy
 
@@ -40,14 +41,29 @@ def build_plugin_manager(extra: Iterable[object] = (), entry_points: bool = True
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(str(exc), plugin=getattr(exc.plugin, "__name__", repr(exc.plugin))) from exc
+        raise PluginError(str(exc), plugin=plugin_label(exc.plugin)) from exc
     return pm
 
 
-def _by_name(kind: str, results: list[list[T]]) -> dict[str, T]:
+def plugin_label(plugin: object) -> str:
+    """A registered plugin's module name (plugins are modules, or objects in tests)."""
+    return plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__name__
+
+
+def _collect(kind: str, hook: Callable[[], list[list[Any]]], cls: type[T]) -> dict[str, T]:
+    """Every plugin's answer to a hook, by name: a PluginError if a hook fails, returns something
+    other than `cls` instances, or two plugins use one name."""
+    try:
+        results = hook()
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"a plugin's {kind} hook failed: {exc}") from exc
     found: dict[str, T] = {}
     for specs in results:
         for spec in specs or []:
+            if not isinstance(spec, cls):
+                raise PluginError(f"a plugin's {kind} hook returned a {type(spec).__name__}, not a {cls.__name__}")
             if spec.name in found:
                 raise PluginError(f"two plugins register the {kind} {spec.name!r}", plugin=spec.name)
             found[spec.name] = spec
@@ -62,15 +78,15 @@ class Plugins:
 
     @cached_property
     def adapters(self) -> dict[str, AdapterSpec]:
-        return _by_name("adapter", self.pm.hook.streamvl_adapters())
+        return _collect("adapter", self.pm.hook.streamvl_adapters, AdapterSpec)
 
     @cached_property
     def column_providers(self) -> dict[str, ColumnProvider]:
-        return _by_name("column provider", self.pm.hook.streamvl_clip_columns())
+        return _collect("column provider", self.pm.hook.streamvl_clip_columns, ColumnProvider)
 
     @cached_property
     def rerankers(self) -> dict[str, RerankerSpec]:
-        return _by_name("reranker", self.pm.hook.streamvl_rerankers())
+        return _collect("reranker", self.pm.hook.streamvl_rerankers, RerankerSpec)
 
     def adapter(self, name: str) -> AdapterSpec:
         """The adapter spec called `name`, or a PluginError listing what is installed."""
@@ -95,15 +111,20 @@ class Plugins:
             raise PluginError(f"no reranker {name!r}; installed: {sorted(self.rerankers) or 'none'}", plugin=name) from None
 
     def describe(self) -> dict[str, object]:
-        """What `streamvl plugins` shows: plugins with their hooks, and the names they provide."""
+        """What `streamvl plugins` shows: plugins with their hooks, and the names they provide
+        (adapters with their capabilities and declared options under `adapter_details`)."""
+        from streamvl.plugins.options import describe_options
+
         plugins = []
         for name, plugin in self.pm.list_name_plugin():
             hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
-            module = getattr(plugin, "__name__", type(plugin).__name__)
+            module = plugin_label(plugin)
             plugins.append({"name": name, "module": module, "hooks": hooks, "builtin": module == BUILTIN})
         return {
             "plugins": plugins,
             "adapters": {n: s.description for n, s in sorted(self.adapters.items())},
+            "adapter_details": {n: {"capabilities": sorted(c.value for c in s.capabilities), "needs_frames": s.needs_frames,
+                                    "options": describe_options(s.options)} for n, s in sorted(self.adapters.items())},
             "clip_columns": {n: [f.name for f in p.fields] for n, p in sorted(self.column_providers.items())},
             "rerankers": {n: s.description for n, s in sorted(self.rerankers.items())},
         }

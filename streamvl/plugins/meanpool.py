@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from streamvl.plugins.contract import AdapterSpec
-from streamvl.plugins.hookspecs import hookimpl
+from streamvl.adapters.exposure import EXPOSURE_DECAY, EXPOSURE_FRAMES
+from streamvl.plugins import AdapterSpec, Option, hookimpl, resolve_options
 
 if TYPE_CHECKING:
     import torch
@@ -23,14 +23,19 @@ if TYPE_CHECKING:
     from streamvl.models.loading import LoadedModel
 
 
+TEMPLATE = Option("template", str, "{}", "text template each query is put into, e.g. 'a video of {}.'")
+
+
 class MeanPoolAdapter:
     """Average of frame features; optional text template such as 'a video of {}.'."""
 
     name = "meanpool"
+    OPTIONS: tuple[Option, ...] = (TEMPLATE,)
 
     def __init__(self, model: "LoadedModel", options: dict[str, Any]) -> None:
         self.model = model
-        self.template: str = options.get("template", "{}")
+        self.options = resolve_options(self.name, self.OPTIONS, options)
+        self.template: str = self.options["template"]
 
     def encode_video(self, features: "torch.Tensor", frames: "torch.Tensor | None" = None) -> "torch.Tensor":
         import torch.nn.functional as F
@@ -45,22 +50,20 @@ class ExposureAdapter(MeanPoolAdapter):
     """The frozen embedding of each clip's exposure; options: template, frames (blended), decay."""
 
     name = "exposure"
+    OPTIONS = (TEMPLATE,
+               Option("frames", int, EXPOSURE_FRAMES, "evenly spread frames of each clip blended into its exposure"),
+               Option("decay", float, EXPOSURE_DECAY, "weight per frame of age in the blend, in (0, 1]"))
 
     def __init__(self, model: "LoadedModel", options: dict[str, Any]) -> None:
-        from streamvl.adapters.exposure import EXPOSURE_DECAY, EXPOSURE_FRAMES
-
-        unknown = sorted(set(options) - {"template", "frames", "decay"})
-        if unknown:
-            raise ValueError(f"unknown exposure option(s) {unknown}; known: ['decay', 'frames', 'template']")
         super().__init__(model, options)
-        self.blended = int(options.get("frames", EXPOSURE_FRAMES))  # frames blended per clip
-        self.decay = float(options.get("decay", EXPOSURE_DECAY))
+        self.blended = self.options["frames"]  # frames blended per clip
+        self.decay = self.options["decay"]
         if self.blended < 1 or not 0.0 < self.decay <= 1.0:
             raise ValueError(f"exposure needs frames >= 1 and decay in (0, 1], got frames={self.blended}, decay={self.decay}")
 
     def encode_video(self, features: "torch.Tensor", frames: "torch.Tensor | None" = None) -> "torch.Tensor":
         """Preprocessed frames [B, T, 3, S, S] -> [B, D]: one blended still per clip, through the frozen tower."""
-        from streamvl.adapters.blocks import exposure_stills
+        from streamvl.adapters.temporal import exposure_stills
 
         if frames is None:
             raise ValueError("exposure blends each clip's frames into one still: it needs frames (needs_frames=True)")
@@ -69,7 +72,8 @@ class ExposureAdapter(MeanPoolAdapter):
 
 @hookimpl
 def streamvl_adapters() -> list[AdapterSpec]:
-    return [AdapterSpec("meanpool", MeanPoolAdapter, "mean of frozen frame embeddings (zero-shot baseline)"),
+    return [AdapterSpec("meanpool", MeanPoolAdapter, "mean of frozen frame embeddings (zero-shot baseline)",
+                        options=MeanPoolAdapter.OPTIONS),
             AdapterSpec("exposure", ExposureAdapter,
                         "frozen embedding of each clip's exposure, a recency blend of its frames (zero-shot actions)",
-                        needs_frames=True)]
+                        needs_frames=True, options=ExposureAdapter.OPTIONS)]

@@ -8,21 +8,22 @@ adapter's pooled video embedding against the class texts. A prediction's score i
 proposal score times the class probability; each proposal yields its top-k classes.
 
 `localise_index` runs this over the `frames` table of an index (no decoding) and writes the
-`segments` table.
+`segments` table. The adapter is the contract's `Localising` (its spec declares Capability.LOCALISES).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import numpy as np
 
 from streamvl.pipeline.features import segment_indices
+from streamvl.plugins.contract import Capability
 from streamvl.training.metrics import temporal_iou
 
 if TYPE_CHECKING:
-    from streamvl.adapters.blocks import TorchAdapter
+    from streamvl.plugins.contract import Localising
 
 THRESHOLDS: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
@@ -54,7 +55,7 @@ def window_starts(n: int, window: int, stride: int) -> list[int]:
     return starts
 
 
-def actionness_curve(adapter: "TorchAdapter", features: np.ndarray, window: int = 64, batch: int = 32) -> np.ndarray:
+def actionness_curve(adapter: "Localising", features: np.ndarray, window: int = 64, batch: int = 32) -> np.ndarray:
     """Per-frame actionness in [0, 1] of a whole stream (features [N, D]), overlapping windows averaged."""
     import torch
 
@@ -104,7 +105,7 @@ def proposals(curve: np.ndarray, thresholds: Sequence[float] = THRESHOLDS, min_f
     return temporal_nms(list(found.values()), nms_iou)
 
 
-def classify(adapter: "TorchAdapter", features: np.ndarray, props: Sequence[Proposal], texts: Sequence[str],
+def classify(adapter: "Localising", features: np.ndarray, props: Sequence[Proposal], texts: Sequence[str],
              frames: int = 8, batch: int = 64) -> np.ndarray:
     """Class probabilities [P, C] of each proposal: its frames pooled by the adapter vs the class texts."""
     import torch
@@ -121,12 +122,12 @@ def classify(adapter: "TorchAdapter", features: np.ndarray, props: Sequence[Prop
     return np.concatenate(out)
 
 
-def localise(adapter: "TorchAdapter", pts: np.ndarray, features: np.ndarray, labels: Sequence[str],
+def localise(adapter: "Localising", pts: np.ndarray, features: np.ndarray, labels: Sequence[str],
              texts: Sequence[str], *, frames: int = 8, window: int = 64, top_k: int = 2,
              thresholds: Sequence[float] = THRESHOLDS) -> list[Detection]:
-    """Detections in one stream (pts [N] sorted, features [N, D]): proposals, then their top-k classes."""
-    if not hasattr(adapter, "actionness"):
-        raise ValueError(f"adapter {adapter.name!r} has no class-agnostic proposal head (actionness)")
+    """Detections in one stream (pts [N] sorted, features [N, D]): proposals, then their top-k classes.
+
+    The caller checks the adapter's spec (Capability.LOCALISES) before building it."""
     if len(pts) == 0:
         return []
     adapter.eval()
@@ -157,10 +158,11 @@ def localise_index(db: str, adapter_name: str, options: dict[str, Any] | None = 
     from streamvl.storage.store import SEGMENTS, Store, segments_schema, sql_str
 
     spec = Plugins().feature_adapter(adapter_name, "localisation", "use a feature-based adapter such as prompt")
+    spec.require(Capability.LOCALISES, "localisation")
     store = Store(db)
     model = models.load_model(indexed_model(store))
-    adapter = spec.factory(model, dict(options or {}))
-    info = getattr(adapter, "checkpoint_info", {})
+    adapter = cast("Localising", spec.build(model, dict(options or {})))
+    info = adapter.checkpoint_info
     labels = list(labels or info.get("classes") or [])
     if not labels:
         raise ValueError(f"no classes to label segments with: pass labels, or a checkpoint trained on labelled data")

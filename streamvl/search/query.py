@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from streamvl.models import loading as models
-from streamvl.plugins.contract import RerankContext
+from streamvl.plugins.contract import AdapterSpec, RerankContext
 from streamvl.errors import StoreError
 from streamvl.plugins.manager import Plugins
 from streamvl.storage.store import MODEL_KEY, REFINE_CANDIDATES, Store
@@ -137,8 +137,8 @@ def _options_key(options: dict[str, Any]) -> str:
 class _QueryEncoder:
     """An adapter built once for (adapter, model, options), with an LRU of its text embeddings."""
 
-    def __init__(self, adapter: Any) -> None:
-        self.adapter = adapter
+    def __init__(self, adapter: Any, spec: AdapterSpec, model: Any) -> None:
+        self.adapter, self.spec, self.model = adapter, spec, model  # spec and model: what a reranker is handed
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def encode(self, text: str) -> np.ndarray:
@@ -163,7 +163,8 @@ def _encoder(plugins: Plugins, adapter: str, spec: str, options: dict[str, Any])
     key = (plugins, adapter, spec, _options_key(options))
     encoder = _ENCODERS.get(key)
     if encoder is None:
-        encoder = _QueryEncoder(plugins.adapter(adapter).factory(models.load_model(spec), dict(options)))
+        adapter_spec, model = plugins.adapter(adapter), models.load_model(spec)
+        encoder = _QueryEncoder(adapter_spec.build(model, dict(options)), adapter_spec, model)
         _ENCODERS[key] = encoder
         if len(_ENCODERS) > _MAX_ENCODERS:
             _ENCODERS.popitem(last=False)
@@ -192,6 +193,6 @@ def search(text: str, db: str, *, k: int = 10, adapter: str = "meanpool", stream
     hits = search_vectors(store, qvec, k=k, adapter=adapter, stream_ids=stream_ids, start=start, end=end, tags=tags)
     if reranker is None:
         return hits
-    context = RerankContext(query=text, query_embedding=qvec, adapter=encoder.adapter, store=store,
-                            options=dict(adapter_options or {}))
+    context = RerankContext(query=text, query_embedding=qvec, adapter=encoder.adapter, spec=encoder.spec,
+                            model=encoder.model, store=store, options=dict(adapter_options or {}))
     return reranker.rerank(context, hits)

@@ -4,17 +4,17 @@ The index keeps frame *features*, not pixels. Methods whose query-time similarit
 vision tower's tokens (litevl's text-dependent pooling over frames and patches, xclip's
 video-specific prompts) read each hit's time range from its source again, sampled on the same
 presentation-time grid as at indexing (the stream's fps, estimated from its `frames` rows), then
-call the adapter's `scores(None, frames, [query])`.
+call the adapter's `scores(None, frames, [query])`: its spec must declare Capability.SCORES.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from streamvl.plugins.contract import RerankContext
+from streamvl.plugins.contract import Capability, RerankContext, Scoring, Trainable
 from streamvl.errors import PluginError, StreamvlError
 from streamvl.types import Hit
 
@@ -57,10 +57,11 @@ def rerank_with_frames(context: RerankContext, hits: list[Hit], frames: int = 8)
 
     from streamvl.pipeline.features import segment_indices
 
-    adapter = context.adapter
-    if not hasattr(adapter, "scores") or not hasattr(adapter, "backbone"):
-        raise PluginError(f"reranking needs a trainable adapter with scores(); got {type(adapter).__name__}")
-    model = adapter.backbone
+    context.spec.require(Capability.SCORES, "reranking with re-read frames")
+    scorer = cast(Scoring, context.adapter)
+    if context.spec.can(Capability.TRAINABLE):
+        cast(Trainable, context.adapter).eval()
+    model = context.model
     out = []
     for h in hits:
         try:
@@ -74,7 +75,6 @@ def rerank_with_frames(context: RerankContext, hits: list[Hit], frames: int = 8)
         raw = raw[segment_indices(len(raw), frames)]
         pixels = model.preprocess(raw).unsqueeze(0)  # [1, T, 3, S, S]
         with torch.no_grad():
-            adapter.eval()
-            score = float(adapter.scores(None, pixels, [context.query])[0, 0])
+            score = float(scorer.scores(None, pixels, [context.query])[0, 0])
         out.append(replace(h, score=score, extra={**h.extra, "rerank": "frames"}))
     return sorted(out, key=lambda h: -h.score)

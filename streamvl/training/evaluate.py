@@ -1,9 +1,10 @@
 """Measuring an adapter on a task's test side with streamvl.training.metrics: recognition, retrieval, localisation.
 
 Plain Python + torch (no Ray): `jobs/evaluate.py` and `streamvl evaluate` call `run_evaluation`.
-Clips are scored with the adapter's own `scores(features, frames, texts)`, so methods whose
-similarity depends on the pair (xclip's video-specific prompts, litevl's text-dependent pooling)
-are measured as their papers define them.
+Clips of an adapter whose spec declares Capability.SCORES are scored with its own
+`scores(features, frames, texts)`, so methods whose similarity depends on the pair (xclip's
+video-specific prompts, litevl's text-dependent pooling) are measured as their papers define
+them; other adapters by the cosine of their video and text embeddings.
 
 Recognition also reports order-pair accuracy: for clips of an action in `ORDER_PAIRS` (a clip and
 its time reversal are the other action of the pair), the share scored higher for their own class
@@ -14,33 +15,36 @@ frame-mean model sits at chance (0.5) there.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 import numpy as np
 
+from streamvl.plugins.contract import Capability
 from streamvl.training import metrics
 from streamvl.training.datasets import LOCALISATION, RECOGNITION, RETRIEVAL, TaskData
 from streamvl.training.train import ClipData, View, view_tensors
 
 if TYPE_CHECKING:
     from streamvl.models.loading import LoadedModel
+    from streamvl.plugins.contract import AdapterSpec, Localising, Scoring, Trainable, VideoAdapter
 
 Log = Callable[[str], None]
 
 
-def score_matrix(adapter: Any, model: "LoadedModel", data: ClipData, views: Sequence[View], texts: Sequence[str],
-                 frames: int = 8, batch: int = 32) -> np.ndarray:
+def score_matrix(spec: "AdapterSpec", adapter: "VideoAdapter", model: "LoadedModel", data: ClipData,
+                 views: Sequence[View], texts: Sequence[str], frames: int = 8, batch: int = 32) -> np.ndarray:
     """Similarities [V, N] of views (T evenly spread frames each) and texts, without gradients."""
     import torch
 
-    if hasattr(adapter, "eval"):
-        adapter.eval()
+    if spec.can(Capability.TRAINABLE):
+        cast("Trainable", adapter).eval()
+    scorer = cast("Scoring", adapter) if spec.can(Capability.SCORES) else None
     out = []
     with torch.no_grad():
         for i in range(0, len(views), batch):
             feats, frms = view_tensors(model, data, views[i : i + batch], frames, None)
-            if hasattr(adapter, "scores"):
-                s = adapter.scores(feats, frms, list(texts))
+            if scorer is not None:
+                s = scorer.scores(feats, frms, list(texts))
             else:  # a plain VideoAdapter (e.g. meanpool): embeddings, then cosine
                 s = adapter.encode_video(feats, frms) @ adapter.encode_text(list(texts)).t()
             out.append(s.float().numpy())
@@ -76,9 +80,10 @@ def order_pair_accuracy(scores: np.ndarray, labels: Sequence[str], classes: Sequ
     return pooled_pair_accuracy(order_pair_hits(scores, labels, classes))
 
 
-def recognition(adapter: Any, model: "LoadedModel", task: TaskData, data: ClipData, frames: int = 8) -> dict[str, Any]:
+def recognition(spec: "AdapterSpec", adapter: "VideoAdapter", model: "LoadedModel", task: TaskData, data: ClipData,
+                frames: int = 8) -> dict[str, Any]:
     classes = list(task.test_classes)
-    scores = score_matrix(adapter, model, data, whole_views(data), task.texts(tuple(classes)), frames)
+    scores = score_matrix(spec, adapter, model, data, whole_views(data), task.texts(tuple(classes)), frames)
     labels = [r.label for r in data.refs]
     target = np.array([classes.index(y) for y in labels])
     out: dict[str, Any] = {
@@ -109,13 +114,14 @@ def any_of(sim: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(others, -np.inf, sim), gt
 
 
-def retrieval(adapter: Any, model: "LoadedModel", task: TaskData, data: ClipData, frames: int = 8) -> dict[str, Any]:
+def retrieval(spec: "AdapterSpec", adapter: "VideoAdapter", model: "LoadedModel", task: TaskData, data: ClipData,
+              frames: int = 8) -> dict[str, Any]:
     """Text -> video with each clip's canonical (first) caption as its query; video -> text R@1 too.
 
     Identical captions are one query; every clip it describes is a right answer.
     """
     queries = list(dict.fromkeys(r.captions[0] for r in data.refs))
-    sim = score_matrix(adapter, model, data, whole_views(data), queries, frames).T  # [Q, V]
+    sim = score_matrix(spec, adapter, model, data, whole_views(data), queries, frames).T  # [Q, V]
     right = np.array([[q == r.captions[0] for r in data.refs] for q in queries])
     out: dict[str, Any] = metrics.retrieval_metrics(*any_of(sim, right))
     out["video_to_text_R@1"] = metrics.retrieval_metrics(*any_of(sim.T, right.T))["R@1"]
@@ -135,15 +141,17 @@ def proposal_recall(preds: Sequence[tuple], gts: Sequence[tuple], threshold: flo
     return hit / len(gts)
 
 
-def localisation(adapter: Any, model: "LoadedModel", task: TaskData, data: ClipData, frames: int = 8,
-                 window: int = 64) -> dict[str, Any]:
+def localisation(spec: "AdapterSpec", adapter: "VideoAdapter", model: "LoadedModel", task: TaskData, data: ClipData,
+                 frames: int = 8, window: int = 64) -> dict[str, Any]:
     from streamvl.search.localisation import localise
 
+    spec.require(Capability.LOCALISES, "localisation")
+    localiser = cast("Localising", adapter)
     labels = list(task.test_classes)
     texts = task.texts(tuple(labels))
     preds, gts = [], []
     for ref, f in zip(data.refs, data.features):
-        for d in localise(adapter, f.pts, f.features, labels, texts, frames=frames, window=window):
+        for d in localise(localiser, f.pts, f.features, labels, texts, frames=frames, window=window):
             preds.append((ref.id, d.start, d.end, d.label, d.score))
         gts += [(ref.id, s.start, s.end, s.label) for s in ref.segments]
     out: dict[str, Any] = metrics.detection_map(preds, gts)
@@ -154,10 +162,11 @@ def localisation(adapter: Any, model: "LoadedModel", task: TaskData, data: ClipD
     return out
 
 
-def evaluate(adapter: Any, model: "LoadedModel", task: TaskData, data: ClipData, frames: int = 8) -> dict[str, Any]:
-    """Metrics of the task's kind on `data` (the test side)."""
+def evaluate(spec: "AdapterSpec", adapter: "VideoAdapter", model: "LoadedModel", task: TaskData, data: ClipData,
+             frames: int = 8) -> dict[str, Any]:
+    """Metrics of the task's kind on `data` (the test side), for `adapter` built from `spec`."""
     fn = {RECOGNITION: recognition, RETRIEVAL: retrieval, LOCALISATION: localisation}[task.kind]
-    return fn(adapter, model, task, data, frames)
+    return fn(spec, adapter, model, task, data, frames)
 
 
 def run_evaluation(adapter_name: str, data_spec: str, *, model_spec: str = "default",
@@ -177,15 +186,17 @@ def run_evaluation(adapter_name: str, data_spec: str, *, model_spec: str = "defa
     if model.warning():
         log(f"WARNING: {model.warning()}")
     spec = Plugins().adapter(adapter_name)
-    adapter = spec.factory(model, dict(options or {}))
+    adapter = spec.build(model, dict(options or {}))
+    trainable = cast("Trainable", adapter) if spec.can(Capability.TRAINABLE) else None
     if class_template is None:  # the checkpoint's, as the adapter read it (older checkpoints have none)
-        class_template = getattr(adapter, "checkpoint_info", {}).get("class_template", DEFAULT_CLASS_TEMPLATE)
+        info = trainable.checkpoint_info if trainable is not None else {}
+        class_template = info.get("class_template", DEFAULT_CLASS_TEMPLATE)
     task = load_task(data_spec, image_size=model.image_size, fps=fps, shapes=shapes, class_template=class_template)
     store = FeatureStore(DEFAULT_ROOT if cache is None else cache, model)
     data = prepare(model, task.test, store, spec.needs_frames, log)
     t0 = time.perf_counter()
-    result = evaluate(adapter, model, task, data, frames)
-    counts = adapter.parameter_counts() if hasattr(adapter, "parameter_counts") else {}
+    result = evaluate(spec, adapter, model, task, data, frames)
+    counts = trainable.parameter_counts() if trainable is not None else {}
     return {"adapter": adapter_name, "data": task.name, "kind": task.kind, "model": model.name,
             "checkpoint": (options or {}).get("checkpoint"), "class_template": class_template, "metrics": result,
             "parameters": counts, "seconds": round(time.perf_counter() - t0, 2)}

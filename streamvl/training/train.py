@@ -7,7 +7,8 @@ ground-truth segment of a long stream) with a label (recognition) or captions (r
 Each step samples B views, takes T frames of each (TSN-style, random inside each segment),
 plays a share of them backwards as their reverse class where the task knows one, and hands
 the adapter a `TrainBatch`; the adapter returns its loss (symmetric NCE by default).
-Localisation data also trains the adapter's class-agnostic proposal head when it has one.
+Localisation data also trains the adapter's class-agnostic proposal head when its spec declares
+one (Capability.LOCALISES). What the loop calls on the adapter is the contract's `Trainable`.
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
 
-from streamvl.training.datasets import DEFAULT_CLASS_TEMPLATE, LOCALISATION, RECOGNITION, RETRIEVAL, ClipRef, TaskData
 from streamvl.pipeline.features import ClipFeatures, FeatureStore, clip_features, embed_pixels, load_frames, segment_indices
+from streamvl.plugins.contract import Capability
+from streamvl.training.datasets import DEFAULT_CLASS_TEMPLATE, LOCALISATION, RECOGNITION, RETRIEVAL, ClipRef, TaskData
 
 if TYPE_CHECKING:
     import torch
 
-    from streamvl.plugins.contract import AdapterSpec
-    from streamvl.adapters.blocks import TorchAdapter
     from streamvl.models.loading import LoadedModel
+    from streamvl.plugins.contract import AdapterSpec, Localising, Trainable
 
 Log = Callable[[str], None]
 
@@ -276,12 +277,18 @@ def check_augmentation(adapter: str, config: TrainConfig, reads_frames: bool) ->
                          "data only through augmented feature copies (copies N)")
 
 
-def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: TrainConfig, log: Log = print) -> TrainReport:
-    """Optimise the adapter's trainable parameters on the task's train side; the backbone must not change."""
+def train(spec: "AdapterSpec", adapter: "Trainable", task: TaskData, data: ClipData, config: TrainConfig,
+          log: Log = print) -> TrainReport:
+    """Optimise the adapter's trainable parameters on the task's train side; the backbone must not change.
+
+    spec: the adapter's AdapterSpec; it must declare TRAINABLE, and with LOCALISES localisation
+    data also trains the proposal head (`Localising.proposal_loss`)."""
     import torch
 
-    from streamvl.adapters.blocks import TrainBatch, module_digest
+    from streamvl.adapters.checkpoints import module_digest
+    from streamvl.plugins.contract import TrainBatch
 
+    spec.require(Capability.TRAINABLE, "training")
     check_augmentation(adapter.name, config, reads_frames=data.frames is not None)
     model = adapter.backbone
     rng = np.random.default_rng(config.seed)
@@ -289,7 +296,8 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
     views = clip_views(task, data)
     if not views:
         raise ValueError(f"{task.name}: no training clips")
-    proposals = task.kind == LOCALISATION and hasattr(adapter, "proposal_loss")
+    localises = task.kind == LOCALISATION and spec.can(Capability.LOCALISES)
+    localiser = cast("Localising", adapter) if localises else None
     reverses = trainable_reverses(task)
     recolour = config.colours and task.kind != RETRIEVAL  # captions name colours; class names: the caller decides
     before = module_digest(model.model)
@@ -312,9 +320,9 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
             frames = augment_views(frames, rng, config.crop, recolour)
         texts, positives = targets_and_texts(picked, task, rng)
         loss, logs = adapter.training_loss(TrainBatch(feats, frames, texts, positives, task.kind != RETRIEVAL))
-        if proposals:
+        if localiser is not None:
             w_feats, w_targets = actionness_batch(data, config.proposal_window, config.batch_size, rng)
-            p_loss = adapter.proposal_loss(w_feats, w_targets)
+            p_loss = localiser.proposal_loss(w_feats, w_targets)
             loss = loss + p_loss
             logs["proposal"] = float(p_loss.detach())
         opt.zero_grad(set_to_none=True)
@@ -336,13 +344,13 @@ def train(adapter: "TorchAdapter", task: TaskData, data: ClipData, config: Train
 
 
 def seeded_adapter(spec: "AdapterSpec", model: "LoadedModel", options: Mapping[str, Any] | None, seed: int) -> Any:
-    """A new adapter from its plugin spec whose random initialisation is fixed by `seed`.
+    """A new adapter from its plugin spec (`AdapterSpec.build`) whose random initialisation is fixed by `seed`.
 
     `train` seeds its batches with the same seed, so one seed reproduces a whole run."""
     import torch
 
     torch.manual_seed(seed)
-    return spec.factory(model, dict(options or {}))
+    return spec.build(model, dict(options or {}))
 
 
 def run_training(adapter_name: str, data_spec: str, out: str | Path, *, model_spec: str = "default",
@@ -358,21 +366,20 @@ def run_training(adapter_name: str, data_spec: str, out: str | Path, *, model_sp
     from streamvl.models.loading import load_model
     from streamvl.plugins.manager import Plugins
 
+    spec = Plugins().adapter(adapter_name)
+    spec.require(Capability.TRAINABLE, "training")
+    check_augmentation(adapter_name, config, spec.needs_frames)
     model = load_model(model_spec)
     if model.warning():
         log(f"WARNING: {model.warning()}")
-    spec = Plugins().adapter(adapter_name)
-    check_augmentation(adapter_name, config, spec.needs_frames)
     adapter = seeded_adapter(spec, model, options, config.seed)
-    if not hasattr(adapter, "training_loss"):
-        raise ValueError(f"adapter {adapter_name!r} is not trainable (no training_loss)")
     task = load_task(data_spec, image_size=model.image_size, fps=fps, shapes=shapes, class_template=class_template)
     store = FeatureStore(DEFAULT_ROOT if cache is None else cache, model)
     data = prepare(model, task.train, store, spec.needs_frames, log)
     counts = adapter.parameter_counts()
     log(f"{adapter_name}: {counts['trainable']:,} trainable parameters of {counts['total']:,} "
         f"(frozen backbone {counts['backbone']:,})")
-    report = train(adapter, task, data, config, log)
+    report = train(spec, adapter, task, data, config, log)
     classes = list(task.train_classes) if task.kind != "retrieval" else []
     path = adapter.save(out, {"data": task.name, "kind": task.kind, "classes": classes,
                               "class_texts": {c: task.class_texts.get(c, c) for c in classes},

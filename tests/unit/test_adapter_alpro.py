@@ -1,4 +1,7 @@
-"""The alpro adapter (Li et al. 2022): VTC mechanics, entity prompter tags, PEM, tag columns and --tag search."""
+"""The alpro adapter (Li et al. 2022): VTC mechanics, entity prompter tags, PEM, tag columns and --tag search.
+
+The tag vocabulary is the user's (`entities`); the shapes-world tests pass the shapes world's
+explicitly (streamvl.lab.synthetic.shape_entities)."""
 
 from __future__ import annotations
 
@@ -10,13 +13,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from streamvl.adapters.blocks import TrainBatch
 from streamvl.config import IndexConfig
+from streamvl.lab.synthetic import shape_entities
 from streamvl.training.datasets import ShapesOptions, load_task
 from streamvl.pipeline.encode import EncodeStage
 from streamvl.errors import StoreError
 from streamvl.pipeline.features import FeatureStore
 from streamvl.models.loading import load_model
+from streamvl.plugins import TrainBatch
 from streamvl.training.train import TrainConfig, prepare, train
 from streamvl.types import FrameBatch
 
@@ -30,7 +34,12 @@ def model():
 
 
 def build(model, plugins, **options):
-    return plugins.adapter("alpro").factory(model, options)
+    return plugins.adapter("alpro").build(model, options)
+
+
+def shapes(model, plugins, **options):
+    """alpro with the shapes world's vocabulary, given explicitly."""
+    return build(model, plugins, entities=shape_entities(), **options)
 
 
 @pytest.fixture(scope="module")
@@ -44,22 +53,24 @@ def prompter(model, plugins, retrieval_data, tmp_path_factory):
     """Stage 1 of ALPRO: a VTC-trained alpro, saved, to serve as the frozen prompter."""
     torch.manual_seed(0)
     task, data = retrieval_data
-    adapter = build(model, plugins)
-    report = train(adapter, task, data, TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup=3, log_every=0), log=lambda m: None)
+    adapter = shapes(model, plugins)
+    report = train(plugins.adapter("alpro"), adapter, task, data, TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup=3, log_every=0), log=lambda m: None)
     return adapter, report, adapter.save(tmp_path_factory.mktemp("alpro") / "prompter.safetensors")
 
 
+@pytest.mark.contract("VideoAdapter.encode_video", "VideoAdapter.encode_text")
 def test_untrained_projections_are_the_frame_mean_baseline(model, plugins):
     a = build(model, plugins, depth=0)
     with torch.no_grad():
         a.temporal.positions.zero_()
     feats = torch.nn.functional.normalize(torch.randn(2, 6, model.embed_dim), dim=-1)
-    torch.testing.assert_close(a.encode_video(feats), plugins.adapter("meanpool").factory(model, {}).encode_video(feats))
+    torch.testing.assert_close(a.encode_video(feats), plugins.adapter("meanpool").build(model, {}).encode_video(feats))
     torch.testing.assert_close(a.encode_text(["a red circle"]), model.encode_text(["a red circle"]))
 
 
+@pytest.mark.contract("Trainable.training_loss")
 def test_vtc_gradients_reach_projections_and_temporal_layers_only(model, plugins):
-    a = build(model, plugins)
+    a = shapes(model, plugins)
     a.train()
     feats = torch.randn(4, 8, model.embed_dim)
     batch = TrainBatch(feats, None, ["a", "b", "c", "d"], torch.eye(4, dtype=torch.bool))
@@ -78,7 +89,7 @@ def test_vtc_training_lowers_the_loss(prompter):
 
 
 def test_prompter_soft_labels_and_tags(model, plugins):
-    a = build(model, plugins, tag_threshold=0.0)
+    a = shapes(model, plugins, tag_threshold=0.0)
     prompts = a.entity_prompts()
     assert prompts.shape == (60, model.embed_dim)  # 10 colours x 6 shapes
     target = a.entities.index("red circle")
@@ -93,13 +104,14 @@ def test_prompter_soft_labels_and_tags(model, plugins):
     red_mass = float(sum(p for e, p in zip(a.entities, probs) if "red" in e.split()))
     assert by_name["red"] == pytest.approx(red_mass, abs=1e-5)
     assert by_name["red"] >= by_name["red circle"] and by_name["circle"] >= by_name["red circle"]
-    strict = build(model, plugins, tag_threshold=1.01)
+    strict = shapes(model, plugins, tag_threshold=1.01)
     assert strict.entity_tags(video.numpy())[0] == [[]]
 
 
 def test_pem_distils_the_frozen_prompter(model, plugins, retrieval_data, prompter):
     _, _, path = prompter
-    a = build(model, plugins, prompter=str(path))
+    a = build(model, plugins, prompter=str(path))  # the vocabulary: the one the prompter's checkpoint records
+    assert a.entities == shape_entities() and a.entity_head.out_features == 60
     a.train()
     feats = torch.randn(4, 8, model.embed_dim)
     loss, logs = a.training_loss(TrainBatch(feats, None, ["a", "b", "c", "d"], torch.eye(4, dtype=torch.bool)))
@@ -120,7 +132,8 @@ def tagged_db(model, plugins, prompter, tmp_path_factory):
 
     _, _, path = prompter
     config = IndexConfig(adapters=["meanpool", "alpro"], model=SPEC, clips={"window": 4, "stride": 2},
-                         adapter_options={"alpro": {"checkpoint": str(path), "tag_threshold": 0.05}})
+                         adapter_options={"alpro": {"checkpoint": str(path), "tag_threshold": 0.05,
+                                                    "entities": shape_entities()}})
     stage = EncodeStage(config, plugins, model)
     db = str(tmp_path_factory.mktemp("tagdb") / "db")
     store = Store(db)
@@ -152,7 +165,7 @@ def test_search_filters_on_tags(tagged_db, plugins):
     tag = next(t for r in all_tags if r["adapter"] == "alpro" for t in r["tags"])
     carrying = {(r["stream_id"], r["start"]) for r in all_tags if r["adapter"] == "alpro" and tag in r["tags"]}
     assert 0 < len(carrying) <= len(rows)
-    opts = {"checkpoint": path, "tag_threshold": 0.05}
+    opts = {"checkpoint": path, "tag_threshold": 0.05, "entities": shape_entities()}
     hits = query.search("a red circle", db, k=50, adapter="alpro", tags=[tag], adapter_options=opts, plugins=plugins)
     assert hits and all(any(s == h.stream_id and h.start <= st < h.end for s, st in carrying) for h in hits)
     assert all(tag in h.extra["tags"] for h in hits)
@@ -160,7 +173,8 @@ def test_search_filters_on_tags(tagged_db, plugins):
     from streamvl.cli import main
 
     out = CliRunner().invoke(main, ["search", "a red circle", "--db", db, "--adapter", "alpro", "--tag", tag, "--checkpoint", path,
-                                    "--option", "tag_threshold=0.05", "--json"])
+                                    "--option", "tag_threshold=0.05", "--option", f"entities={','.join(shape_entities())}",
+                                    "--json"])
     assert out.exit_code == 0, out.output
     assert len(json.loads(out.stdout)) == len(hits[:10])
 
@@ -174,3 +188,78 @@ def test_tag_filter_without_a_tags_column_is_a_clear_error(tmp_path):
                                     "model": ["x"]}, schema=clips_schema(4)))
     with pytest.raises(StoreError, match="no 'tags' column"):
         store.search_clips(np.ones(4, np.float32), 3, adapter="m", tags=["red"])
+
+
+# ---------------------------------------------------------------- the vocabulary is the user's
+
+
+def index_rows(model, plugins, config) -> list[dict]:
+    """alpro's clip rows of one random 8-frame stream, through the EncodeStage and the tag column provider."""
+    _, clips, _ = EncodeStage(config, plugins, model).process([frames_batch("v", 8, seed=5)])
+    return [r for r in clips.to_pylist() if r["adapter"] == "alpro"]
+
+
+def test_without_a_vocabulary_no_tags_are_written(model, plugins):
+    a = build(model, plugins, tag_threshold=0.0)
+    assert a.entities == [] and a.entity_head is None
+    assert "entity_head.weight" not in a.state_dict()
+    assert a.entity_tags(np.ones((3, model.embed_dim), np.float32)) == ([[], [], []], [[], [], []])
+    config = IndexConfig(adapters=["alpro"], model=SPEC, clips={"window": 4, "stride": 2},
+                         adapter_options={"alpro": {"tag_threshold": 0.0}})
+    rows = index_rows(model, plugins, config)
+    assert len(rows) >= 2 and all(r["tags"] == [] and r["tag_scores"] == [] for r in rows)
+
+
+def test_a_vocabulary_file_named_in_the_config_tags_from_it_only(model, plugins, tmp_path):
+    from streamvl.config import load_config
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("# what the camera sees\nperson\nred   car\n\ndog  # pets too\nperson\n")
+    toml = tmp_path / "index.toml"
+    toml.write_text(f'model = "{SPEC}"\nadapters = ["alpro"]\n[clips]\nwindow = 4\nstride = 2\n'
+                    f'[adapter_options.alpro]\nentities = "{vocab}"\ntag_threshold = 0.0\n')
+    config = load_config(toml)
+    assert build(model, plugins, **config.adapter_options["alpro"]).entities == ["person", "red car", "dog"]
+    rows = index_rows(model, plugins, config)
+    allowed = {"person", "red car", "dog", "red", "car"}  # entities, and the words of multi-word entities
+    assert rows and all(r["tags"] for r in rows)  # threshold 0: every entity and word is a tag
+    assert all(set(r["tags"]) == allowed and len(r["tags"]) == len(r["tag_scores"]) for r in rows)
+
+
+def test_entities_option_forms(model, plugins, tmp_path):
+    from streamvl_alpro import read_entities
+
+    assert read_entities(None) == read_entities("") == read_entities(" , ") == []
+    assert read_entities("car, red  car,car,dog") == ["car", "red car", "dog"]
+    assert read_entities(["b", "a", "b"]) == ["b", "a"]
+    f = tmp_path / "v.lst"
+    f.write_text("x\ny\n")
+    assert read_entities(str(f)) == ["x", "y"]
+    with pytest.raises(ValueError, match="does not exist"):
+        build(model, plugins, entities=str(tmp_path / "missing.txt"))
+    with pytest.raises(ValueError, match="entities"):  # the declared type: a string, a list of strings or none
+        build(model, plugins, entities=3)
+    # the resolved vocabulary is what a checkpoint records
+    a = build(model, plugins, entities=str(f))
+    assert a.options["entities"] == ["x", "y"]
+
+
+def test_checkpoints_from_before_the_user_vocabulary_still_load(model, plugins, tmp_path):
+    """A checkpoint written when alpro's default vocabulary was the shapes world's: its JSON says
+    entities null and its entity head has 60 rows. It loads as it is (no tags), or with a vocabulary."""
+    old = shapes(model, plugins)
+    path = old.save(tmp_path / "old.safetensors")
+    config = json.loads(path.with_suffix(".json").read_text())
+    config["options"]["entities"] = None  # what the old code wrote
+    path.with_suffix(".json").write_text(json.dumps(config))
+    plain = build(model, plugins, checkpoint=str(path))
+    assert plain.entities == [] and plain.entity_head.out_features == 60  # the head keeps its trained size
+    torch.testing.assert_close(plain.state_dict()["video_proj.weight"], old.state_dict()["video_proj.weight"])
+    video = torch.nn.functional.normalize(torch.randn(2, model.embed_dim), dim=-1)
+    assert plain.entity_tags(video)[0] == [[], []]
+    tagged = build(model, plugins, checkpoint=str(path), entities="cat, dog", tag_threshold=0.0)
+    assert tagged.entity_head.out_features == 60
+    assert all(set(t) == {"cat", "dog"} for t in tagged.entity_tags(video)[0])
+    with pytest.raises(ValueError, match="entity"):  # PEM needs the head to match the vocabulary
+        student = build(model, plugins, checkpoint=str(path), entities="cat, dog", prompter=str(path))
+        student.training_loss(TrainBatch(torch.randn(2, 4, model.embed_dim), None, ["a", "b"], torch.eye(2, dtype=torch.bool)))

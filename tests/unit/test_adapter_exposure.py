@@ -27,8 +27,8 @@ def model():
 def test_registered_as_a_zero_shot_frames_adapter_that_refuses_features_alone(model, plugins):
     spec = plugins.adapter("exposure")
     assert spec.needs_frames is True
-    adapter = spec.factory(model, {})
-    assert not hasattr(adapter, "training_loss")
+    adapter = spec.build(model, {})
+    assert not spec.capabilities  # nothing trained: no Trainable, no Scoring
     with pytest.raises(ValueError, match="needs frames"):
         adapter.encode_video(torch.randn(1, 8, model.embed_dim))
 

@@ -21,7 +21,7 @@ def model(tower_model):
 
 
 def build(model, plugins, **options):
-    return plugins.adapter("litevl").factory(model, options)
+    return plugins.adapter("litevl").build(model, options)
 
 
 def pixels(model, b, t, seed=0):
@@ -38,7 +38,7 @@ def test_at_scale_zero_it_is_exactly_the_image_model(model, plugins):
         image = F.normalize(model.model.visual(model.preprocess(raw)), dim=-1).reshape(2, 6, -1)
     assert torch.equal(frame, image)  # bit-identical, not merely close
     assert patch.shape == (2, 6, patches(model), model.embed_dim)
-    meanpool = plugins.adapter("meanpool").factory(model, {})
+    meanpool = plugins.adapter("meanpool").build(model, {})
     torch.testing.assert_close(a.encode_video(None, frames), meanpool.encode_video(model.encode_images(raw).reshape(2, 6, -1)))
 
 

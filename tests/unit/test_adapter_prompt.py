@@ -25,7 +25,7 @@ def model():
 
 
 def build(model, plugins, **options):
-    return plugins.adapter("prompt").factory(model, options)
+    return plugins.adapter("prompt").build(model, options)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def trained(model, plugins, tmp_path_factory):
     adapter = build(model, plugins)
     task = load_task("shapes:closed_set", image_size=model.image_size, shapes=ShapesOptions(train_per_class=2, test_per_class=1))
     data = prepare(model, task.train, FeatureStore(None, model), needs_frames=False)
-    report = train(adapter, task, data, TrainConfig(steps=40, batch_size=16, lr=3e-3, warmup=5, log_every=0), log=lambda m: None)
+    report = train(plugins.adapter("prompt"), adapter, task, data, TrainConfig(steps=40, batch_size=16, lr=3e-3, warmup=5, log_every=0), log=lambda m: None)
     path = adapter.save(tmp_path_factory.mktemp("ckpt") / "prompt.safetensors", {"classes": list(task.train_classes)})
     return adapter, report, path
 
@@ -60,7 +60,7 @@ def test_without_prompts_or_temporal_layers_it_is_the_frame_mean_baseline(model,
     with torch.no_grad():
         a.temporal.positions.zero_()
     feats = torch.nn.functional.normalize(torch.randn(2, 8, model.embed_dim), dim=-1)
-    mean = plugins.adapter("meanpool").factory(model, {})
+    mean = plugins.adapter("meanpool").build(model, {})
     torch.testing.assert_close(a.encode_video(feats), mean.encode_video(feats))
     torch.testing.assert_close(a.encode_text(["moves left"]), model.encode_text(["moves left"]))
 
@@ -72,6 +72,7 @@ def test_temporal_positions_make_it_order_sensitive(model, plugins):
     assert not torch.allclose(forward, backward, atol=1e-4)
 
 
+@pytest.mark.contract("Scoring.scores", "Scoring.scale")
 def test_gradients_reach_prompts_and_temporal_transformer_only(model, plugins):
     a = build(model, plugins)
     a.train()
@@ -102,6 +103,7 @@ def test_open_set_options_start_at_the_frozen_templated_difference_reading(model
         build(model, plugins, difference="lots")
 
 
+@pytest.mark.contract("Trainable.save")
 def test_open_set_options_survive_a_checkpoint(model, plugins, tmp_path):
     torch.manual_seed(1)
     a = build(model, plugins, prefix_words="a video of a shape", identity_init=True, difference=8.0)
@@ -137,6 +139,7 @@ def test_training_lowers_the_loss_and_leaves_the_backbone_alone(trained):
     assert 0 < report.parameters["trainable"] < report.parameters["total"]
 
 
+@pytest.mark.contract("Trainable.checkpoint_info")
 def test_checkpoint_round_trip_and_backbone_guard(model, plugins, trained):
     adapter, _, path = trained
     loaded = build(model, plugins, checkpoint=str(path))
@@ -150,6 +153,7 @@ def test_checkpoint_round_trip_and_backbone_guard(model, plugins, trained):
         build(model, plugins, prefixes=3)
 
 
+@pytest.mark.contract("Localising.actionness", "Localising.proposal_loss")
 def test_proposal_head_learns_actionness(model, plugins):
     torch.manual_seed(0)
     a = build(model, plugins)

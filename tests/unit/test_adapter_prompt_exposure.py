@@ -31,7 +31,7 @@ def model():
 
 
 def build(model, plugins, name="prompt-exposure", **options):
-    return plugins.adapter(name).factory(model, options)
+    return plugins.adapter(name).build(model, options)
 
 
 def test_exposure_stills_are_the_preprocessed_blend_zero_shot_reads(model):
@@ -92,7 +92,7 @@ def test_trains_on_frames_and_leaves_the_backbone_alone(model, plugins):
     a = build(model, plugins)
     task = load_task("shapes:closed_set", image_size=model.image_size, shapes=ShapesOptions(train_per_class=2, test_per_class=1))
     data = prepare(model, task.train, FeatureStore(None, model), needs_frames=True)
-    report = train(a, task, data, TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup=5, log_every=0), log=lambda m: None)
+    report = train(plugins.adapter("prompt-exposure"), a, task, data, TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup=5, log_every=0), log=lambda m: None)
     assert np.mean(report.losses[-6:]) < np.mean(report.losses[:6]) - 0.1
     assert report.backbone_unchanged
     assert report.parameters["trainable"] == sum(p.numel() for p in build(model, plugins, name="prompt").parameters()) \

@@ -21,7 +21,7 @@ def model(tower_model):
 
 def build(model, plugins, **options):
     torch.manual_seed(0)
-    return plugins.adapter("xclip").factory(model, options)
+    return plugins.adapter("xclip").build(model, options)
 
 
 def pixels(model, b, t, seed=0):
@@ -105,6 +105,7 @@ def test_identity_initialised_mit_plus_the_frame_difference(model, plugins):
         torch.testing.assert_close(a.video_from(x), torch.nn.functional.normalize(expected, dim=-1))
 
 
+@pytest.mark.contract("Trainable.param_groups")
 def test_gradients_go_to_new_parts_and_the_tuned_tower_copy_never_the_backbone(model, plugins):
     a = build(model, plugins, layers=2)
     assert len(a.cct) == 2
@@ -137,7 +138,7 @@ def test_checkpoint_holds_the_tuned_tower_copy(model, plugins, tmp_path):
         next(a.visual.parameters()).add_(0.01)
         a.prompts.alpha.fill_(0.3)
     path = a.save(tmp_path / "xclip.safetensors")
-    b = plugins.adapter("xclip").factory(model, {"checkpoint": str(path)})
+    b = plugins.adapter("xclip").build(model, {"checkpoint": str(path)})
     frames = pixels(model, 1, 4)
     torch.testing.assert_close(b.scores(None, frames, ["grows"]), a.scores(None, frames, ["grows"]))
     assert any(k.startswith("visual.") for k in b.state_dict()) and b.options["layers"] == 1

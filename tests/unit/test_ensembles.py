@@ -24,7 +24,7 @@ def model():
 
 
 def prompt(model, plugins, **options):
-    return plugins.adapter("prompt").factory(model, {"dropout": 0.0, **options})
+    return plugins.adapter("prompt").build(model, {"dropout": 0.0, **options})
 
 
 def batch(model, b: int = 3, t: int = 6) -> TrainBatch:
@@ -33,6 +33,7 @@ def batch(model, b: int = 3, t: int = 6) -> TrainBatch:
     return TrainBatch(feats, None, ["moves left", "grows", "shrinks"], torch.eye(b, 3, dtype=torch.bool), class_texts=True)
 
 
+@pytest.mark.contract("VideoAdapter.name", "Trainable.parameter_counts")
 def test_one_member_is_the_plain_adapter_and_more_are_distinct_copies(model, plugins):
     plain = prompt(model, plugins)
     assert type(plain).__name__ == "PromptAdapter" and "members" not in plain.options
@@ -91,6 +92,7 @@ def test_each_member_gets_the_gradient_it_would_get_alone(model, plugins):
     assert "nce" in logs and not ens.logit_scale.requires_grad
 
 
+@pytest.mark.contract("Trainable.clip_gradients")
 def test_gradients_are_clipped_per_member(model, plugins):
     ens = prompt(model, plugins, members=2)
     for i, m in enumerate(ens.members):
@@ -110,11 +112,11 @@ def test_trains_saves_and_loads_from_the_checkpoint_alone(model, plugins, tmp_pa
     task = load_task("shapes:closed_set", image_size=model.image_size, shapes=ShapesOptions(train_per_class=1, test_per_class=1))
     data = prepare(model, task.train, FeatureStore(None, model), needs_frames=False)
     before = [m.prefix.detach().clone() for m in ens.members]
-    report = train(ens, task, data, TrainConfig(steps=6, batch_size=8, warmup=2, log_every=0), log=lambda m: None)
+    report = train(plugins.adapter("prompt"), ens, task, data, TrainConfig(steps=6, batch_size=8, warmup=2, log_every=0), log=lambda m: None)
     assert report.backbone_unchanged
     assert all(not torch.equal(b, m.prefix) for b, m in zip(before, ens.members))
     path = ens.save(tmp_path / "ens.safetensors")
-    again = plugins.adapter("prompt").factory(model, {"checkpoint": str(path)})
+    again = plugins.adapter("prompt").build(model, {"checkpoint": str(path)})
     assert isinstance(again, Ensemble) and len(again.members) == 2
     feats = batch(model).features
     torch.testing.assert_close(again.encode_video(feats), ens.encode_video(feats))

@@ -4,9 +4,8 @@ import textwrap
 
 import pytest
 
-from streamvl.plugins.contract import AdapterSpec
 from streamvl.errors import PluginError
-from streamvl.plugins.hookspecs import hookimpl
+from streamvl.plugins import AdapterSpec, hookimpl
 from streamvl.plugins.manager import Plugins, build_plugin_manager
 
 
@@ -20,8 +19,7 @@ def test_meanpool_is_built_in():
 def test_plugin_installed_only_through_an_entry_point_is_picked_up(tmp_path, monkeypatch):
     """A distribution on sys.path with an entry point in group `streamvl`, and nothing else."""
     (tmp_path / "thirdparty_adapter.py").write_text(textwrap.dedent('''
-        from streamvl.plugins.contract import AdapterSpec
-        from streamvl.plugins.hookspecs import hookimpl
+        from streamvl.plugins import AdapterSpec, hookimpl
 
         @hookimpl
         def streamvl_adapters():

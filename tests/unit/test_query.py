@@ -9,9 +9,8 @@ import pyarrow as pa
 import pytest
 
 import streamvl.models.loading
-from streamvl.plugins.contract import AdapterSpec, RerankContext, RerankerSpec
 from streamvl.errors import PluginError, StoreError
-from streamvl.plugins.hookspecs import hookimpl
+from streamvl.plugins import AdapterSpec, Option, RerankContext, RerankerSpec, hookimpl
 from streamvl.plugins.manager import Plugins, build_plugin_manager
 from streamvl.search.query import merge_segments, search, search_vectors
 from streamvl.storage.store import CLIPS, Store, clips_schema
@@ -238,7 +237,7 @@ def test_repeated_searches_reuse_the_adapter_and_text_embeddings(store, loads, t
     class Plugin:
         @hookimpl
         def streamvl_adapters(self):
-            return [AdapterSpec("meanpool", CountingAdapter)]
+            return [AdapterSpec("meanpool", CountingAdapter, options=(Option("checkpoint", str, "", "weights"),))]
 
     plugins = Plugins(build_plugin_manager(extra=[Plugin()], entry_points=False))
     CountingAdapter.texts = []

@@ -55,7 +55,7 @@ def meanpool_db(model, tmp_path):
 
 def checkpoint(model, tmp_path, seed) -> str:
     torch.manual_seed(seed)
-    adapter = Plugins().adapter("prompt").factory(model, {})
+    adapter = Plugins().adapter("prompt").build(model, {})
     return str(adapter.save(tmp_path / f"prompt{seed}.safetensors"))
 
 
@@ -73,7 +73,7 @@ def test_rescore_adds_an_adapter_from_the_frames_table_then_replaces_it(model, m
     assert sorted((s, a, e) for (s, a), r in rows.items() for e in [r["end"]]) == sorted(windows)
     assert report.clips == len(windows) and report.deleted == 0
     # each row is the adapter applied to exactly the window's frames from the frames table
-    adapter = Plugins().adapter("prompt").factory(model, {"checkpoint": first})
+    adapter = Plugins().adapter("prompt").build(model, {"checkpoint": first})
     pts, feats = store.frames_of("a")
     sid, start, end = next(w for w in windows if w[0] == "a" and w[1] == 1.0)
     take = feats[(pts >= start) & (pts < end)]

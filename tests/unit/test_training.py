@@ -240,7 +240,7 @@ def test_localise_index_writes_segments_from_the_frames_table(model, tmp_path):
     store.upsert(CLIPS, clips)
     store.record_stream("st", "file:///st", "done", model=model.name)
     torch.manual_seed(0)
-    adapter = Plugins().adapter("prompt").factory(model, {})
+    adapter = Plugins().adapter("prompt").build(model, {})
     with torch.no_grad():  # an untrained head: make every frame "action" so proposals exist
         adapter.proposal.out.bias.fill_(5.0)
     ckpt = adapter.save(tmp_path / "loc.safetensors", {"classes": ["grow", "shrink"], "class_texts": {"grow": "grows", "shrink": "shrinks"}})

@@ -9,17 +9,23 @@ Over a frozen image-language backbone:
   ("a video of a {entity}", averaged over `entity_templates`); a softmax over entities gives
   soft entity labels. `streamvl_clip_columns` stores them as `tags` (entities, and the words of
   entities, whose probability mass reaches `tag_threshold`) with `tag_scores`; `streamvl search
-  --tag red` filters on them. The default vocabulary is the shapes world's colour-shape pairs.
+  --tag car` filters on them. The vocabulary is the user's: the `entities` option (a list, a
+  comma-separated string, or a text file with one entity per line), e.g. in the index config
+  `[adapter_options.alpro] entities = "person, car, dog"`. With none given, no tags are written
+  (empty lists). A checkpoint records the vocabulary it was trained with.
 - PEM (prompting entity modelling), where it fits: as in the paper the prompter is a separately
   trained VTC model, frozen. Train alpro once (VTC), then again with `prompter=<that checkpoint>`:
-  an entity head on the video embedding then learns the prompter's soft labels (soft
-  cross-entropy, weight `pem_weight`) alongside VTC.
+  an entity head on the video embedding then learns the prompter's soft labels over the
+  vocabulary (soft cross-entropy, weight `pem_weight`) alongside VTC. Without `entities` the
+  student takes the vocabulary the prompter's checkpoint records.
 
 Feature-based: indexing, tags and re-scoring need only frozen frame features.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,18 +34,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamvl.plugins.contract import AdapterSpec, ClipBatch, ColumnProvider
-from streamvl.adapters.blocks import TemporalTransformer, TorchAdapter, TrainBatch, symmetric_nce
-from streamvl.plugins.hookspecs import hookimpl
+from streamvl.adapters.blocks import TemporalTransformer, TorchAdapter, read_checkpoint_config, symmetric_nce
+from streamvl.plugins import AdapterSpec, ClipBatch, ColumnProvider, Option, TrainBatch, hookimpl
 
 TAGS, TAG_SCORES = "tags", "tag_scores"
+VOCABULARY_FILES = {".txt", ".csv", ".lst", ".vocab"}
 
 
-def default_entities() -> list[str]:
-    """Colour-shape pairs of the shapes world ('red circle', ...)."""
-    from streamvl.lab.synthetic.world import COLOURS, SHAPES
+def read_entities(value: str | Sequence[str] | None) -> list[str]:
+    """The vocabulary an `entities` option names: a list, a comma-separated string, or the path of a
+    text file with one entity per line ('#' starts a comment). None or '' is no vocabulary.
 
-    return [f"{c} {s}" for s in SHAPES for c in COLOURS]
+    Entities are trimmed, inner whitespace collapsed, blanks and repeats dropped (first kept)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        path = Path(value).expanduser()
+        if os.path.isfile(path):  # (False for a long comma list, where Path.is_file raises)
+            try:
+                items = [line.split("#", 1)[0] for line in path.read_text().splitlines()]
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read alpro entities file {value!r}: {exc}") from exc
+        elif "," not in value and (path.suffix.lower() in VOCABULARY_FILES or os.sep in value):
+            raise ValueError(f"alpro entities file {value!r} does not exist (give a file with one entity per line, "
+                             "or the entities themselves, comma-separated)")
+        else:
+            items = value.split(",")
+    else:
+        items = list(value)
+    return list(dict.fromkeys(e for e in (" ".join(str(i).split()) for i in items) if e))
 
 
 def identity_linear(dim: int) -> nn.Linear:
@@ -54,26 +77,38 @@ class AlproAdapter(TorchAdapter):
     """VTC projections over frozen features, plus an entity prompter that tags clips."""
 
     name = "alpro"
-    defaults: dict[str, Any] = {
-        "depth": 1,
-        "heads": 8,
-        "dropout": 0.1,
-        "centre": True,  # the temporal blocks see frames relative to the clip mean (TemporalTransformer.pool)
-        "entities": None,  # None: the shapes world's colour-shape pairs
-        "entity_templates": ["a video of a {}"],
-        "tag_threshold": 0.3,
-        "prompter": None,  # a trained alpro checkpoint to distil entity labels from (PEM)
-        "pem_weight": 1.0,
-    }
+    declared_options = (
+        Option("depth", int, 1, "temporal Transformer layers"),
+        Option("heads", int, 8, "attention heads of the temporal Transformer"),
+        Option("dropout", float, 0.1, "dropout in the temporal Transformer"),
+        Option("centre", bool, True, "the temporal blocks see frames relative to the clip mean (TemporalTransformer.pool)"),
+        Option("entities", str | list[str] | None, None,
+               "tag vocabulary: a list, 'a, b, c', or a file with one entity per line; none: no tags"),
+        Option("entity_templates", list[str], ["a video of a {}"], "entity prompts, averaged (a prompt ensemble)"),
+        Option("tag_threshold", float, 0.3, "probability mass an entity (or a word of entities) needs to become a tag"),
+        Option("prompter", str | Path | None, None, "a trained alpro checkpoint to distil entity labels from (PEM)"),
+        Option("pem_weight", float, 1.0, "weight of the PEM loss next to VTC"),
+    )
 
     def build(self) -> None:
         o, dim = self.options, self.embed_dim
         self.temporal = TemporalTransformer(dim, o["depth"], o["heads"], o["max_frames"], o["dropout"])
         self.video_proj = identity_linear(dim)
         self.text_proj = identity_linear(dim)
-        self.entities: list[str] = list(o["entities"] or default_entities())
-        self.entity_head = nn.Linear(dim, len(self.entities))
+        entities = read_entities(o["entities"])
+        if not entities and o["prompter"]:  # PEM: the vocabulary the prompter was trained with
+            entities = read_entities(read_checkpoint_config(o["prompter"]).get("options", {}).get("entities"))
+        o["entities"] = self.entities = entities  # the resolved vocabulary is what a checkpoint records
+        self.entity_head = nn.Linear(dim, len(entities)) if entities else None  # PEM's head, for training only
         self._prompter: AlproAdapter | None = None
+
+    def fit_checkpoint(self, state: dict[str, torch.Tensor]) -> None:
+        """The PEM head keeps the size it was trained with (tags come from the entity prompts, not from it),
+        so a checkpoint loads whatever vocabulary it is now given, or none."""
+        weight = state.get("entity_head.weight")
+        rows = None if weight is None else int(weight.shape[0])
+        if rows != (None if self.entity_head is None else self.entity_head.out_features):
+            self.entity_head = None if rows is None else nn.Linear(self.embed_dim, rows)
 
     # -- VTC
 
@@ -99,7 +134,10 @@ class AlproAdapter(TorchAdapter):
 
     def entity_tags(self, video: np.ndarray | torch.Tensor) -> tuple[list[list[str]], list[list[float]]]:
         """Tags per clip from its embedding: entities and entity words whose probability mass
-        reaches tag_threshold (a word's mass sums the entities containing it), best first."""
+        reaches tag_threshold (a word's mass sums the entities containing it), best first.
+        No vocabulary: no tags."""
+        if not self.entities:
+            return [[] for _ in range(len(video))], [[] for _ in range(len(video))]
         with torch.no_grad():
             probs = self.entity_probs(torch.as_tensor(np.asarray(video), dtype=torch.float32)).numpy()
         words = sorted({w for e in self.entities for w in e.split()} - set(self.entities))
@@ -120,8 +158,8 @@ class AlproAdapter(TorchAdapter):
         path = self.options.get("prompter")
         if not path:
             return None
-        if self._prompter is None:
-            prompter = AlproAdapter(self.backbone, {"checkpoint": path})
+        if self._prompter is None:  # scoring this adapter's vocabulary, whatever the checkpoint recorded
+            prompter = AlproAdapter(self.backbone, {"checkpoint": path, "entities": self.entities})
             prompter.requires_grad_(False)
             object.__setattr__(self, "_prompter", prompter)  # not a submodule: never trained, never saved
         return self._prompter
@@ -134,6 +172,9 @@ class AlproAdapter(TorchAdapter):
         prompter = self.prompter_model()
         if prompter is None:
             return vtc, logs
+        if self.entity_head is None or self.entity_head.out_features != len(self.entities):
+            raise ValueError(f"alpro PEM learns the prompter's labels over the entity vocabulary: give `entities` "
+                             f"(now {len(self.entities)}) matching the entity head ({self.entity_head})")
         with torch.no_grad():
             target = prompter.entity_probs(prompter.video_embed(batch.features, batch.frames))
         pem = -(target * self.entity_head(video).log_softmax(dim=-1)).sum(dim=-1).mean()
@@ -142,9 +183,9 @@ class AlproAdapter(TorchAdapter):
 
 
 def tag_columns(batch: ClipBatch) -> dict[str, list[Any]]:
-    """`tags` / `tag_scores` of a batch of clips: the prompter's entity labels for alpro clips,
-    empty lists for adapters without a prompter."""
-    if not hasattr(batch.adapter, "entity_tags"):
+    """`tags` / `tag_scores` of a batch of clips: the prompter's entity labels for alpro's clips,
+    empty lists for other adapters' clips (and for alpro's when it has no vocabulary)."""
+    if not isinstance(batch.adapter, AlproAdapter):
         return {TAGS: [[] for _ in range(len(batch))], TAG_SCORES: [[] for _ in range(len(batch))]}
     tags, scores = batch.adapter.entity_tags(batch.embeddings)
     return {TAGS: tags, TAG_SCORES: scores}
@@ -152,8 +193,8 @@ def tag_columns(batch: ClipBatch) -> dict[str, list[Any]]:
 
 @hookimpl
 def streamvl_adapters() -> list[AdapterSpec]:
-    return [AdapterSpec("alpro", AlproAdapter,
-                        "video-text contrastive projections over frozen frame features + entity prompter (Li et al. 2022)")]
+    return [AlproAdapter.spec("video-text contrastive projections over frozen frame features + entity prompter "
+                              "(Li et al. 2022)")]
 
 
 @hookimpl

@@ -26,16 +26,15 @@ cross-entropy over the classes (TorchAdapter.class_objective): the symmetric los
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamvl.plugins.contract import AdapterSpec, RerankerSpec
 from streamvl.adapters.blocks import TorchAdapter, add_difference, insertion_points, run_tower
-from streamvl.adapters.ensembles import ensemble_factory
-from streamvl.plugins.hookspecs import hookimpl
+from streamvl.adapters.ensembles import ensemble_spec
+from streamvl.plugins import AdapterSpec, Option, RerankerSpec, hookimpl
 
 
 class TemporalAttention(nn.Module):
@@ -61,14 +60,15 @@ class LiteVLAdapter(TorchAdapter):
     name = "litevl"
     needs_frames = True
     class_objective = "video_to_text"  # cross-entropy over class names (see TorchAdapter.class_objective)
-    defaults: dict[str, Any] = {
-        "heads": None,  # temporal attention heads (default: the vision tower's)
-        "layers": None,  # equip the last N insertion points (ViT blocks / ResNet stages) (default: all)
-        "tau_frame": 0.1,
-        "tau_patch": 0.1,
-        "pool_weights": [1.0, 1.0, 1.0],  # frame mean, text-weighted frames, text-weighted patches
-        "difference": 0.0,  # x (last - first frame's embedding) added to the pooled embedding
-    }
+    declared_options = (
+        Option("heads", int | None, None, "temporal attention heads (none: the vision tower's)"),
+        Option("layers", int | None, None, "equip the last N insertion points (ViT blocks / ResNet stages) (none: all)"),
+        Option("tau_frame", float, 0.1, "temperature of the text-dependent weights over frames"),
+        Option("tau_patch", float, 0.1, "temperature of the text-dependent weights over patches"),
+        Option("pool_weights", list[float], [1.0, 1.0, 1.0],
+               "weights of frame mean, text-weighted frames, text-weighted patches"),
+        Option("difference", float, 0.0, "x (last - first frame's embedding) added to the pooled embedding"),
+    )
 
     def build(self) -> None:
         visual = self.clip.visual
@@ -80,7 +80,7 @@ class LiteVLAdapter(TorchAdapter):
         self.temporal = nn.ModuleList([TemporalAttention(p.width, self.options["heads"] or p.heads, self.options["max_frames"])
                                        for p in points[self.first :]])
         self.temporal_scale = nn.Parameter(torch.zeros(layers))  # dynamic temporal scaling, 0 at init
-        self.difference = self.number_option("difference")
+        self.difference = float(self.options["difference"])
 
     def tower(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames [B, T, 3, S, S] -> frame features [B, T, D] and patch features [B, T, P, D] (normalised)."""
@@ -122,9 +122,8 @@ class LiteVLAdapter(TorchAdapter):
 
 @hookimpl
 def streamvl_adapters() -> list[AdapterSpec]:
-    return [AdapterSpec("litevl", ensemble_factory(LiteVLAdapter),
-                        "temporal attention with dynamic temporal scaling in the vision tower (Chen et al. 2022)",
-                        needs_frames=True)]
+    return [ensemble_spec(LiteVLAdapter,
+                          "temporal attention with dynamic temporal scaling in the vision tower (Chen et al. 2022)")]
 
 
 @hookimpl

@@ -39,7 +39,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamvl.plugins.contract import AdapterSpec
 from streamvl.adapters.blocks import (
     TemporalTransformer,
     TorchAdapter,
@@ -49,8 +48,8 @@ from streamvl.adapters.blocks import (
     prompted_text_features,
     word_embeddings,
 )
-from streamvl.adapters.ensembles import ensemble_factory
-from streamvl.plugins.hookspecs import hookimpl
+from streamvl.adapters.ensembles import ensemble_spec
+from streamvl.plugins import AdapterSpec, Capability, Option, hookimpl
 
 
 class ProposalHead(nn.Module):
@@ -81,19 +80,20 @@ class PromptAdapter(TorchAdapter):
     """Learned prompts + temporal Transformer + mean pooling over frozen frame features."""
 
     name = "prompt"
-    defaults = {
-        "prefix": 4,  # prompt vectors before the text (the paper uses up to 16 in all; context here is 32 tokens)
-        "postfix": 4,  # prompt vectors after the text
-        "depth": 2,  # temporal Transformer layers
-        "heads": 8,
-        "dropout": 0.1,
-        "centre": True,  # the temporal blocks see frames relative to the clip mean (TemporalTransformer.pool)
-        "prefix_words": "",  # start the prefix vectors from these words' token embeddings (sets their number)
-        "identity_init": False,  # the temporal blocks start as the identity (TemporalTransformer)
-        "difference": 0.0,  # x (last - first frame's features) added to the pooled embedding
-        "proposal_depth": 2,
-        "proposal_window": 64,  # frames per actionness window
-    }
+    capabilities = TorchAdapter.capabilities | {Capability.LOCALISES}
+    declared_options = (
+        Option("prefix", int, 4, "prompt vectors before the text (the paper uses up to 16 in all; context here is 32 tokens)"),
+        Option("postfix", int, 4, "prompt vectors after the text"),
+        Option("depth", int, 2, "temporal Transformer layers"),
+        Option("heads", int, 8, "attention heads of the temporal and proposal Transformers"),
+        Option("dropout", float, 0.1, "dropout in the temporal and proposal Transformers"),
+        Option("centre", bool, True, "the temporal blocks see frames relative to the clip mean (TemporalTransformer.pool)"),
+        Option("prefix_words", str, "", "start the prefix vectors from these words' token embeddings (sets their number)"),
+        Option("identity_init", bool, False, "the temporal blocks start as the identity (TemporalTransformer)"),
+        Option("difference", float, 0.0, "x (last - first frame's features) added to the pooled embedding"),
+        Option("proposal_depth", int, 2, "layers of the class-agnostic proposal head"),
+        Option("proposal_window", int, 64, "frames per actionness window"),
+    )
 
     def build(self) -> None:
         clip = clip_module(self.backbone)
@@ -106,7 +106,7 @@ class PromptAdapter(TorchAdapter):
         self.postfix = nn.Parameter(torch.randn(o["postfix"], width) * 0.02) if o["postfix"] else None
         self.temporal = TemporalTransformer(self.embed_dim, o["depth"], o["heads"], o["max_frames"], o["dropout"],
                                             identity_init=o["identity_init"])
-        self.difference = self.number_option("difference")
+        self.difference = float(o["difference"])
         self.proposal = ProposalHead(self.embed_dim, o["proposal_depth"], o["heads"], o["proposal_window"], o["dropout"])
         self._tokens: dict[str, torch.Tensor] = {}
 
@@ -171,8 +171,7 @@ class PromptExposureAdapter(PromptAdapter):
 
 @hookimpl
 def streamvl_adapters() -> list[AdapterSpec]:
-    return [AdapterSpec("prompt", ensemble_factory(PromptAdapter),
-                        "learned text prompts + temporal Transformer over frozen frame features (Ju et al. 2022)"),
-            AdapterSpec("prompt-exposure", ensemble_factory(PromptExposureAdapter),
-                        "prompt + the frozen embedding of each clip's exposure (a blend of its frames; not in the paper)",
-                        needs_frames=True)]
+    return [ensemble_spec(PromptAdapter,
+                          "learned text prompts + temporal Transformer over frozen frame features (Ju et al. 2022)"),
+            ensemble_spec(PromptExposureAdapter,
+                          "prompt + the frozen embedding of each clip's exposure (a blend of its frames; not in the paper)")]

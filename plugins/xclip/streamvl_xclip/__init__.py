@@ -47,7 +47,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamvl.plugins.contract import AdapterSpec, RerankerSpec
 from streamvl.adapters.blocks import (
     RESNET,
     VIT,
@@ -65,8 +64,8 @@ from streamvl.adapters.blocks import (
     vit_head,
     vit_tokens,
 )
-from streamvl.adapters.ensembles import ensemble_factory
-from streamvl.plugins.hookspecs import hookimpl
+from streamvl.adapters.ensembles import ensemble_spec
+from streamvl.plugins import AdapterSpec, Option, RerankerSpec, hookimpl
 
 
 class CrossFrameCommunication(nn.Module):
@@ -151,19 +150,20 @@ class XClipAdapter(TorchAdapter):
     name = "xclip"
     needs_frames = True
     class_objective = "video_to_text"  # cross-entropy over class names (see TorchAdapter.class_objective)
-    defaults: dict[str, Any] = {
-        "layers": None,  # equip the last N blocks (ViT) / stages + attention pool (ResNet) (default: all)
-        "mit_depth": 1,
-        "centre": True,  # the MIT sees frames relative to the clip mean (TemporalTransformer.pool, as in prompt)
-        "identity_init": False,  # the MIT block starts as the identity (TemporalTransformer)
-        "difference": 0.0,  # x (last - first frame's features) added to the pooled embedding
-        "prompt_layers": 2,
-        "alpha_init": 0.1,
-        "prompt_on": "unit",  # "unit": add the prompts to normalised text features; "raw": to raw ones (the paper's code)
-        "tune_vision": True,  # fine-tune a copy of the pretrained vision tower (the paper's setting)
-        "vision_lr_scale": 0.1,
-        "lr_scale": 0.3,  # every part learns at this x the run's rate: at 1e-3 the new parts diverged (one vector per clip)
-    }
+    declared_options = (
+        Option("layers", int | None, None, "equip the last N blocks (ViT) / stages + attention pool (ResNet) (none: all)"),
+        Option("mit_depth", int, 1, "layers of the multi-frame integration Transformer"),
+        Option("centre", bool, True, "the MIT sees frames relative to the clip mean (TemporalTransformer.pool, as in prompt)"),
+        Option("identity_init", bool, False, "the MIT block starts as the identity (TemporalTransformer)"),
+        Option("difference", float, 0.0, "x (last - first frame's features) added to the pooled embedding"),
+        Option("prompt_layers", int, 2, "cross-attention layers of the video-specific prompt generator"),
+        Option("alpha_init", float, 0.1, "initial per-channel weight of the video-specific prompts"),
+        Option("prompt_on", str, "unit",
+               "'unit': add the prompts to normalised text features; 'raw': to raw ones (the paper's code)"),
+        Option("tune_vision", bool, True, "fine-tune a copy of the pretrained vision tower (the paper's setting)"),
+        Option("vision_lr_scale", float, 0.1, "learning rate of the vision tower copy, x the new parts' rate"),
+        Option("lr_scale", float, 0.3, "every part learns at this x the run's rate: at 1e-3 the new parts diverged"),
+    )
 
     def build(self) -> None:
         frozen = self.clip.visual
@@ -186,7 +186,7 @@ class XClipAdapter(TorchAdapter):
         dim, width = self.embed_dim, points[-1].width
         self.mit = TemporalTransformer(dim, o["mit_depth"], max(1, dim // 64), o["max_frames"],
                                        identity_init=o["identity_init"])
-        self.difference = self.number_option("difference")
+        self.difference = float(o["difference"])
         self.prompts_visual_ln = nn.LayerNorm(width)
         self.prompts_visual_proj = nn.Parameter(torch.randn(width, dim) * width**-0.5)
         self.prompts = VideoSpecificPrompt(dim, o["prompt_layers"], max(1, dim // 64), o["alpha_init"])
@@ -265,9 +265,8 @@ class XClipAdapter(TorchAdapter):
 
 @hookimpl
 def streamvl_adapters() -> list[AdapterSpec]:
-    return [AdapterSpec("xclip", ensemble_factory(XClipAdapter),
-                        "cross-frame communication + multi-frame integration + video-specific prompts (Ni et al. 2022)",
-                        needs_frames=True)]
+    return [ensemble_spec(XClipAdapter,
+                          "cross-frame communication + multi-frame integration + video-specific prompts (Ni et al. 2022)")]
 
 
 @hookimpl

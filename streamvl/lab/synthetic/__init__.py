@@ -70,7 +70,15 @@ from streamvl.lab.synthetic.world import (
     with_tilt,
 )
 
+
+def shape_entities() -> list[str]:
+    """The shapes world's entity vocabulary, its colour-shape pairs ('red circle', ...): what the
+    shapes-world evaluations pass to alpro as `entities` (the product has no default vocabulary)."""
+    return [f"{c} {s}" for s in SHAPES for c in COLOURS]
+
+
 __all__ = [
+    "shape_entities",
     "POSE_BOUNDS",
     "SYMMETRY",
     "pose_name",
