@@ -113,14 +113,17 @@ class _Middleware:
 class MotoS3:
     """moto's ThreadedMotoServer on 127.0.0.1 (a free port), with a request log.
 
+    host: another local address to bind, e.g. NetnsCluster.host_ip, so that Ray nodes in network
+    namespaces (each with its own 127.0.0.1) reach it.
+
     serialise_writes=False gives moto's own behaviour (non-atomic conditional PUT under races);
     only the test that shows that race should want it. latency_s delays every request (a remote
     store's round trip; moto answers in well under a millisecond), which widens the window in
     which concurrent writers collide.
     """
 
-    def __init__(self, *, serialise_writes: bool = True, latency_s: float = 0.0) -> None:
-        self.serialise_writes, self.latency_s = serialise_writes, latency_s
+    def __init__(self, *, host: str = "127.0.0.1", serialise_writes: bool = True, latency_s: float = 0.0) -> None:
+        self.host, self.serialise_writes, self.latency_s = host, serialise_writes, latency_s
         self.requests = RequestLog()
         self._server: Any = None
         self._names = itertools.count()
@@ -129,7 +132,7 @@ class MotoS3:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log per request
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server = ThreadedMotoServer(ip_address=self.host, port=0, verbose=False)
         self._server.start()
         wsgi = self._server._server  # werkzeug's server: its handlers call server.app per request
         self._app = wsgi.app = _Middleware(wsgi.app, self.requests, self.serialise_writes, self.latency_s)
@@ -180,7 +183,7 @@ class MotoS3:
             "AWS_ALLOW_HTTP": "true",
             # never ask 169.254.169.254 for credentials: traffic stays on 127.0.0.1
             "AWS_EC2_METADATA_DISABLED": "true",
-            "NO_PROXY": "127.0.0.1,localhost",
+            "NO_PROXY": f"127.0.0.1,localhost,{self.host}",
         }
 
     def storage_options(self) -> dict[str, str]:
