@@ -45,6 +45,8 @@ class Request(NamedTuple):
     query: str
     status: int
     conditional: bool  # carried If-None-Match or If-Match
+    received: int  # request body bytes (uploads)
+    sent: int  # response body bytes (downloads)
 
 
 class RequestLog:
@@ -99,7 +101,9 @@ class _Middleware:
                 body = self._run(environ, recording_start)
         else:
             body = self._run(environ, recording_start)
-        self.log.add(Request(method, environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""), status[0], conditional))
+        received = int(environ.get("CONTENT_LENGTH") or 0)
+        self.log.add(Request(method, environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""), status[0],
+                             conditional, received, sum(len(chunk) for chunk in body)))
         return body
 
     def _run(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
