@@ -352,6 +352,8 @@ def remove_stale_namespaces() -> list[str]:
             bridge = f"svb{found.group(2)}"
             if ip("link", "show", bridge, check=False).returncode == 0:
                 ip("link", "del", bridge, check=False)
+            for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}-{found.group(2)}-*"):
+                shutil.rmtree(folder, ignore_errors=True)
             removed.append(name)
     return removed
 

@@ -2,13 +2,15 @@
 outside run on both, and a job whose host dies mid-run completes on the surviving head."""
 
 import json
+import subprocess
+import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.netns_cluster import netns_cluster, netns_pids  # noqa: F401  (fixture)
+from tests.e2e.netns_cluster import PREFIX, ip, netns_cluster, netns_pids, netns_unavailable, remove_stale_namespaces  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -165,3 +167,33 @@ def test_a_job_whose_worker_host_dies_completes_on_the_head(netns_cluster, tmp_p
     assert cluster.alive_ips() == {cluster.head_ip}
     cluster.start_worker()  # the module's cluster has two hosts again for the tests after this one
     assert cluster.alive_ips() == {cluster.head_ip, cluster.worker_ip}
+
+
+def test_what_a_killed_test_run_left_is_removed_at_the_next_start():
+    """A namespace (with a process in it), bridge and temp dir named for a run whose process is gone
+    are deleted by remove_stale_namespaces, which NetnsCluster.start() calls first."""
+    reason = netns_unavailable()
+    if reason:
+        pytest.skip(reason)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a PID that no longer runs: the "killed test run"
+    run_id = "0ddba1"
+    ns, bridge = f"{PREFIX}-{gone.pid}-{run_id}-head", f"svb{run_id}"
+    folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{run_id}-"))
+    ip("netns", "add", ns)
+    ip("link", "add", bridge, "type", "bridge")
+    sleeper = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "600"])
+    try:
+        deadline = time.monotonic() + 10
+        while sleeper.pid not in netns_pids(ns):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert ns in remove_stale_namespaces()
+        assert sleeper.wait(timeout=10) != 0  # killed
+        assert ns not in ip("netns", "list").stdout
+        assert ip("link", "show", bridge, check=False).returncode != 0
+        assert not folder.exists()
+    finally:
+        sleeper.kill()
+        ip("netns", "del", ns, check=False)
+        ip("link", "del", bridge, check=False)
