@@ -15,8 +15,10 @@ Two things differ from AWS and are fixed here, so tests see S3's real semantics:
   MotoS3 serialises every mutating request, which makes the check-and-put atomic, as on S3.
 - Plain http: Lance refuses http endpoints unless allowed (AWS_ALLOW_HTTP / allow_http).
 
-Every request is counted (method, path, query, status), so tests and bench/bench_scale.py can
-report S3 requests per commit.
+Every request is logged (method, path, query, status, conditional, bytes in and out), so tests
+and bench/bench_scale.py can report S3 requests per commit; `latency(seconds, path_contains)`
+delays requests like a remote store; MotoS3(host=...) binds another local address (Ray nodes in
+network namespaces reach NetnsCluster.host_ip, not this process's 127.0.0.1).
 """
 
 from __future__ import annotations
