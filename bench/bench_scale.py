@@ -1,0 +1,171 @@
+"""Scale-out costs, in one run: the same Arrow batches committed to a local directory and to S3.
+
+    python bench/bench_scale.py [--commits 100] [--rows 64] [--dim 512] [--latency-ms 20] [--modes append,upsert]
+
+Targets (each a fresh database):
+  local        a directory under /tmp (the baseline)
+  s3 (moto)    moto's S3 server on 127.0.0.1 (tests/e2e/s3_server.py): Lance's S3 client, HTTP and
+               the request pattern, with moto's sub-millisecond answers
+  s3 +N ms     the same with every request delayed N ms: a model of a remote store's round trip
+               (same-region S3 is ~10-30 ms per small request), not a measurement of one
+Modes:
+  append       lancedb table.add: one commit of new rows (the write-fragments-then-commit pattern)
+  upsert       streamvl.storage.store.Store.upsert: merge_insert on the clips keys, what the sink
+               actors commit today (it reads the keys of the rows already there: grows with the table)
+Per commit: p50/p99 latency, bytes uploaded (S3) or added on disk (local), S3 requests by method.
+After the commits: one Store.maintain (compaction), its time and requests. The first commit
+creates the table and is reported apart. Figures only; nothing is asserted.
+
+To come (issue 41): frames/s of the same streams indexed on one node and on two (the network
+namespace cluster of tests/e2e/netns_cluster.py); not measured by this script yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streamvl.storage.objectstore import resolve  # noqa: E402
+from streamvl.storage.store import CLIPS, Store, clips_schema  # noqa: E402
+from tests.e2e.s3_server import MotoS3  # noqa: E402
+
+
+def batches(commits: int, rows: int, dim: int, seed: int = 0) -> list[pa.Table]:
+    """clips rows as a sink writes them: `rows` windows of one stream per commit, float32 embeddings."""
+    rng = np.random.default_rng(seed)
+    schema = clips_schema(dim, meta={"streamvl.model": "bench"})
+    out = []
+    for c in range(commits):
+        starts = (c * rows + np.arange(rows)) * 2.0
+        vectors = rng.standard_normal((rows, dim), dtype=np.float32)
+        out.append(pa.table({"stream_id": [f"cam{c % 8:04d}"] * rows, "start": starts, "end": starts + 4.0,
+                             "adapter": ["meanpool"] * rows,
+                             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+                             "model": ["bench"] * rows}, schema=schema))
+    return out
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class Target:
+    """One database location and how to read its costs."""
+
+    def __init__(self, name: str, uri: str, server: MotoS3 | None = None, folder: Path | None = None) -> None:
+        self.name, self.uri, self.server, self.folder = name, uri, server, folder
+
+    def mark(self) -> int:
+        return len(self.server.requests) if self.server else disk_bytes(self.folder)
+
+    def cost(self, mark: int) -> tuple[int, Counter]:
+        """(bytes written, requests by method) since mark."""
+        if self.server is None:
+            return disk_bytes(self.folder) - mark, Counter()
+        log = self.server.requests.snapshot()[mark:]
+        return sum(r.received for r in log), Counter(r.method for r in log)
+
+
+def run(target: Target, mode: str, data: list[pa.Table]) -> dict:
+    """Commit every batch to a fresh table; latencies and costs per commit, then one upkeep."""
+    store = Store(target.uri)
+    if mode == "append":
+        import lancedb
+
+        db = lancedb.connect(target.uri, **resolve(target.uri).connect_kwargs())
+
+        def commit(batch: pa.Table, table: list) -> None:
+            if table:
+                table[0].add(batch)
+            else:
+                table.append(db.create_table(CLIPS, batch))
+    else:
+        def commit(batch: pa.Table, table: list) -> None:
+            store.upsert(CLIPS, batch)
+    handle: list = []
+    seconds, written, requests = [], [], Counter()
+    for i, batch in enumerate(data):
+        mark = target.mark()
+        began = time.perf_counter()
+        commit(batch, handle)
+        elapsed = time.perf_counter() - began
+        size, calls = target.cost(mark)
+        if i == 0:
+            first = (elapsed, size, calls)
+            continue
+        seconds.append(elapsed)
+        written.append(size)
+        requests += calls
+    mark, began = target.mark(), time.perf_counter()
+    upkeep = store.maintain(CLIPS, index_min_rows=None)
+    upkeep_s = time.perf_counter() - began
+    _, upkeep_calls = target.cost(mark)
+    n = len(seconds)
+    return {"first": first, "p50": statistics.median(seconds), "p99": float(np.percentile(seconds, 99)),
+            "last": statistics.median(seconds[-max(1, n // 5):]), "bytes": statistics.mean(written),
+            "requests": {k: v / n for k, v in sorted(requests.items())}, "upkeep_s": upkeep_s,
+            "upkeep_requests": dict(sorted(upkeep_calls.items())), "fragments": upkeep["fragments"], "rows": upkeep["rows"]}
+
+
+def fmt_requests(per: dict) -> str:
+    return " ".join(f"{k} {v:.1f}" for k, v in per.items()) if per else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--commits", type=int, default=100)
+    parser.add_argument("--rows", type=int, default=64, help="clip rows per commit")
+    parser.add_argument("--dim", type=int, default=512, help="embedding dimension (ViT-B/32: 512; the shipped tiny model: 128)")
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="added per S3 request in the modelled remote target (0: skip it)")
+    parser.add_argument("--modes", default="append,upsert")
+    args = parser.parse_args()
+
+    data = batches(args.commits + 1, args.rows, args.dim)
+    arrow_bytes = data[0].nbytes
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    server = MotoS3().start()
+    saved = dict(os.environ)
+    os.environ.update(server.env())  # Store (not yet given storage_options) reaches S3 through these
+    print(f"{args.commits} commits of {args.rows} clip rows x {args.dim}-d float32 ({arrow_bytes / 1024:.0f} KiB of Arrow each), "
+          f"after one that creates the table; lancedb/Lance via {server.endpoint}")
+    print(f"{'target':<14} {'mode':<7} {'create s':>8} {'p50 ms':>8} {'p99 ms':>8} {'last20% ms':>10} {'KiB/commit':>10}  "
+          f"{'S3 requests/commit':<28} {'upkeep s':>8}  upkeep requests")
+    try:
+        for mode in args.modes.split(","):
+            targets = [Target("local", str(work / f"local-{mode}"), folder=work / f"local-{mode}"),
+                       Target("s3 (moto)", f"s3://{server.make_bucket()}/db", server=server)]
+            if args.latency_ms > 0:
+                targets.append(Target(f"s3 +{args.latency_ms:g} ms", f"s3://{server.make_bucket()}/db", server=server))
+            base = None
+            for target in targets:
+                if target.folder is not None:
+                    target.folder.mkdir(parents=True)
+                delayed = target.name.startswith("s3 +")
+                with server.latency(args.latency_ms / 1000 if delayed else 0.0):
+                    r = run(target, mode, data)
+                base = base or r["p50"]
+                print(f"{target.name:<14} {mode:<7} {r['first'][0]:>8.3f} {r['p50'] * 1e3:>8.1f} {r['p99'] * 1e3:>8.1f} "
+                      f"{r['last'] * 1e3:>10.1f} {r['bytes'] / 1024:>10.0f}  {fmt_requests(r['requests']):<28} "
+                      f"{r['upkeep_s']:>8.2f}  {fmt_requests(r['upkeep_requests'])}   (p50 x{r['p50'] / base:.1f} of local)")
+    finally:
+        server.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
