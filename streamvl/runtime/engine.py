@@ -87,14 +87,17 @@ class Run:
 
     def step(self) -> None:
         """One turn of the loop: start streams, send ready batches, retire committed groups."""
-        if not self._started:
-            raise RuntimeError("the run is not started: call start() first")
+        self._require_started()
         self.control.admit()
         wait = self._sink_swap() or self.batcher.feed()
         if wait is not None:
             self._wait(wait)
         self.committer.settle()
         self.recorder.prune()
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError("the run is not started: call start() first")
 
     def _sink_swap(self) -> Wait | None:
         """Hand writing over to fresh sinks once they are up (RayBackend: runtime.sink_recycle_s):
@@ -117,10 +120,12 @@ class Run:
     # -- streams -------------------------------------------------------------------------------
     def add(self, info: StreamInfo) -> StreamReport:
         """Queue a stream; it continues from its committed checkpoint (a done file is skipped)."""
+        self._require_started()
         return self.control.add(info)
 
     def remove(self, stream_id: str) -> None:
         """Stop a stream without touching the others; its last frames are still written."""
+        self._require_started()
         if self.scheduler.unqueue(stream_id):
             report = self.reports[stream_id]
             report.status = "removed"
@@ -144,6 +149,7 @@ class Run:
 
     def poll_requests(self) -> None:
         """Act on new `stream_requests` rows: "run" adds (or resumes) a stream, "remove" stops it."""
+        self._require_started()
         for row in self.store.requests():
             sid = row["stream_id"]
             if self._handled.get(sid) == row["requested_at"]:

@@ -312,11 +312,53 @@ def test_nothing_starts_in_the_constructor():
     h = Harness({"c": 3})
     run = h.run()
     assert not h.backend.started and h.db.rows == {} and not run.queue
-    with pytest.raises(RuntimeError, match="start"):
-        run.step()
+    for call in (run.step, lambda: run.add(StreamInfo("x", uri("x"))), lambda: run.remove("c"), run.poll_requests):
+        with pytest.raises(RuntimeError, match="start"):
+            call()
     run.start()
     assert h.backend.started and [q.stream_id for q in run.queue] == ["c"] and h.db.stream("c") is None
     run.flush_records()
     assert h.db.stream("c")["status"] == "queued"
     run.close()
     assert h.backend.closed
+
+
+def test_admission_and_requests_of_the_scheduler_alone():
+    from streamvl.config import RuntimeConfig
+    from streamvl.runtime.report import StreamReport
+    from streamvl.runtime.scheduler import StreamScheduler
+
+    sched = StreamScheduler(RuntimeConfig(max_active_streams=2, inflight_per_stream=3))
+    for sid in ("f1", "live1", "f2", "f3", "live2"):
+        sched.enqueue(StreamInfo(sid, uri(sid)))
+    admitted = [i.stream_id for i in sched.admit()]
+    assert admitted == ["f1", "live1", "f2", "live2"] and [q.stream_id for q in sched.queue] == ["f3"]
+    states = {sid: sched.activate(StreamInfo(sid, uri(sid)), StreamReport(sid, uri(sid), live=sid.startswith("live")))
+              for sid in admitted}
+    assert sched.admit() == [] and sched.has("f3") and not sched.has("f9")
+    assert sched.wanted(states["f1"]) == 3
+    states["f1"].pending.extend([("m", "b")] * 2)
+    assert sched.wanted(states["f1"]) == 1
+    states["f1"].requested_final = True
+    assert sched.wanted(states["f1"]) == 0
+    states["f1"].ending = "done"
+    assert sched.idle(states["f1"])
+    sched.close(states["f1"])
+    assert [i.stream_id for i in sched.admit()] == ["f3"]  # a file slot came free
+    assert sched.unqueue("f3") is False and sched.may_replay(states["f2"]) and states["f2"].rewinds == 1
+
+
+def test_a_report_resumes_from_a_stored_row():
+    from streamvl.runtime.report import StreamReport
+    from streamvl.storage.ledger import Checkpoint
+
+    stored = {"status": "running", "restarts": 2, "reconnects": 1, "gaps": 1, "gap_total_s": 4.0, "frames_skipped": 3}
+    report = StreamReport("s", "/v.mp4")
+    assert report.resume(stored, Checkpoint("g", 4, 3.5, 9, 8.0)) is True
+    assert (report.frames, report.last_pts, report.resumed_from, report.restarts, report.gap_total_s) == (9, 8.0, 3.5, 3, 4.0)
+    done = StreamReport("s", "/v.mp4")
+    assert done.resume(stored | {"status": "done"}, Checkpoint("g", 4, 3.5, 9, 8.0)) is False and done.restarts == 2
+    fresh = StreamReport("s", "/v.mp4")
+    assert fresh.resume(stored, Checkpoint("g")) is False and fresh.restarts == 0 and fresh.resumed_from is None
+    row = report.row(Checkpoint("g", 4, 3.5, 9, 8.0), "m")
+    assert (row["next_window"], row["resume_after"], row["frames_indexed"], row["restarts"], row["model"]) == (4, 3.5, 9, 3, "m")
