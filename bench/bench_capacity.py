@@ -114,7 +114,7 @@ def run(args, urls: list[str], work: Path) -> tuple[dict, dict, dict[str, float]
                          sampling={"fps": args.fps, "decode": args.decode}, store_frames=True,
                          runtime={"decode_cpus": 0.01, "sink_cpus": 0.01, "encode_batch": 64})
     streams = [StreamInfo(f"{'static' if i < args.static else 'moving'}{i:02d}", url) for i, url in enumerate(urls)]
-    run_ = IndexRun(streams, config, None)
+    run_ = IndexRun(streams, config, None).start()
     root, peak, lags = psutil.Process(), {}, {s.stream_id: [] for s in streams}
     frames_at_warm: dict[str, int] = {}
     start = time.monotonic()

@@ -225,7 +225,7 @@ def run_live(args, work: Path, urls: list[str]) -> tuple[SimpleNamespace, dict, 
     config = IndexConfig(db=str(work / "db"), model=args.model, sampling={"fps": args.fps},
                          live={"rtsp_transport": "udp"}, store={"index_min_rows": args.index_min_rows},
                          runtime={"sink_recycle_s": args.sink_recycle_s})
-    run = IndexRun([StreamInfo(f"cam{i}", url) for i, url in enumerate(urls)], config, None)
+    run = IndexRun([StreamInfo(f"cam{i}", url) for i, url in enumerate(urls)], config, None).start()
     ctx = multiprocessing.get_context("spawn")
     stop, out = ctx.Event(), ctx.Queue()
     watcher = ctx.Process(target=watch, args=(config.db, args.fps, os.getpid(), stop, out), daemon=True)

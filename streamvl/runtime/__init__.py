@@ -1,5 +1,25 @@
-"""The only package that imports Ray: actors, wiring, backpressure."""
+"""Running an index: the only package that imports Ray.
 
-from streamvl.runtime.driver import IndexReport, IndexRun, StreamReport, run_index, serve_index
+Plain Python (unit-tested without Ray): engine (the run loop), scheduler (admission,
+backpressure), commit (encoder calls and write groups), streams (start, replay, end),
+recorder (the `streams` table), report, backend (the Backend protocol), and testing +
+memory_backend (an in-memory Backend for tests). Ray: driver (ray.init, run_index,
+serve_index), ray_backend, sinks and actors. See docs/runtime.md. The package names below load lazily, so importing a plain module never
+imports Ray.
+"""
 
-__all__ = ["IndexReport", "IndexRun", "StreamReport", "run_index", "serve_index"]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {"IndexReport": "report", "StreamReport": "report", "IndexRun": "driver", "run_index": "driver",
+            "serve_index": "driver"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(f"streamvl.runtime.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'streamvl.runtime' has no attribute {name!r}")

@@ -11,38 +11,19 @@ checkpoint instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pyarrow as pa
 import ray
 
 from streamvl.config import IndexConfig, LiveConfig, SamplingConfig, StoreConfig
-from streamvl.errors import StreamvlError
+from streamvl.runtime.backend import BatchMeta, BatchPuller
 from streamvl.storage.sink import SINK_PROCESS_ENV
 from streamvl.types import FrameBatch, StreamEvent, StreamInfo
 
+__all__ = ["SINK_ENV", "BatchMeta", "DecodeActor", "EncodeActor", "SinkActor"]
 
-# Sink processes: two malloc arenas and Arrow on the system allocator (see streamvl/sink.py).
+
+# Sink processes: two malloc arenas and Arrow on the system allocator (see streamvl/storage/sink.py).
 SINK_ENV = {"env_vars": dict(SINK_PROCESS_ENV)}
-
-
-@dataclass(frozen=True)
-class BatchMeta:
-    """Small description of a decoded batch (or of the failure that ended a stream)."""
-
-    stream_id: str
-    seq: int
-    frames: int
-    last_pts: float | None
-    final: bool
-    error: str | None = None
-    first_index: int = 0
-    last_wallclock: float | None = None
-    events: tuple[StreamEvent, ...] = ()
-
-    @property
-    def failed(self) -> bool:
-        return self.error is not None
 
 
 @ray.remote(max_restarts=0)
@@ -55,10 +36,13 @@ class DecodeActor:
 
     def __init__(self, info: StreamInfo, sampling: SamplingConfig, live: LiveConfig | None = None,
                  first_index: int = 0, start_after: float | None = None, resume=None):
-        self.info, self.sampling, self.live = info, sampling, live or LiveConfig()
-        self.first_index, self.start_after, self.resume = first_index, start_after, resume
-        self._iter = None
-        self._seq = 0
+        def open_batches():
+            from streamvl.sources import open_stream
+
+            return open_stream(info, sampling, live or LiveConfig(), first_index=first_index,
+                               start_after=start_after, resume=resume)
+
+        self.puller = BatchPuller(info.stream_id, open_batches)  # opened on the first request
 
     def pid(self) -> int:
         import os
@@ -67,26 +51,7 @@ class DecodeActor:
 
     @ray.method(num_returns=2)
     def next_batch(self) -> tuple[BatchMeta, FrameBatch | None]:
-        from streamvl.sources import open_stream
-
-        try:
-            if self._iter is None:
-                self._iter = iter(open_stream(self.info, self.sampling, self.live, first_index=self.first_index,
-                                              start_after=self.start_after, resume=self.resume))
-            batch = next(self._iter)
-        except StopIteration:  # source ended without a final batch: close the stream cleanly
-            return BatchMeta(self.info.stream_id, self._seq, 0, None, True), None
-        except StreamvlError as exc:
-            return BatchMeta(self.info.stream_id, self._seq, 0, exc.pts, True, str(exc)), None
-        except Exception as exc:  # anything untyped still fails this stream only
-            return BatchMeta(self.info.stream_id, self._seq, 0, None, True, f"{type(exc).__name__}: {exc}"), None
-        self._seq += 1
-        batch = batch.without_repeat_pixels()  # a repeat is encoded from the stream's last frame: no pixels to ship
-        last = float(batch.pts[-1]) if len(batch) else None
-        wall = float(batch.wallclock[-1]) if batch.wallclock is not None and len(batch.wallclock) else None
-        meta = BatchMeta(batch.stream_id, batch.seq, len(batch), last, batch.final, first_index=batch.first_index,
-                         last_wallclock=wall, events=batch.events)
-        return meta, batch
+        return self.puller.next()
 
 
 @ray.remote(max_task_retries=0)

@@ -99,3 +99,43 @@ def from_row(row: Mapping[str, Any] | None, grid: str) -> Checkpoint:
         last_pts=_num(row.get("last_committed_pts")),
         last_wallclock=_num(row.get("last_wallclock")),
     )
+
+
+def resume_point(row: Mapping[str, Any] | None, uri: str, grid: str, live: bool) -> tuple[Checkpoint, bool]:
+    """Where a stream continues, from its stored `streams` row: (checkpoint, done).
+
+    A row of another URI or grid starts over. done: the row says this file was indexed completely
+    on this grid, so there is nothing left to do (a live stream is never done)."""
+    same = bool(row) and row.get("uri") == uri
+    checkpoint = from_row(row, grid) if same else Checkpoint(grid)
+    done = same and not live and row.get("status") == "done" and row.get("grid") == grid
+    return checkpoint, done
+
+
+class Ledger:
+    """The committed checkpoint of every stream of a run, whether queued, running or ended.
+
+    Only `commit` moves one, and only forwards, with the progress of a write group whose frames
+    and clips the sinks have committed; the `streams` row written after it therefore never claims
+    more than the tables hold."""
+
+    def __init__(self) -> None:
+        self._checkpoints: dict[str, Checkpoint] = {}
+
+    def open(self, stream_id: str, checkpoint: Checkpoint) -> None:
+        """Track a stream from this checkpoint (its stored one, or the start)."""
+        self._checkpoints[stream_id] = checkpoint
+
+    def __getitem__(self, stream_id: str) -> Checkpoint:
+        return self._checkpoints[stream_id]
+
+    def __contains__(self, stream_id: object) -> bool:
+        return stream_id in self._checkpoints
+
+    def commit(self, stream_id: str, next_window: int, resume_after: float | None, frames: int,
+               last_pts: float | None, last_wallclock: float | None) -> bool:
+        """Advance a stream after one more committed write group; True when a window was completed
+        (the stream made progress since its last replay)."""
+        before = self._checkpoints[stream_id]
+        self._checkpoints[stream_id] = before.advance(next_window, resume_after, frames, last_pts, last_wallclock)
+        return self._checkpoints[stream_id].next_window > before.next_window

@@ -81,7 +81,7 @@ def test_ray_runtime_indexes_a_tcp_only_rtsp_stream(ray_local, tcp_only, tmp_pat
                          live={"open_timeout_s": 2.0, "stall_timeout_s": 1.0, "backoff_initial_s": 0.2,
                                "backoff_max_s": 0.8, "connect_give_up_s": 5.0, "max_batch_delay_s": 0.0,
                                "rtsp_transport": "udp"})  # the config says UDP; the stream's own transport wins
-    run = IndexRun([StreamInfo("cam1", tcp_only.url, transport="tcp")], config, None)
+    run = IndexRun([StreamInfo("cam1", tcp_only.url, transport="tcp")], config, None).start()
     report = run.reports["cam1"]
     step_until(run, lambda: report.frames >= 6 or report.status == "error", timeout=90.0)
     assert report.status == "running", report.error

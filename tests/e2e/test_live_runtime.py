@@ -52,7 +52,7 @@ def step_until(run, done, timeout: float = 120.0) -> None:
 
 def crash(ray, run) -> None:
     """Every actor of the run dies at once, like a kill -9 of the job (the driver object is dropped)."""
-    for actor in [run.encoder, *run.sinks.values(), *(s.actor for s in run.active.values() if s.actor)]:
+    for actor in [run.encoder, *run.sinks.values(), *(s.decoder.actor for s in run.active.values() if s.decoder)]:
         ray.kill(actor, no_restart=True)
 
 
@@ -67,7 +67,7 @@ def test_live_streams_fail_alone_reconnect_resume_and_are_removed(ray_local, cam
     noise = StreamInfo("noise", junk.url)
     store = Store(str(db))
     try:
-        run = IndexRun([cam, nowhere, noise], config(db), None)
+        run = IndexRun([cam, nowhere, noise], config(db), None).start()
         step_until(run, lambda: run.reports["cam1"].frames >= 6 and {"nowhere", "noise"}.isdisjoint(run.active))
         run.flush_records()
         rows = {r["stream_id"]: r for r in store.streams()}
@@ -89,7 +89,7 @@ def test_live_streams_fail_alone_reconnect_resume_and_are_removed(ray_local, cam
         crash(ray_local, run)  # the job dies ...
         del run
         time.sleep(2.0)  # ... and is down for 2 s
-        run = IndexRun([cam], config(db), None)  # a fresh start resumes from the checkpoint
+        run = IndexRun([cam], config(db), None).start()  # a fresh start resumes from the checkpoint
         step_until(run, lambda: run.reports["cam1"].last_pts is not None and run.reports["cam1"].last_pts > before + 3)
         run.flush_records()
         resume = [e for e in store.events("cam1") if e["kind"] == "resume"]

@@ -67,7 +67,7 @@ def test_actors_killed_mid_stream_resume_from_checkpoint(ray_local, clip, tmp_pa
     from streamvl.runtime.driver import IndexRun
 
     stream = api.discover([str(clip.path)])[0]
-    run = IndexRun([stream], config(tmp_path / "db"), None)
+    run = IndexRun([stream], config(tmp_path / "db"), None).start()
     n_windows = len(truth(clip)[1])
     killed: list[str] = []
     while run.queue or run.active or run.commits:
@@ -75,9 +75,9 @@ def test_actors_killed_mid_stream_resume_from_checkpoint(ray_local, clip, tmp_pa
         state = run.active.get(stream.stream_id)
         if state is None or len(killed) == len(VICTIMS):
             continue
-        if state.checkpoint.next_window >= n_windows * (len(killed) + 1) // (len(VICTIMS) + 1):
+        if run.ledger[stream.stream_id].next_window >= n_windows * (len(killed) + 1) // (len(VICTIMS) + 1):
             victim = VICTIMS[len(killed)]
-            target = {"decode": state.actor, "encode": run.encoder, "frames-sink": run.sinks[FRAMES],
+            target = {"decode": state.decoder.actor, "encode": run.encoder, "frames-sink": run.sinks[FRAMES],
                       "clips-sink": run.sinks[CLIPS]}[victim]
             ray_local.kill(target, no_restart=False)  # Ray restarts encode/sink actors (max_restarts)
             killed.append(victim)
@@ -102,13 +102,13 @@ def test_a_replay_waits_for_the_killed_encoder_to_come_back(ray_local, clip, tmp
     from streamvl.runtime.driver import IndexRun
 
     stream = api.discover([str(clip.path)])[0]
-    run = IndexRun([stream], config(tmp_path / "db", max_rewinds=1), None)
+    run = IndexRun([stream], config(tmp_path / "db", max_rewinds=1), None).start()
     old_pid = ray_local.get(run.encoder.pid.remote())
     n_windows, killed = len(truth(clip)[1]), False
     while run.queue or run.active or run.commits:
         run.step()
         state = run.active.get(stream.stream_id)
-        if not killed and state is not None and state.checkpoint.next_window >= n_windows // 4:
+        if not killed and state is not None and run.ledger[stream.stream_id].next_window >= n_windows // 4:
             os.kill(old_pid, signal.SIGKILL)  # a crash, as the OS would do it
             killed = True
     run.flush_records()
@@ -130,7 +130,7 @@ def test_sinks_are_replaced_between_write_groups_without_losing_or_repeating_row
         copies.append(tmp_path / f"cam{i}.mp4")
         shutil.copy(clip.path, copies[-1])
     streams = api.discover([str(c) for c in copies])
-    run = IndexRun(streams, config(tmp_path / "db", sink_recycle_s=3.0), None)
+    run = IndexRun(streams, config(tmp_path / "db", sink_recycle_s=3.0), None).start()
     sinks = list(run.sinks.values())
     pids = {tuple(ray_local.get([s.pid.remote() for s in sinks]))}
     in_flight_at_kill = []
@@ -138,7 +138,7 @@ def test_sinks_are_replaced_between_write_groups_without_losing_or_repeating_row
 
     def kill(actor, **kwargs):
         if any(actor is s for s in sinks):
-            in_flight_at_kill.append(len(run.commits) + len(run._records))
+            in_flight_at_kill.append(len(run.commits) + len(run.recorder.refs()))
         real_kill(actor, **kwargs)
 
     monkeypatch.setattr(ray_local, "kill", kill)
@@ -176,9 +176,9 @@ def test_a_replacement_sink_that_fails_to_start_leaves_the_running_sinks_in_plac
             return os.getpid()
 
     stream = api.discover([str(clip.path)])[0]
-    run = IndexRun([stream], config(tmp_path / "db", sink_recycle_s=1.0), None)
+    run = IndexRun([stream], config(tmp_path / "db", sink_recycle_s=1.0), None).start()
     pids = ray_local.get([s.pid.remote() for s in run.sinks.values()])
-    monkeypatch.setattr(run, "_new_sink", lambda table: BrokenSink.remote())
+    monkeypatch.setattr(run.backend.sinks, "_new_sink", lambda table: BrokenSink.remote())
     while run.queue or run.active or run.commits:
         run.step()
         if run.sink_recycle_failures:

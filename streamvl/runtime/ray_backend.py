@@ -1,0 +1,152 @@
+"""The Backend on Ray actors: one decoder per stream, one encoder that batches across streams, one
+sink per table (streamvl.runtime.actors). Nothing starts before `start()`.
+
+Ray CPUs are scheduling tokens, not limits: a decoder waits for I/O most of the time, so each
+asks for runtime.decode_cpus or less when the cluster has less left (4 live cameras on 2 CPUs,
+encoder 1 + sinks 0.3 + 4 x 0.25, would otherwise leave one decoder unscheduled forever: a live
+stream cannot wait for a slot).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import ray
+
+from streamvl.config import IndexConfig
+from streamvl.runtime.actors import DecodeActor, EncodeActor
+from streamvl.runtime.backend import Ref, TaskFailed
+from streamvl.runtime.sinks import SinkPool, first_line, kill_all
+from streamvl.storage.store import STREAMS
+from streamvl.types import StreamEvent, StreamInfo
+
+# Failures of the machinery (a process died), as opposed to errors raised by our own code.
+SYSTEM_ERRORS: tuple[type[BaseException], ...] = (
+    ray.exceptions.RayActorError,
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.ObjectLostError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.LocalRayletDiedError,
+)
+
+
+def is_system_error(exc: BaseException) -> bool:
+    """True when a process died underneath (replay from the checkpoint), not our code raising."""
+    cause = getattr(exc, "cause", None)
+    return isinstance(exc, SYSTEM_ERRORS) or isinstance(cause, SYSTEM_ERRORS)
+
+
+@dataclass(eq=False)
+class Decoder:
+    """A running DecodeActor and the Ray CPUs it reserved."""
+
+    actor: Any
+    cpus: float
+
+
+class RayBackend:
+    """Runs a Run's decoders, encoder and sinks as Ray actors (Ray must be initialised)."""
+
+    def __init__(self, config: IndexConfig):
+        self.config = config
+        self.encoder: Any = None
+        self.sinks = SinkPool(config)
+        self.sampling = config.sampling
+        self._decoders: dict[int, Decoder] = {}
+        self._cpu_budget = 0.0
+
+    def start(self) -> dict[str, Any]:
+        rt = self.config.runtime
+        # CPUs this run may reserve for decoders: what was free before its encoder and sinks, less
+        # room for a second set of sinks when they are replaced (sink_recycle_s starts the new set first)
+        free = float(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 0.0)))
+        self._cpu_budget = free - rt.encode_cpus - (6 if rt.sink_recycle_s else 3) * rt.sink_cpus
+        self.encoder = EncodeActor.options(num_cpus=rt.encode_cpus, max_restarts=rt.actor_restarts).remote(self.config)
+        self.sinks.start()
+        info = ray.get(self.encoder.describe.remote())
+        self.sampling = self.config.sampling.model_copy(update={"size": int(info["meta"]["streamvl.image_size"])})
+        return info
+
+    # -- decoders ------------------------------------------------------------------------------
+    def start_decoder(self, info: StreamInfo, first_index: int, start_after: float | None, resume) -> Decoder:
+        cpus = self._decode_cpus()
+        actor = DecodeActor.options(num_cpus=cpus).remote(info, self.sampling, self.config.live, first_index,
+                                                          start_after, resume)
+        decoder = Decoder(actor, cpus)
+        self._decoders[id(decoder)] = decoder
+        return decoder
+
+    def _decode_cpus(self) -> float:
+        """runtime.decode_cpus, or half of what the budget has left when that is less."""
+        free = self._cpu_budget - sum(d.cpus for d in self._decoders.values())
+        return max(0.01, min(self.config.runtime.decode_cpus, round(free / 2, 2)))
+
+    def stop_decoder(self, decoder: Decoder) -> None:
+        if self._decoders.pop(id(decoder), None) is not None:
+            ray.kill(decoder.actor, no_restart=True)
+
+    def next_batch(self, decoder: Decoder) -> tuple[Ref, Ref]:
+        return tuple(decoder.actor.next_batch.remote())
+
+    # -- encoder and sinks ---------------------------------------------------------------------
+    def encode(self, batches: Sequence[Ref]) -> tuple[Ref, Ref, Ref]:
+        return tuple(self.encoder.process.remote(*batches))
+
+    def finish(self, stream_id: str) -> Ref:
+        return self.encoder.finish.remote(stream_id)
+
+    def write(self, table: str, data: Ref) -> Ref:
+        return self.sinks.current[table].write.remote(data)
+
+    def record_stream(self, row: dict[str, Any]) -> Ref:
+        return self.sinks.current[STREAMS].record_stream.remote(**row)
+
+    def record_events(self, events: list[StreamEvent]) -> Ref:
+        return self.sinks.current[STREAMS].record_events.remote(events)
+
+    def sinks_due(self) -> bool:
+        return self.sinks.due()
+
+    def swap_sinks(self) -> None:
+        self.sinks.swap()
+
+    # -- waiting -------------------------------------------------------------------------------
+    def wait(self, refs: Sequence[Ref], num_returns: int = 1, timeout: float | None = None) -> list[Ref]:
+        if not refs:
+            return []
+        return ray.wait(list(refs), num_returns=min(num_returns, len(refs)), timeout=timeout)[0]
+
+    def get(self, refs: Ref | Sequence[Ref]) -> Any:
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayError as exc:
+            raise TaskFailed(first_line(exc), is_system_error(exc)) from exc
+
+    def pause(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def await_restarts(self) -> None:
+        """Wait (up to runtime.restart_wait_s) until the encoder and every sink answer again.
+
+        A replay sent while Ray is still restarting a crashed actor would fail at once and spend
+        one of the stream's max_rewinds on nothing; on 2 busy cores a restart (torch import, model
+        load) can outlast them all. An actor that is dead for good answers with an error at once,
+        and the replay budget then ends the stream as before."""
+        deadline = time.monotonic() + self.config.runtime.restart_wait_s
+        for actor in (self.encoder, *self.sinks.current.values()):
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    ray.get(actor.pid.remote(), timeout=left)
+                    break
+                except ray.exceptions.ActorUnavailableError:  # restarting: ask again shortly
+                    time.sleep(min(0.5, max(left, 0)))
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                    break
+
+    def close(self) -> None:
+        """Kill every decoder, the encoder and the sinks of this run."""
+        kill_all([d.actor for d in self._decoders.values()] + self.sinks.all()
+                 + ([self.encoder] if self.encoder is not None else []))
+        self._decoders.clear()
