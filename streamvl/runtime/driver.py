@@ -29,6 +29,7 @@ import ray
 from streamvl.storage.ledger import Checkpoint, from_row, grid_key
 from streamvl.config import IndexConfig
 from streamvl.runtime.actors import SINK_ENV, BatchMeta, DecodeActor, EncodeActor, SinkActor
+from streamvl.runtime.cluster import connect
 from streamvl.sources.decode import is_url
 from streamvl.sources.live import LiveResume
 from streamvl.storage.store import CLIPS, FRAMES, STREAMS, Store
@@ -123,7 +124,7 @@ class _Commit:
 def ensure_ray() -> None:
     """Connect to RAY_ADDRESS (set under `ray job submit`) or start a local instance."""
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING, log_to_driver=True)
+        connect()  # streamvl.runtime.cluster: RAY_ADDRESS if set, else a private local Ray on 127.0.0.1
 
 
 def _counters_from_row(report: StreamReport, row: dict) -> None:

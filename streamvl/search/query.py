@@ -23,7 +23,7 @@ import numpy as np
 
 from streamvl.models import loading as models
 from streamvl.plugins.contract import RerankContext
-from streamvl.errors import StoreError
+from streamvl.errors import PluginError, StoreError
 from streamvl.plugins.manager import Plugins
 from streamvl.storage.store import MODEL_KEY, REFINE_CANDIDATES, Store
 from streamvl.types import Hit
@@ -163,7 +163,11 @@ def _encoder(plugins: Plugins, adapter: str, spec: str, options: dict[str, Any])
     key = (plugins, adapter, spec, _options_key(options))
     encoder = _ENCODERS.get(key)
     if encoder is None:
-        encoder = _QueryEncoder(plugins.adapter(adapter).factory(models.load_model(spec), dict(options)))
+        model, adapter_spec = models.load_model(spec), plugins.adapter(adapter)
+        try:
+            encoder = _QueryEncoder(adapter_spec.factory(model, dict(options)))
+        except ValueError as exc:  # a checkpoint that does not fit, unknown options: a plugin load failure
+            raise PluginError(f"building adapter {adapter!r} failed: {exc}", plugin=adapter) from exc
         _ENCODERS[key] = encoder
         if len(_ENCODERS) > _MAX_ENCODERS:
             _ENCODERS.popitem(last=False)
