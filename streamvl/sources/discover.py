@@ -7,8 +7,9 @@ Two entry points over one expansion:
   cannot be opened becomes a `FailedInput` (recorded as that stream's error), a folder or glob
   with nothing to index a one-line warning, and files a folder skips are named in a one-line note.
 
-Folders and globs pick up every file a named file would index: videos, animations (.gif, .apng,
-.webp) and stills (one frame each), by extension; everything else is skipped and named.
+Folders and globs pick up every file a named file would index: videos, animations (.gif, .apng)
+and stills (one frame each; FFmpeg reads still WebP, not animated), by extension; everything else
+is skipped and named.
 """
 
 from __future__ import annotations
