@@ -97,6 +97,7 @@ def _join(target: str) -> None:
         if address is None:
             raise ClusterError("--ray-address auto: no cluster started with `ray start` is recorded on this host; "
                                f"start one (`ray start --head --node-ip-address 127.0.0.1`), pass HOST:PORT, {_HINT}")
+        _auth_as_ray_auto_does()
     host, _ = _check_reachable(address, target)
     options: dict[str, object] = {}
     if "://" not in address and host in (LOOPBACK, "localhost"):
@@ -105,6 +106,17 @@ def _join(target: str) -> None:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True, **options)
     except Exception as exc:  # Ray raises RuntimeError, ConnectionError, ValueError with long texts
         raise cluster_error(exc, address) from exc
+
+
+def _auth_as_ray_auto_does() -> None:
+    """ray.init(address="auto") turns token authentication on when a token is at hand (Ray >= 2.5x);
+    an explicit address never does. streamvl resolves "auto" itself (only the `ray start` record,
+    never any GCS process it can find), so it applies the same rule."""
+    try:
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    except ImportError:  # a Ray without token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def cluster_error(exc: BaseException, address: str) -> ClusterError:
@@ -116,7 +128,9 @@ def cluster_error(exc: BaseException, address: str) -> ClusterError:
         return ClusterError(f"the Ray cluster at {address} runs Ray {ray_c} on Python {py_c}, but this streamvl runs "
                             f"Ray {ray_m} on Python {py_m}; join a cluster started from this environment, {_HINT}")
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    return ClusterError(f"cannot join the Ray cluster at {address}: {first}")
+    auth = "" if os.environ.get("RAY_AUTH_MODE") else (
+        " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token, e.g. in ~/.ray/auth_token)")
+    return ClusterError(f"cannot join the Ray cluster at {address}: {first}{auth}")
 
 
 def typed_error(exc: BaseException) -> StreamvlError | None:
