@@ -114,7 +114,6 @@ def search(text: str, db: str, **options) -> list[Hit]:
     import warnings
 
     from streamvl.models.loading import load_model
-    from streamvl.plugins.manager import Plugins
     from streamvl.search.query import open_store, search as _search
     from streamvl.storage.store import MODEL_KEY
 
@@ -126,7 +125,6 @@ def search(text: str, db: str, **options) -> list[Hit]:
     checkpoint = (options.get("adapter_options") or {}).get("checkpoint")
     if checkpoint:
         checks.adapter_checkpoint(str(checkpoint), options.get("adapter", "meanpool"))
-    (options.get("plugins") or Plugins()).adapter(options.get("adapter", "meanpool"))  # before loading the model
     spec = options.get("model") or open_store(str(db)).meta().get(MODEL_KEY)
     if not spec:
         raise ConfigError(f"database {db!r} holds no indexed clips (empty, or not a streamvl index); index into it "
