@@ -114,8 +114,7 @@ def search(text: str, db: str, **options) -> list[Hit]:
     import warnings
 
     from streamvl.models.loading import load_model
-    from streamvl.search.query import open_store, search as _search
-    from streamvl.storage.store import MODEL_KEY
+    from streamvl.search.query import search as _search
 
     checks.existing_db(db)
     checks.search_k(options.get("k", 10))
@@ -125,10 +124,8 @@ def search(text: str, db: str, **options) -> list[Hit]:
     checkpoint = (options.get("adapter_options") or {}).get("checkpoint")
     if checkpoint:
         checks.adapter_checkpoint(str(checkpoint), options.get("adapter", "meanpool"))
-    spec = options.get("model") or open_store(str(db)).meta().get(MODEL_KEY)
-    if not spec:
-        raise ConfigError(f"database {db!r} holds no indexed clips (empty, or not a streamvl index); index into it "
-                          "first, or give the model to embed the query with (--model SPEC; Python: model=SPEC)")
+    spec = options.get("model") or checks.indexed_model(
+        db, ", or give the model to embed the query with (--model SPEC; Python: model=SPEC)")
     text, warning = checks.fit_context(text, load_model(spec).tokenizer)
     if warning:
         warnings.warn(warning, checks.InputWarning, stacklevel=2)

@@ -40,6 +40,21 @@ def existing_db(db: str) -> None:
         raise ConfigError(f"--db {one_line(str(db))} is a file, not a database directory")
 
 
+def indexed_model(db: str, alternative: str = "") -> str:
+    """The model spec the index at `db` was built with (read from its table metadata; opens LanceDB).
+    ConfigError when it records none: nothing indexed there yet. `alternative` adds another way out."""
+    from streamvl.search.query import open_store
+    from streamvl.storage.store import MODEL_KEY
+
+    existing_db(db)
+    spec = open_store(str(db)).meta().get(MODEL_KEY)
+    if not spec:
+        shown = one_line(str(db))
+        raise ConfigError(f"database {shown} holds no indexed clips (empty, or not a streamvl index); index into it "
+                          f"first (streamvl index SOURCES --db {shown}){alternative}")
+    return spec
+
+
 def writable_db(db: str) -> None:
     """A database to write: an existing directory, or a path whose first existing parent is a
     writable directory (checked without creating anything)."""

@@ -137,10 +137,10 @@ def evaluate(adapter, data_spec, model_spec, options, frames, fps, class_templat
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="adapter option (repeatable)")
 def rescore(db, adapter, checkpoint, options) -> None:
     """Replace ADAPTER's clip rows from the frames table (no decoding; feature-based adapters only)."""
-    from streamvl.inputs import adapter_checkpoint, existing_db
+    from streamvl.inputs import adapter_checkpoint, indexed_model
     from streamvl.pipeline.rescore import rescore as _rescore
 
-    existing_db(db)
+    indexed_model(db)
     if checkpoint:
         adapter_checkpoint(checkpoint, adapter)
     with _usage_errors():
@@ -156,10 +156,10 @@ def rescore(db, adapter, checkpoint, options) -> None:
 @click.option("--min-score", default=0.0, show_default=True)
 def localise(db, adapter, checkpoint, options, stream_ids, min_score) -> None:
     """Find labelled segments in indexed streams (from the frames table) and write the `segments` table."""
-    from streamvl.inputs import adapter_checkpoint, existing_db
+    from streamvl.inputs import adapter_checkpoint, indexed_model
     from streamvl.search.localisation import localise_index
 
-    existing_db(db)
+    indexed_model(db)
     if checkpoint:
         adapter_checkpoint(checkpoint, adapter)
     with _usage_errors():

@@ -132,7 +132,10 @@ def test_missing_db_is_an_error_and_creates_nothing(tmp_path):
 def test_empty_db_hint_names_an_option_the_cli_has(db, tmp_path):
     (tmp_path / "empty").mkdir()
     line = one_error_line(invoke("search", "x", "--db", tmp_path / "empty"), 2, "ConfigError")
-    assert "--model SPEC" in line
+    assert "--model SPEC" in line and "model=" not in line.replace("Python: model=SPEC", "")
+    for command in ("rescore", "localise"):  # no --model there: the way out is to index first
+        line = one_error_line(invoke(command, "--adapter", "meanpool", "--db", tmp_path / "empty"), 2, "ConfigError")
+        assert f"streamvl index SOURCES --db {tmp_path / 'empty'}" in line and "model=" not in line
     assert "--model" in invoke("search", "--help").stdout
     with_model = invoke("search", "anything", "--db", db, "--model", MODEL, "--json")
     assert with_model.exit_code == 0 and json.loads(with_model.stdout) == json.loads(invoke("search", "anything", "--db", db, "--json").stdout)
