@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from streamvl import inputs as checks
 from streamvl.config import IndexConfig
+from streamvl.errors import ConfigError, StreamvlError
 from streamvl.types import Hit, StreamInfo
 
 if TYPE_CHECKING:
     from streamvl.runtime import IndexReport
+    from streamvl.sources.discover import Discovery, FailedInput
 
 
 def discover(inputs: Sequence[str], ids: Sequence[str] | None = None) -> list[StreamInfo]:
-    """Expand files, directories, globs and URLs into streams with deterministic ids."""
+    """Expand files, directories, globs and URLs into streams with deterministic ids (strict: a
+    missing path or an empty folder raises SourceError; see `scan` for the lenient form)."""
     from streamvl.sources import expand_sources
 
     return expand_sources(list(inputs), list(ids) if ids else None)
+
+
+def scan(inputs: Sequence[str], ids: Sequence[str] | None = None) -> "Discovery":
+    """Like `discover`, but every input fails alone: .streams to index, .failed inputs (missing,
+    unreadable, not media: give them to `index(failed=...)` to record), .warnings for folders or
+    globs with nothing to index and .notes naming the files a folder skipped."""
+    from streamvl.sources import scan as _scan
+
+    return _scan(list(inputs), list(ids) if ids else None)
 
 
 def expected_frames(streams: Sequence[StreamInfo], fps: float) -> int | None:
@@ -25,19 +38,97 @@ def expected_frames(streams: Sequence[StreamInfo], fps: float) -> int | None:
     return sum(int(s.duration * fps) + 1 for s in streams)
 
 
+def check_index_config(config: IndexConfig) -> None:
+    """What can be checked before Ray starts: the database can be written, the model's weights
+    file and the adapters' checkpoints are there and readable."""
+    checks.writable_db(config.db)
+    checks.model_spec(config.model)
+    checks.adapter_checkpoints(config.adapter_options)
+
+
 def index(
-    streams: Sequence[StreamInfo], config: IndexConfig, on_frames: Callable[[int], None] | None = None
+    streams: Sequence[StreamInfo], config: IndexConfig, on_frames: Callable[[int], None] | None = None,
+    failed: Sequence["FailedInput"] = (),
 ) -> "IndexReport":
-    """Index streams into config.db on Ray (local, or the cluster in RAY_ADDRESS)."""
+    """Index streams into config.db on Ray: config.ray_address, else RAY_ADDRESS, else a private local
+    Ray (streamvl.runtime.cluster). `failed` inputs (from `scan`) are recorded as those streams'
+    errors in the `streams` table and the report; the others are indexed all the same."""
+    check_index_config(config)
+    if failed:
+        _record_failed(config, failed)
+    if not streams:  # nothing to run: no Ray
+        from streamvl.runtime import IndexReport
+
+        return IndexReport(_failed_reports(failed), config.model, None, 0.0)
     from streamvl.runtime import run_index
 
-    return run_index(streams, config, on_frames)
+    report = _on_ray(config, lambda: run_index(streams, config, on_frames))
+    report.streams.extend(_failed_reports(failed))
+    return report
+
+
+def _on_ray(config: IndexConfig, work: Callable[[], "IndexReport"]) -> "IndexReport":
+    """Connect as config.ray_address says, run, and turn a Ray error that carries a streamvl error
+    (a model that failed to load inside the encode actor) into that error."""
+    from streamvl.runtime.cluster import connect, typed_error
+
+    connect(config.ray_address)
+    try:
+        return work()
+    except StreamvlError:
+        raise
+    except Exception as exc:
+        typed = typed_error(exc)
+        if typed is None:
+            raise
+        raise typed from exc
+
+
+def _record_failed(config: IndexConfig, failed: Sequence["FailedInput"]) -> None:
+    """Mark inputs that cannot be read as failed streams. A stream indexed before keeps its counts and
+    checkpoint (its rows are still in the tables), so it resumes once the file is back."""
+    from streamvl.storage.store import STREAM_LIVE_FIELDS, Store
+
+    store = Store(config.db)
+    for f in failed:
+        row = store.stream(f.stream_id) or {}
+        same = row.get("uri") == f.uri
+        kept = {field.name: row.get(field.name) for field in STREAM_LIVE_FIELDS} if same else {}
+        store.record_stream(f.stream_id, f.uri, "error", frames_indexed=int(row.get("frames_indexed") or 0) if same else 0,
+                            last_committed_pts=row.get("last_committed_pts") if same else None, error=f.error,
+                            model=str(row.get("model") or config.model), **kept)
+
+
+def _failed_reports(failed: Sequence["FailedInput"]) -> list:
+    from streamvl.runtime import StreamReport
+
+    return [StreamReport(f.stream_id, f.uri, status="error", error=f.error) for f in failed]
 
 
 def search(text: str, db: str, **options) -> list[Hit]:
-    """Text search over indexed clips; see streamvl.search.query.search for options."""
+    """Text search over indexed clips; see streamvl.search.query.search for options.
+
+    Checked first: the database exists (nothing is created), k >= 1, the query is not blank
+    (control characters become spaces), an adapter checkpoint is readable. A query longer than
+    the model's text context is cut to fit, with an InputWarning."""
+    import warnings
+
+    from streamvl.models.loading import load_model
     from streamvl.search.query import search as _search
 
+    checks.existing_db(db)
+    checks.search_k(options.get("k", 10))
+    text = checks.search_text(text)
+    if options.get("model"):
+        checks.model_spec(options["model"])
+    checkpoint = (options.get("adapter_options") or {}).get("checkpoint")
+    if checkpoint:
+        checks.adapter_checkpoint(str(checkpoint), options.get("adapter", "meanpool"))
+    spec = options.get("model") or checks.indexed_model(
+        db, ", or give the model to embed the query with (--model SPEC; Python: model=SPEC)")
+    text, warning = checks.fit_context(text, load_model(spec).tokenizer)
+    if warning:
+        warnings.warn(warning, checks.InputWarning, stacklevel=2)
     return _search(text, db, **options)
 
 
@@ -47,6 +138,7 @@ def streams(db: str) -> list[dict]:
     picked up yet are listed with status "requested"."""
     from streamvl.storage.store import Store
 
+    checks.existing_db(db)
     store = Store(db)
     rows = store.streams()
     have = {r["stream_id"] for r in rows}
@@ -71,7 +163,8 @@ def serve(config: IndexConfig, stop: Callable[[], bool] | None = None, poll_s: f
     """
     from streamvl.runtime import serve_index
 
-    return serve_index(config, stop or (lambda: False), poll_s, on_start)
+    check_index_config(config)
+    return _on_ray(config, lambda: serve_index(config, stop or (lambda: False), poll_s, on_start))
 
 
 def add_stream(db: str, uri: str, stream_id: str | None = None, fps: float | None = None,
@@ -79,7 +172,6 @@ def add_stream(db: str, uri: str, stream_id: str | None = None, fps: float | Non
     """Ask the serve-index job on `db` to index `uri` (rtsp/tcp/udp/HLS URL or a file); returns its id.
 
     Adding a stream that exists already restarts it if it ended (from its checkpoint)."""
-    from streamvl.errors import ConfigError
     from streamvl.sources import expand_sources
     from streamvl.storage.store import Store
 
@@ -97,9 +189,9 @@ def add_stream(db: str, uri: str, stream_id: str | None = None, fps: float | Non
 
 def remove_stream(db: str, stream_id: str) -> None:
     """Ask the serve-index job on `db` to stop indexing a stream (the others keep running)."""
-    from streamvl.errors import ConfigError
     from streamvl.storage.store import Store
 
+    checks.existing_db(db)
     store = Store(db)
     known = {r["stream_id"]: r["uri"] for r in [*store.streams(), *store.requests()]}
     if stream_id not in known:

@@ -127,6 +127,10 @@ class IndexConfig(BaseModel):
     live: LiveConfig = LiveConfig()
     store: StoreConfig = StoreConfig()
     store_frames: bool = True
+    ray_address: str | None = Field(
+        None, description="Ray to run on (streamvl.runtime.cluster): None = RAY_ADDRESS if set, else a private local Ray "
+                          "bound to 127.0.0.1; 'local' = always private; 'auto' = the cluster `ray start` made on this "
+                          "host; HOST:PORT or ray://HOST:PORT = that cluster")
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """Control characters (a newline in a file name) escaped, so a message or output line stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class StreamvlError(Exception):
     """Base error: a message plus the stream, position and plugin where known."""
 
@@ -73,3 +78,32 @@ class StoreError(StreamvlError):
 
 class OptionError(PluginError, ValueError):
     """An adapter option that its declaration does not allow (unknown name, wrong type or value)."""
+
+
+class ClusterError(ConfigError):
+    """The Ray cluster named by --ray-address / RAY_ADDRESS cannot be used (not found, unreachable,
+    another Ray or Python version)."""
+
+
+class StoreDamagedError(StoreError):
+    """A table cannot be read because a file or version of it is damaged or missing.
+
+    table, path (the bad data file or manifest) and version are set where known; db names the database,
+    so the message can say which `streamvl check` / `streamvl repair` to run."""
+
+    def __init__(self, message: str, *, table: str | None = None, path: str | None = None,
+                 version: int | None = None, db: str | None = None, **context) -> None:
+        super().__init__(message, **context)
+        self.table, self.path, self.version, self.db = table, path, version, db
+
+    def context(self) -> dict[str, object]:
+        fields = {"table": self.table, "path": self.path, "version": self.version, "db": self.db}
+        return super().context() | {k: v for k, v in fields.items() if v is not None}
+
+    def __str__(self) -> str:
+        parts = [super().__str__()]
+        for name in ("table", "version", "path"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name}={value}")
+        return " ".join(parts)

@@ -118,7 +118,7 @@ def meanpool_adapter(model: "LoadedModel") -> Any:
     """
     from streamvl.plugins.manager import Plugins, build_plugin_manager
 
-    return Plugins(build_plugin_manager(entry_points=False, builtins=True)).adapter("meanpool").factory(model, {})
+    return Plugins(build_plugin_manager(entry_points=False, builtins=True)).adapter("meanpool").build(model, {})
 
 
 def _rendered(model: "LoadedModel", specs: Sequence[ClipSpec]) -> Iterator[tuple[np.ndarray, "torch.Tensor"]]:

@@ -7,7 +7,6 @@ and its store, and owns the one `ray.init` call.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Callable, Sequence
 
 import ray
@@ -18,12 +17,13 @@ from streamvl.runtime.ray_backend import RayBackend
 from streamvl.runtime.report import IndexReport
 from streamvl.storage.store import Store
 from streamvl.types import StreamInfo
+from streamvl.runtime.cluster import connect
 
 
 def ensure_ray() -> None:
     """Connect to RAY_ADDRESS (set under `ray job submit`) or start a local instance."""
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING, log_to_driver=True)
+        connect()  # streamvl.runtime.cluster: RAY_ADDRESS if set, else a private local Ray on 127.0.0.1
 
 
 class IndexRun(Run):

@@ -23,7 +23,7 @@ import numpy as np
 
 from streamvl.models import loading as models
 from streamvl.plugins.contract import AdapterSpec, RerankContext
-from streamvl.errors import StoreError
+from streamvl.errors import PluginError, StoreError
 from streamvl.plugins.manager import Plugins
 from streamvl.storage.store import MODEL_KEY, REFINE_CANDIDATES, Store
 from streamvl.types import Hit
@@ -164,7 +164,13 @@ def _encoder(plugins: Plugins, adapter: str, spec: str, options: dict[str, Any])
     encoder = _ENCODERS.get(key)
     if encoder is None:
         adapter_spec, model = plugins.adapter(adapter), models.load_model(spec)
-        encoder = _QueryEncoder(adapter_spec.build(model, dict(options)), adapter_spec, model)
+        try:
+            built = adapter_spec.build(model, dict(options))
+        except PluginError:
+            raise
+        except ValueError as exc:  # a checkpoint that does not fit the model: a plugin load failure
+            raise PluginError(f"building adapter {adapter!r} failed: {exc}", plugin=adapter) from exc
+        encoder = _QueryEncoder(built, adapter_spec, model)
         _ENCODERS[key] = encoder
         if len(_ENCODERS) > _MAX_ENCODERS:
             _ENCODERS.popitem(last=False)

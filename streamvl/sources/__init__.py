@@ -5,9 +5,10 @@
         for batch in source: ...   # FrameBatch, last one final=True
 """
 
-from streamvl.sources.discover import VIDEO_EXTENSIONS, expand_sources, stream_id_for
+from streamvl.sources.discover import (MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, Discovery, FailedInput, expand_sources, scan,
+                                       stream_id_for)
 from streamvl.sources.live import LiveResume, LiveSource, open_stream
 from streamvl.sources.source import Source, open_source
 
-__all__ = ["VIDEO_EXTENSIONS", "LiveResume", "LiveSource", "Source", "expand_sources", "open_source", "open_stream",
-           "stream_id_for"]
+__all__ = ["MEDIA_EXTENSIONS", "VIDEO_EXTENSIONS", "Discovery", "FailedInput", "LiveResume", "LiveSource", "Source",
+           "expand_sources", "open_source", "open_stream", "scan", "stream_id_for"]
