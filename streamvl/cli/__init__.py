@@ -459,3 +459,8 @@ def localise(db, adapter, checkpoint, options, stream_ids, min_score) -> None:
         _fail(exc if isinstance(exc, StreamvlError) else StreamvlError(str(exc)))
     for sid, n in written.items():
         click.echo(f"{n:5d} segments  {sid}")
+
+
+from streamvl.cli.serve import serve as _serve  # noqa: E402  (its own module: `streamvl serve`)
+
+main.add_command(_serve)
