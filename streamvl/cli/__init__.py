@@ -141,17 +141,23 @@ def index(sources, db, fps, model, precision, adapters, window, stride, adapter_
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="the adapter's trained checkpoint")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="adapter option (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print [{stream_id, uri, start, end, score}]")
-def search(text, db, k, stream_ids, start, end, adapter, rerank, tags, checkpoint, options, as_json) -> None:
+@click.option("--server", help="ask a running `streamvl serve` at this URL (key from $STREAMVL_API_KEY) instead of --db")
+def search(text, db, k, stream_ids, start, end, adapter, rerank, tags, checkpoint, options, as_json, server) -> None:
     """Search indexed clips by TEXT; adjacent matching windows merge into one segment.
 
     Use the adapter options (--checkpoint) the index was built with."""
     from streamvl.storage.store import Store
 
     try:
-        _warn(Store(db).meta().get("streamvl.warning"))
-        hits = api.search(text, db, k=k, adapter=adapter, stream_ids=list(stream_ids) or None,
-                          start=start, end=end, rerank=rerank, tags=list(tags) or None,
-                          adapter_options=_options(options, checkpoint))
+        if server:
+            from streamvl.service.client import search_cli
+
+            hits = search_cli(server, text, k, stream_ids, start, end, adapter, tags, rerank or checkpoint or options)
+        else:
+            _warn(Store(db).meta().get("streamvl.warning"))
+            hits = api.search(text, db, k=k, adapter=adapter, stream_ids=list(stream_ids) or None,
+                              start=start, end=end, rerank=rerank, tags=list(tags) or None,
+                              adapter_options=_options(options, checkpoint))
     except StreamvlError as exc:
         _fail(exc)
     if as_json:

@@ -99,7 +99,7 @@ def _docs(app: FastAPI) -> None:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="streamvl API",
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/static/favicon.svg")
+                                   swagger_favicon_url="/favicon.svg")
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:

@@ -176,15 +176,26 @@ def _transcode(src: av.container.InputContainer, stream: av.VideoStream, t0: flo
         time_base = Fraction(1, 90000)
         ostream.codec_context.time_base = time_base
         _seek(src, stream, t0)
+        shown = None  # the frame on screen at t0: the last one at or before it, shown from 0
+
+        def put(frame: av.VideoFrame, at: float) -> None:
+            img = frame.reformat(width=ostream.width, height=ostream.height, format="yuv420p")
+            img.pts, img.time_base = int(round(at / time_base)), time_base
+            dst.mux(ostream.encode(img))
+
         for frame in src.decode(stream):
             if frame.pts is None:
                 continue
             t = float(frame.pts * frame.time_base)
-            if t < t0 - 1e-6:
+            if t <= t0 + 1e-6:
+                shown = frame
                 continue
             if t >= t1 - 1e-6:
                 break
-            img = frame.reformat(width=ostream.width, height=ostream.height, format="yuv420p")
-            img.pts, img.time_base = int(round((t - t0) / time_base)), time_base
-            dst.mux(ostream.encode(img))
+            if shown is not None:
+                put(shown, 0.0)
+                shown = None
+            put(frame, t - t0)
+        if shown is not None:
+            put(shown, 0.0)
         dst.mux(ostream.encode(None))

@@ -1,19 +1,22 @@
 """Paged search: hits in one deterministic order, an opaque cursor, and no cap on how deep it pages.
 
-Score order. Matching clips are ranked by (score desc, stream_id, start), a total order. A page
-takes clips in that order, merges each into the page's hit it touches (same stream, time
-ranges overlapping or touching; a clip touching two hits joins them) and stops before the clip
-that would open hit k+1. The next page starts right after the last clip taken. Pages are thus
-consecutive bands of one ranking: every matching clip lies in exactly one hit of one page, and
-scores never rise from a page to the next. A hit's score is its best clip's, `peak` that clip.
+Hits. Matching clips are ranked by (score desc, stream_id, start), a total order, and grouped in
+that order (`Grouping`): a clip that touches no hit yet (same stream, time ranges overlapping or
+touching) opens a new one; a clip that touches hits joins the best of them, and widens its range
+only when it touches no other and scores within a margin of the hit's best clip (adjacent
+windows overlap, so otherwise one hit would grow over everything nearby). The hits, in the order they open, are the result list:
+every matching clip belongs to exactly one hit, no two hits overlap, scores never rise down the
+list. A hit's score is its best clip's; `peak` is that clip's window.
 
-Time order. The hits are the runs of clips scoring at least a threshold (min_score, else the
-lowest score of the clip pool a first score page looks at), merged the same way, earliest first.
+Score order: page p is hits [h, h + k) of that list, where h hits came before. The grouping is
+replayed from the top on every page (it needs the earlier hits to keep later ones apart), over
+the best clips fetched in sizes that grow 4x until hit h + k + 1 would open and the page's ranges
+are settled: the cost of a page grows with its depth, the depth has no cap. Time order: the hits the clips scoring at least a
+threshold form (min_score, else the lowest score of the first page's clip pool), earliest first.
 
-The cursor (base64url JSON) holds where the last page ended, how many clips and hits came before
-(a fetch-size hint and the rank of the next hit) and a digest of the query, so it is refused
-for another query. Clips committed meanwhile above the cursor are not shown by later pages;
-those below it are. With an ANN index the ranking is the index's (see Store.search_clips).
+The cursor (base64url JSON) holds the hits (and clips) before the next page, the margin and
+threshold fixed by the first page, and a digest of the query, so it is refused for another
+query. With an ANN index the ranking is the index's (see Store.search_clips).
 """
 
 from __future__ import annotations
@@ -23,35 +26,48 @@ import binascii
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 FetchRows = Callable[[int], list[dict[str, Any]]]  # n -> the n best clips (rows with score), best first
-POOL_MIN = 50  # clips a page looks at first (as streamvl.search.query.search_vectors does)
+POOL_MIN = 50  # clips a first page looks at (as streamvl.search.query.search_vectors does)
 WIDEN = 4  # the fetch grows this much while a page needs more clips
+MARGIN = 0.25  # share of the first pool's score spread within which a clip widens its hit
 
 
-class CursorError(ValueError):
+class FieldProblem(ValueError):
+    """A request value the index cannot serve (answered 422 naming the field)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class CursorError(FieldProblem):
     """A cursor that is not one of ours, or belongs to another query."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("cursor", message)
 
 
 class Cursor(BaseModel):
-    """Where a page ended. score order: the last clip (s, id, t); time order: the last hit (t, id)
-    and the threshold th. n: clips (score) consumed before; h: hits returned before."""
+    """Where the next page starts. h: hits before it; n: clips grouped before it (a fetch-size
+    hint); d: the widening margin; th: the time-order threshold; t, id: the last hit's (start,
+    stream) in time order."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     v: int = 1
     o: str
     q: str
-    id: str
-    t: float
-    s: float | None = None
-    th: float | None = None
+    h: int
     n: int = 0
-    h: int = 0
+    d: float = 0.0
+    th: float | None = None
+    t: float | None = None
+    id: str | None = None
 
     def encode(self) -> str:
         raw = json.dumps(self.model_dump(exclude_none=True), separators=(",", ":")).encode()
@@ -66,8 +82,8 @@ class Cursor(BaseModel):
             raise CursorError("not a cursor of this server") from exc
         if cursor.v != 1 or cursor.o != order or cursor.q != digest:
             raise CursorError("belongs to another query (text, filters or sort differ)")
-        numbers = [cursor.t, cursor.s, cursor.th]
-        if any(x is not None and not math.isfinite(x) for x in numbers) or cursor.n < 0 or cursor.h < 0:
+        numbers = [x for x in (cursor.d, cursor.th, cursor.t) if x is not None]
+        if not all(math.isfinite(x) for x in numbers) or min(cursor.h, cursor.n, cursor.d) < 0:
             raise CursorError("holds values out of range")
         return cursor
 
@@ -79,98 +95,123 @@ def query_digest(parts: dict[str, Any]) -> str:
 
 @dataclass
 class Segment:
-    """A hit under construction: one stream's time range and its best clip (the one that opened it)."""
+    """A hit: one stream's time range, its best clip (the one that opened it) and its clips."""
 
     stream_id: str
     start: float
     end: float
     score: float
     best: dict[str, Any]
-    clips: int = 1
+    members: list[tuple[str, float]] = field(default_factory=list)  # (stream_id, start) of its clips
+    order: int = 0  # position in the result list
 
     @property
     def peak(self) -> tuple[float, float]:
         return float(self.best["start"]), float(self.best["end"])
 
     def touches(self, row: dict[str, Any]) -> bool:
-        return row["stream_id"] == self.stream_id and row["start"] <= self.end and row["end"] >= self.start
-
-    def extend(self, start: float, end: float, clips: int) -> None:
-        self.start, self.end, self.clips = min(self.start, start), max(self.end, end), self.clips + clips
+        return row["start"] <= self.end and row["end"] >= self.start
 
 
-def clip_key(row: dict[str, Any]) -> tuple[float, str, float]:
-    return (-float(row["score"]), str(row["stream_id"]), float(row["start"]))
+class Grouping:
+    """Clips, best first, grouped into hits (module doc); hits listed in the order they opened."""
 
+    def __init__(self, margin: float = math.inf) -> None:
+        self.margin = margin
+        self.hits: list[Segment] = []
+        self._by_stream: dict[str, list[Segment]] = {}
 
-def _open(row: dict[str, Any]) -> Segment:
-    return Segment(str(row["stream_id"]), float(row["start"]), float(row["end"]), float(row["score"]), row)
+    def opens(self, row: dict[str, Any]) -> bool:
+        """Whether this clip would open a new hit."""
+        return not any(s.touches(row) for s in self._by_stream.get(row["stream_id"], ()))
 
-
-def take_band(rows: Sequence[dict[str, Any]], k: int) -> tuple[list[Segment], int]:
-    """Merge clips (best first) into at most k hits; stop before the clip that would open hit k+1.
-    Returns the hits (best first) and how many clips were taken."""
-    segments: list[Segment] = []  # in opening order: best score first
-    for i, row in enumerate(rows):
-        touching = [s for s in segments if s.touches(row)]
+    def add(self, row: dict[str, Any]) -> None:
+        sid, start, end = str(row["stream_id"]), float(row["start"]), float(row["end"])
+        mine = self._by_stream.setdefault(sid, [])
+        touching = [s for s in mine if s.touches(row)]
         if not touching:
-            if len(segments) == k:
-                return segments, i
-            segments.append(_open(row))
-            continue
-        head = touching[0]  # opened first: the best of them
-        head.extend(float(row["start"]), float(row["end"]), 1)
-        for other in touching[1:]:  # the clip bridges two hits: one hit now
-            head.extend(other.start, other.end, other.clips)
-            segments.remove(other)
-    return segments, len(rows)
+            hit = Segment(sid, start, end, float(row["score"]), row, [(sid, start)], order=len(self.hits))
+            mine.append(hit)
+            self.hits.append(hit)
+            return
+        head = min(touching, key=lambda s: s.order)  # opened first: the best of them
+        head.members.append((sid, start))
+        if len(touching) == 1 and float(row["score"]) >= head.score - self.margin:
+            head.start, head.end = min(head.start, start), max(head.end, end)
+        # else: taken by the hit without widening it: too weak, or it would join two hits (hits
+        # never merge, so a page never loses one that an earlier page counted)
 
 
-def score_page(fetch: FetchRows, k: int, after: Cursor | None) -> tuple[list[Segment], Cursor | None, int]:
-    """One page in score order: its hits, the cursor state after it (None: last page; the caller
-    fills o and q), and the rank offset of its first hit."""
-    after_key = None if after is None else (-float(after.s), after.id, after.t)
-    consumed_before = after.n if after else 0
-    n = consumed_before + max(WIDEN * k, POOL_MIN)
+def group_until(rows: Sequence[dict[str, Any]], hits: int, margin: float) -> tuple[Grouping, int]:
+    """Group rows in order, stopping before the clip that would open hit number hits + 1.
+    Returns the grouping and how many rows it took."""
+    grouping = Grouping(margin)
+    for i, row in enumerate(rows):
+        if len(grouping.hits) >= hits and grouping.opens(row):
+            return grouping, i
+        grouping.add(row)
+    return grouping, len(rows)
+
+
+def first_pool(k: int) -> int:
+    return max(WIDEN * k, POOL_MIN)
+
+
+def merge_margin(fetch: FetchRows, k: int) -> float:
+    """MARGIN of the score spread (best minus lowest) of the first page's clip pool: scales with the model."""
+    rows = fetch(first_pool(k))
+    return MARGIN * (float(rows[0]["score"]) - float(rows[-1]["score"])) if rows else 0.0
+
+
+def score_page(fetch: FetchRows, k: int, after: Cursor | None, margin: float) -> tuple[list[Segment], Cursor | None, int]:
+    """Hits [h, h + k) of the score-ordered list; the cursor after them (None on the last page;
+    the caller fills o and q); h, the number of hits before the page.
+
+    The page's ranges are final: grouping goes on past the page's end while a clip could still
+    widen one of its hits (scores down to the page's lowest hit score minus the margin)."""
+    before = after.h if after else 0
+    n = (after.n if after else 0) + first_pool(k)
     while True:
         rows = fetch(n)
-        exhausted = len(rows) < n
-        rest = [r for r in rows if after_key is None or clip_key(r) > after_key]
-        segments, used = take_band(rest, k)
-        if used < len(rest) or exhausted:
+        full = len(rows) == n
+        grouping, used = group_until(rows, before + k, margin)
+        page = grouping.hits[before:before + k]
+        floor = page[-1].score - margin if page else math.inf
+        if full and (used == len(rows) or float(rows[-1]["score"]) >= floor):
+            n *= WIDEN  # the page's end, or the clips that settle its ranges, lie further down
+            continue
+        break
+    for row in rows[used:]:
+        if float(row["score"]) < floor:
             break
-        n *= WIDEN
-    hits_before = after.h if after else 0
-    if used == len(rest) and exhausted or not segments:
-        return segments, None, hits_before
-    last = rest[used - 1]
-    state = Cursor(o="", q="", s=float(last["score"]), id=str(last["stream_id"]), t=float(last["start"]),
-                   n=consumed_before + used, h=hits_before + len(segments))
-    return segments, state, hits_before
+        grouping.add(row)
+    if used == len(rows) or not page:
+        return page, None, before
+    return page, Cursor(o="", q="", h=before + len(page), n=used, d=margin), before
 
 
 def threshold_of(fetch: FetchRows, k: int) -> float | None:
-    """The default time-order threshold: the lowest score in the first score page's clip pool."""
-    rows = fetch(max(WIDEN * k, POOL_MIN))
-    return float(min(r["score"] for r in rows)) if rows else None
+    """The default time-order threshold: the lowest score in the first page's clip pool."""
+    rows = fetch(first_pool(k))
+    return float(rows[-1]["score"]) if rows else None
 
 
-def time_page(fetch: FetchRows, k: int, threshold: float, after: Cursor | None) -> tuple[list[Segment], Cursor | None, int]:
-    """One page in time order of the runs of clips scoring >= threshold."""
-    n = max(WIDEN * k, POOL_MIN)
+def time_page(fetch: FetchRows, k: int, threshold: float, after: Cursor | None,
+              margin: float) -> tuple[list[Segment], Cursor | None, int]:
+    """The next k hits, earliest first, of those the clips scoring >= threshold form."""
+    n = first_pool(k)
     while True:
         rows = fetch(n)
         if len(rows) < n or float(rows[-1]["score"]) < threshold:
             break
         n *= WIDEN
-    above = [r for r in rows if float(r["score"]) >= threshold]
-    runs, _ = take_band(above, len(above) + 1)
-    runs.sort(key=lambda s: (s.start, s.stream_id))
+    grouping, _ = group_until([r for r in rows if float(r["score"]) >= threshold], math.inf, margin)
+    hits = sorted(grouping.hits, key=lambda s: (s.start, s.stream_id))
     if after is not None:
-        runs = [s for s in runs if (s.start, s.stream_id) > (after.t, after.id)]
-    page, more = runs[:k], len(runs) > k
-    hits_before = after.h if after else 0
-    if not more or not page:
-        return page, None, hits_before
+        hits = [s for s in hits if (s.start, s.stream_id) > (after.t, after.id)]
+    page = hits[:k]
+    before = after.h if after else 0
+    if len(hits) <= k:
+        return page, None, before
     last = page[-1]
-    return page, Cursor(o="", q="", th=threshold, id=last.stream_id, t=last.start, h=hits_before + len(page)), hits_before
+    return page, Cursor(o="", q="", h=before + len(page), d=margin, th=threshold, t=last.start, id=last.stream_id), before

@@ -12,9 +12,10 @@ from urllib.parse import quote
 from streamvl.search.query import open_store, query_vector
 from streamvl.service.frames import FrameReader
 from streamvl.service.media import MediaLibrary
-from streamvl.service.paging import Cursor, FetchRows, Segment, query_digest, score_page, threshold_of, time_page
+from streamvl.service.paging import (Cursor, FetchRows, FieldProblem, Segment, merge_margin, query_digest,
+                                     score_page, threshold_of, time_page)
 from streamvl.service.schemas import HitOut, SearchRequest, SearchResponse
-from streamvl.storage.store import MODEL_KEY, REFINE_CANDIDATES, Store
+from streamvl.storage.store import CLIPS, MODEL_KEY, REFINE_CANDIDATES, TAGS, Store
 
 API = "/api/v1"
 
@@ -41,6 +42,10 @@ class SearchEngine:
             self._model = self.store.meta().get(MODEL_KEY)
         return self._model
 
+    def _clip_columns(self) -> set[str]:
+        schema = self.store.schema(CLIPS)
+        return set() if schema is None else set(schema.names)
+
     def embed(self, text: str, adapter: str = "meanpool"):
         with self._embed_lock:
             return query_vector(text, self.db, adapter=adapter)
@@ -48,16 +53,19 @@ class SearchEngine:
     def search(self, req: SearchRequest) -> SearchResponse:
         if self.model() is None:  # nothing indexed yet
             return SearchResponse(hits=[], next_cursor=None)
+        if req.tag and TAGS not in self._clip_columns():
+            raise FieldProblem("tag", "this index has no tags (index with a tagging adapter plugin, e.g. streamvl-alpro)")
         digest = query_digest(req.model_dump(exclude={"k", "cursor"}))
         after = Cursor.decode(req.cursor, req.sort, digest) if req.cursor else None
-        fetch = self._fetcher(req, self.embed(req.q, req.adapter))
+        fetch = _memo(self._fetcher(req, self.embed(req.q, req.adapter)))
+        delta = after.d if after else merge_margin(fetch, req.k)
         if req.sort == "score":
-            segments, state, ranked = score_page(fetch, req.k, after)
+            segments, state, ranked = score_page(fetch, req.k, after, delta)
         else:
             threshold = after.th if after else (req.min_score if req.min_score is not None else threshold_of(fetch, req.k))
             if threshold is None:
                 return SearchResponse(hits=[], next_cursor=None)
-            segments, state, ranked = time_page(fetch, req.k, threshold, after)
+            segments, state, ranked = time_page(fetch, req.k, threshold, after, delta)
         token = None if state is None else state.model_copy(update={"o": req.sort, "q": digest}).encode()
         return SearchResponse(hits=self._hits(segments, ranked), next_cursor=token)
 
@@ -132,3 +140,14 @@ class SearchEngine:
             live = self.frames.live_ids(unknown)
             self._kind.update({sid: sid in live for sid in unknown})
         return {sid for sid in ids if self._kind[sid]}
+
+
+def _memo(fetch: FetchRows) -> FetchRows:
+    """The same fetch size is asked for more than once per request (margin, threshold, page)."""
+    seen: dict[int, list[dict[str, Any]]] = {}
+
+    def cached(n: int) -> list[dict[str, Any]]:
+        if n not in seen:
+            seen[n] = fetch(n)
+        return seen[n]
+    return cached

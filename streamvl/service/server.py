@@ -4,6 +4,7 @@ app's shutdown (the indexing job and the recorder stop and commit)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 from typing import Callable
 
@@ -47,6 +48,11 @@ def run(settings: ServiceSettings, on_ready: Callable[[str], None] | None = None
     server = uvicorn.Server(config)
     if on_ready is not None:
         _notify_when_started(server, on_ready, url_of(sock))
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again against the
+    # handlers that were in place before it: these note it, so a requested stop exits with 0.
+    stops: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stops.append(signum))
     server.run(sockets=[sock])
 
 

@@ -33,18 +33,22 @@ def shapes_video(path: Path, seed: int, seconds: float = 40.0, size: int = 160) 
 
 
 def index_streams(db: str, streams: list[StreamInfo], *, fps: float = 2.0, window: int = 4, stride: int = 2,
-                  live_start: dict[str, float] | None = None) -> None:
+                  live: dict[str, tuple[float, str]] | None = None, no_thumbnails: set[str] = frozenset()) -> None:
     """Index files through the real source and encode stage into db (as the runtime does, without Ray).
-    live_start: streams to record as live, with the UTC epoch second their first frame arrived."""
+
+    live: streams to record as live: {id: (UTC epoch second of the first frame, the URI to record)},
+    the frames carrying arrival times as a live source's do. no_thumbnails: streams indexed without
+    stored thumbnails (as tables from before thumbnails are)."""
     from streamvl.pipeline.encode import EncodeStage
     from streamvl.sources import open_source
 
     config = IndexConfig(db=db, model=MODEL, sampling={"fps": fps}, clips={"window": window, "stride": stride})
     stage = EncodeStage(config)
     store = Store(db)
-    sampling = config.sampling.model_copy(update={"size": stage.model.image_size})
     for info in streams:
-        t0 = (live_start or {}).get(info.stream_id)
+        t0, uri = (live or {}).get(info.stream_id, (None, info.uri))
+        width = 0 if info.stream_id in no_thumbnails else config.sampling.thumbnail_width
+        sampling = config.sampling.model_copy(update={"size": stage.model.image_size, "thumbnail_width": width})
         frames = 0
         with open_source(info, sampling) as source:
             for batch in source:
@@ -54,7 +58,7 @@ def index_streams(db: str, streams: list[StreamInfo], *, fps: float = 2.0, windo
                 store.upsert(FRAMES, rows)
                 store.upsert(CLIPS, clips)
                 frames += len(batch)
-        store.record_stream(info.stream_id, info.uri, "done", frames_indexed=frames, model=stage.model.name,
+        store.record_stream(info.stream_id, uri, "done", frames_indexed=frames, model=stage.model.name,
                             live=t0 is not None, last_wallclock=None if t0 is None else t0 + frames / fps)
 
 
@@ -130,9 +134,13 @@ def all_pages(client: httpx.Client, params: dict, *, method: str = "GET") -> lis
     raise AssertionError("the cursor never ended")
 
 
-def clip_rows(db: str) -> list[dict]:
-    """Every clip row (no embeddings)."""
-    return Store(db).clip_windows()
+def clip_rows(db: str, extra: list[str] = ()) -> list[dict]:
+    """Every clip row: stream_id, start, end and the `extra` columns (no embeddings)."""
+    import lancedb
+
+    table = lancedb.connect(db).open_table(CLIPS)
+    columns = ["stream_id", "start", "end", *[c for c in extra if c in table.schema.names]]
+    return table.search().select(columns).limit(None).to_arrow().to_pylist()
 
 
 def clip_scores(db: str, text: str) -> dict[tuple[str, float], float]:

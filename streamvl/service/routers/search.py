@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
 from streamvl.service.deps import ServiceState, get_state
-from streamvl.service.paging import CursorError
+from streamvl.service.paging import FieldProblem
 from streamvl.service.schemas import SearchRequest, SearchResponse
 from streamvl.service.errors import field_error
 
@@ -18,8 +18,8 @@ router = APIRouter(prefix="/search", tags=["search"])
 async def _run(state: ServiceState, req: SearchRequest) -> SearchResponse:
     try:
         return await run_in_threadpool(state.engine.search, req)
-    except CursorError as exc:
-        raise field_error("cursor", str(exc)) from exc
+    except FieldProblem as exc:
+        raise field_error(exc.field, str(exc)) from exc
 
 
 @router.get("", response_model=SearchResponse, summary="Search by text (query parameters; stream and tag repeat)")
