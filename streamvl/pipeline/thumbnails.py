@@ -26,6 +26,8 @@ QUALITY = 75  # JPEG quality (libjpeg scale)
 
 def thumbnail_size(width: int, height: int, target: int, sar: float | None = None) -> tuple[int, int]:
     """(w, h) of a `target`-wide thumbnail of a width x height frame, display aspect kept, even sides."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"a frame of {width}x{height} has no picture")
     display_w = width * (sar if sar and sar > 0 else 1.0)
     h = max(2, int(round(target * height / display_w / 2)) * 2)
     return max(2, target - target % 2), h

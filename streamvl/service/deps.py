@@ -101,7 +101,8 @@ class KeyGuard:
 
 
 class BodyLimit:
-    """ASGI middleware: request bodies over max_bytes get 413 (declared or streamed)."""
+    """ASGI middleware: request bodies over max_bytes get 413, whether declared (Content-Length)
+    or streamed: then the app sees the client gone, and whatever it answers is dropped."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -112,24 +113,25 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             return await _send_json(send, 413, b'{"error":"request body too large"}')
-        seen = 0
+        seen, refused = 0, False
 
         async def limited() -> dict:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise _TooLarge
+                refused = True
+                await _send_json(send, 413, b'{"error":"request body too large"}')
+                return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _send_json(send, 413, b'{"error":"request body too large"}')
+        async def guarded_send(message: dict) -> None:
+            if not refused:
+                await send(message)
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, limited, guarded_send)
 
 
 async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = ()) -> None:

@@ -28,7 +28,7 @@ from streamvl.sources.decode import is_url, local_path
 BROWSER_CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "video/mp4", "matroska,webm": "video/webm"}
 BROWSER_VIDEO = {"h264", "vp8", "vp9", "av1"}
 BROWSER_AUDIO = {"aac", "mp3", "opus", "vorbis", "flac"}
-REMUX_VIDEO = {"h264", "hevc", "av1", "mpeg4", "vp9"}  # codecs mp4 can carry as they are
+REMUX_VIDEO = {"h264", "av1", "vp9"}  # codecs copied as they are: mp4 carries them and browsers play them
 CACHE_CLIPS = 64
 KEYFRAME_SLACK_S = 0.05
 
@@ -44,6 +44,7 @@ class MediaLibrary:
 
     def __init__(self, cache_dir: str | None = None) -> None:
         self._dir = Path(cache_dir or tempfile.mkdtemp(prefix="streamvl-clips-"))
+        self._dir.mkdir(parents=True, exist_ok=True)
         self._owned = cache_dir is None
         self._probe: dict[tuple[str, int, int], str | None] = {}
         self._clips: OrderedDict[str, Path] = OrderedDict()
