@@ -2,7 +2,7 @@
 
 On the clips table of bench/bench_queries.py (default 1M rows of 512-d embeddings, IVF_PQ
 index, built or reused from its --cache), this starts `streamvl serve` in a child process and
-measures, for the same query texts:
+measures, for the same query texts (each text through both paths in turn, alternating which first):
   in-process   streamvl.api.search(text, db, k=10) in this process (the baseline)
   HTTP         GET /api/v1/search?q=TEXT&k=10 over one keep-alive connection (the first page)
   concurrent   16 clients (threads, one connection each) sending a fixed number of queries:
@@ -31,7 +31,6 @@ import time
 import urllib.parse
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -88,6 +87,23 @@ def over_http(host: str, port: int, texts: list[str], k: int) -> list[float]:
         return [get(conn, text, k) for text in texts]
     finally:
         conn.close()
+
+
+def interleaved(db: Path, host: str, port: int, texts: list[str], k: int) -> tuple[list[float], list[float]]:
+    """Each text through both paths, alternating which goes first: a busy machine slows both alike."""
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    local, remote = [], []
+    try:
+        for i, text in enumerate(texts):
+            if i % 2:
+                remote.append(get(conn, text, k))
+                local += in_process(db, [text], k)
+            else:
+                local += in_process(db, [text], k)
+                remote.append(get(conn, text, k))
+    finally:
+        conn.close()
+    return local, remote
 
 
 def concurrent(host: str, port: int, texts: list[str], k: int, clients: int, limit_s: float) -> dict:
@@ -170,9 +186,10 @@ def main() -> None:
         print(f"server pid {proc.pid} on {host}:{port}, RSS after start-up {rss_mib(proc.pid)['VmRSS']:.0f} MiB")
         in_process(db, warm, args.k)  # model load, caches
         over_http(host, port, warm, args.k)
-        local, remote = in_process(db, timed, args.k), over_http(host, port, timed, args.k)
-        local_again, remote_again = in_process(db, timed, args.k), over_http(host, port, timed, args.k)
-        print(f"\nsequential, one client, k={args.k} (each text new to both processes, then the same texts again):")
+        local, remote = interleaved(db, host, port, timed, args.k)
+        local_again, remote_again = interleaved(db, host, port, timed, args.k)
+        print(f"\nsequential, one client, k={args.k} (each text new to both processes, then the same texts again; "
+              f"machine load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores):")
         print(line("in-process api.search", local))
         print(line("HTTP GET /api/v1/search", remote, local))
         print(line("in-process, texts cached", local_again))

@@ -10,22 +10,6 @@ from streamvl.config import DEFAULT_DB
 from streamvl.errors import StreamvlError
 
 
-def _duration(text: str | None) -> float | None:
-    """'90', '90s', '30m', '12h', '7d' -> seconds; 'none' or '' -> None."""
-    if text is None or text.strip().lower() in ("", "none", "0"):
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
-    scale = units.get(text[-1], 1)
-    try:
-        value = float(text[:-1] if text[-1] in units else text) * scale
-    except ValueError:
-        raise click.BadParameter(f"expected a duration like 90s, 30m, 12h or 7d, got {text!r}") from None
-    if value <= 0:
-        raise click.BadParameter(f"duration must be positive, got {text!r}")
-    return value
-
-
 @click.command(name="serve")
 @click.option("--db", default=DEFAULT_DB, show_default=True, help="LanceDB path or URI")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind; any but loopback needs an API key")
@@ -37,12 +21,7 @@ def _duration(text: str | None) -> float | None:
 @click.option("--cors-origin", "cors_origins", multiple=True, help="allow this origin to call the API from a browser (repeatable)")
 @click.option("--media-root", "media_roots", multiple=True, type=click.Path(file_okay=False),
               help="folder whose files POST /api/v1/streams may add (repeatable; default: URLs only)")
-@click.option("--record", "record_dir", type=click.Path(file_okay=False), help="record live streams here (remuxed "
-              "segments) so their hits play")
-@click.option("--record-keep", default="24h", show_default=True, help="drop recorded segments older than this")
-@click.option("--record-max-gb", type=float, help="and keep at most this much per stream")
-def serve(db, host, port, index, config_path, api_key_file, cors_origins, media_roots, record_dir, record_keep,
-          record_max_gb) -> None:
+def serve(db, host, port, index, config_path, api_key_file, cors_origins, media_roots) -> None:
     """Serve search over HTTP (API under /api/v1, docs at /docs) and the search page at /.
 
     Keeps the model and recent query embeddings warm; stops cleanly on SIGINT/SIGTERM."""
@@ -53,9 +32,7 @@ def serve(db, host, port, index, config_path, api_key_file, cors_origins, media_
         key = read_api_key(api_key_file)
         settings = ServiceSettings(
             db=db, host=host, port=port, api_key=key, cors_origins=tuple(cors_origins), index=index,
-            index_args=("--config", config_path) if config_path else (), media_roots=tuple(media_roots),
-            record_dir=record_dir, record_keep_s=_duration(record_keep),
-            record_max_bytes=int(record_max_gb * 2**30) if record_max_gb else None)
+            index_args=("--config", config_path) if config_path else (), media_roots=tuple(media_roots))
 
         def ready(url: str) -> None:
             lock = "an API key is required" if key else "no API key: open to this machine only"

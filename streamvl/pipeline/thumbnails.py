@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 
 from streamvl.errors import SourceError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 DEFAULT_WIDTH = 256  # px; 16:9 video -> 256x144, about 5-8 KB at QUALITY
 QUALITY = 75  # JPEG quality (libjpeg scale)

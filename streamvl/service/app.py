@@ -72,17 +72,11 @@ def _lifespan(state: ServiceState):
             from streamvl.service.indexer import IndexJob
 
             state.indexer = IndexJob(settings.db, settings.index_args).start()
-        if settings.record_dir:
-            from streamvl.service.recording import Recorder
-
-            state.recorder = Recorder(settings, state.engine.store).start()
         if settings.warm:
             await run_in_threadpool(_warm, state.engine)
         try:
             yield
         finally:
-            if state.recorder is not None:
-                await run_in_threadpool(state.recorder.stop)
             if state.indexer is not None:
                 await run_in_threadpool(state.indexer.stop)
             state.media.close()

@@ -31,13 +31,12 @@ API_SECURITY = [Security(bearer_scheme), Security(header_scheme)]
 
 @dataclass
 class ServiceState:
-    """What the routers share: settings, the search engine, media, and the background jobs."""
+    """What the routers share: settings, the search engine, media, and the indexing job."""
 
     settings: ServiceSettings
     engine: Any
     media: Any
     indexer: Any = None
-    recorder: Any = None
     started: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -124,7 +124,6 @@ class Health(BaseModel):
     model: str | None
     streams: int
     indexing: str | None = Field(description="the --index job: running, exited N, or null without --index")
-    recording: bool
     auth: bool = Field(description="whether an API key is required")
     uptime_s: float
 

@@ -1,6 +1,6 @@
 """Run the service on uvicorn: bind first (port 0 picks a free port), say where, serve until
 SIGINT/SIGTERM; uvicorn then stops accepting, finishes requests (up to GRACE_S) and runs the
-app's shutdown (the indexing job and the recorder stop and commit)."""
+app's shutdown (the indexing job stops and commits)."""
 
 from __future__ import annotations
 

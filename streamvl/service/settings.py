@@ -19,7 +19,7 @@ MAX_CLIP_S = 600.0  # longest clip.mp4 cut
 
 
 class ServiceSettings(BaseModel):
-    """One serve process: its database, address, key, and the optional indexing and recording."""
+    """One serve process: its database, address, key, and the optional indexing job."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -31,10 +31,6 @@ class ServiceSettings(BaseModel):
     index: bool = False  # also run the serve-index job (a child process) on db
     index_args: tuple[str, ...] = ()  # extra `serve-index` options (e.g. --config, --fps)
     media_roots: tuple[str, ...] = ()  # folders whose files POST /streams may add (none: URLs only)
-    record_dir: str | None = None  # live recording: remuxed segments of live streams
-    record_segment_s: float = Field(10.0, gt=0)
-    record_keep_s: float | None = Field(24 * 3600.0, gt=0)  # retention by age
-    record_max_bytes: int | None = Field(None, gt=0)  # retention by size (per stream)
     warm: bool = True  # load the model and embed one query at start-up
 
     def key_value(self) -> str | None:

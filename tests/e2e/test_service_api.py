@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import av
-import httpx
 import pytest
 from PIL import Image
 

@@ -26,5 +26,5 @@ async def health(state: ServiceState = Depends(get_state)) -> Health:
     streams = await run_in_threadpool(lambda: len(state.engine.store.streams()))
     indexing = None if state.indexer is None else state.indexer.status()
     return Health(version=_version(), db=state.settings.db, model=state.engine.model(), streams=streams,
-                  indexing=indexing, recording=state.recorder is not None, auth=state.settings.api_key is not None,
+                  indexing=indexing, auth=state.settings.api_key is not None,
                   uptime_s=time.monotonic() - state.started)

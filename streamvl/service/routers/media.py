@@ -139,14 +139,10 @@ async def clip(stream_id: str = StreamIdParam, start: float = Query(ge=0, le=MAX
     _check_range(start, end)
     row = await run_in_threadpool(_row, state, stream_id)
     file = await run_in_threadpool(state.media.file_of, row)
-    if file is None:
-        recorded = state.recorder.cut(stream_id, start, end) if state.recorder is not None else None
-        if recorded is None:
-            raise HTTPException(404, f"no video of {stream_id!r} for {start:.2f}-{end:.2f}s")
-        path, how = recorded
-    else:
-        try:
-            path, how = await run_in_threadpool(state.media.clip, file, start, end)
-        except SourceError as exc:
-            raise HTTPException(500, str(exc)) from exc
+    if file is None:  # a live stream (no recording yet) or a file that moved
+        raise HTTPException(404, f"no video of {stream_id!r} for {start:.2f}-{end:.2f}s")
+    try:
+        path, how = await run_in_threadpool(state.media.clip, file, start, end)
+    except SourceError as exc:
+        raise HTTPException(500, str(exc)) from exc
     return FileResponse(path, media_type="video/mp4", headers={"X-Streamvl-Cut": how, "Cache-Control": "private, max-age=600"})
