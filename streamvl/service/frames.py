@@ -1,5 +1,5 @@
-"""Reads of the frames table the service needs and Store does not offer: thumbnails near a time,
-and the mapping between a live stream's times (pts) and wall-clock UTC."""
+"""Reads the service needs and Store does not offer: thumbnails near a time, the mapping between
+a live stream's times (pts) and wall-clock UTC, and a page's streams (uri and kind) in one read."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class FrameReader:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._handle: Any = None
+        self._streams: Any = None
 
     def _table(self) -> Any | None:
         if self._handle is None:
@@ -75,16 +76,19 @@ class FrameReader:
         p, w = min(pairs, key=lambda pw: abs(pw[0] - t))
         return w + (t - p)
 
-    def live_ids(self, stream_ids: set[str]) -> set[str]:
-        """Which of these streams are live (one read of their streams rows)."""
-        if not stream_ids or STREAMS not in self.store.table_names():
-            return set()
-        handle = self.store.db.open_table(STREAMS)
-        if handle.schema.get_field_index("live") < 0:
-            return set()
-        where = f"stream_id IN ({', '.join(sql_str(s) for s in sorted(stream_ids))}) AND live"
-        got = handle.search().where(where).select(["stream_id"]).limit(None).to_arrow()
-        return set(got["stream_id"].to_pylist())
+    def stream_info(self, stream_ids: set[str]) -> dict[str, tuple[str, bool]]:
+        """{stream_id: (uri, live)} of these streams, in one read of their streams rows."""
+        if not stream_ids:
+            return {}
+        if self._streams is None:
+            if STREAMS not in self.store.table_names():
+                return {}
+            self._streams = self.store.db.open_table(STREAMS)
+        handle = self._streams
+        columns = ["stream_id", "uri", *(["live"] if handle.schema.get_field_index("live") >= 0 else [])]
+        where = f"stream_id IN ({', '.join(sql_str(s) for s in sorted(stream_ids))})"
+        got = handle.search().where(where).select(columns).limit(None).to_arrow().to_pylist()
+        return {r["stream_id"]: (r["uri"], bool(r.get("live"))) for r in got}
 
     def pts_range(self, stream_id: str, start_utc: float | None, end_utc: float | None) -> tuple[float, float] | None:
         """The stream-time range of a wall-clock range (None: the stream has no frames in it)."""

@@ -33,7 +33,6 @@ class SearchEngine:
         self.frames = FrameReader(self.store)
         self.media = media
         self._embed_lock = threading.Lock()  # the query encoder's model and text cache are shared
-        self._kind: dict[str, bool] = {}  # stream id -> live
         self._model: str | None = None
 
     def model(self) -> str | None:
@@ -110,9 +109,10 @@ class SearchEngine:
     # -- segments -> hits with links
 
     def _hits(self, segments: list[Segment], ranked: int) -> list[HitOut]:
-        uris = self.store.stream_uris({s.stream_id for s in segments})
+        info = self.frames.stream_info({s.stream_id for s in segments})
+        uris = {sid: uri for sid, (uri, _) in info.items()}
         rows = {sid: {"stream_id": sid, "uri": uri} for sid, uri in uris.items()}
-        live = self._live_ids({s.stream_id for s in segments})
+        live = {sid for sid, (_, is_live) in info.items() if is_live}
         hits = []
         for i, s in enumerate(segments):
             base = stream_path(s.stream_id)
@@ -132,14 +132,6 @@ class SearchEngine:
                                strip_url=f"{base}/strip.jpg?start={s.start:.2f}&end={s.end:.2f}",
                                video_url=video_url, wallclock=wall, tags=list(tags) if tags else None))
         return hits
-
-    def _live_ids(self, ids: set[str]) -> set[str]:
-        """Live streams among ids; a stream's kind never changes, so it is looked up once."""
-        unknown = ids - self._kind.keys()
-        if unknown:
-            live = self.frames.live_ids(unknown)
-            self._kind.update({sid: sid in live for sid in unknown})
-        return {sid for sid in ids if self._kind[sid]}
 
 
 def _memo(fetch: FetchRows) -> FetchRows:
