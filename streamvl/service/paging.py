@@ -3,15 +3,17 @@
 Hits. Matching clips are ranked by (score desc, stream_id, start), a total order, and grouped in
 that order (`Grouping`): a clip that touches no hit yet (same stream, time ranges overlapping or
 touching) opens a new one; a clip that touches hits joins the best of them, and widens its range
-only when it touches no other and scores within a margin of the hit's best clip (adjacent
-windows overlap, so otherwise one hit would grow over everything nearby). The hits, in the order they open, are the result list:
+only when it touches no other, scores within a margin of the hit's best clip (adjacent windows
+overlap, so otherwise one hit would grow over everything nearby), and the hit's page has not
+ended (its ranges stay what the page showed). The hits, in the order they open, are the result list:
 every matching clip belongs to exactly one hit, no two hits overlap, scores never rise down the
 list. A hit's score is its best clip's; `peak` is that clip's window.
 
-Score order: page p is hits [h, h + k) of that list, where h hits came before. The grouping is
-replayed from the top on every page (it needs the earlier hits to keep later ones apart), over
-the best clips fetched in sizes that grow 4x until hit h + k + 1 would open and the page's ranges
-are settled: the cost of a page grows with its depth, the depth has no cap. Time order: the hits the clips scoring at least a
+Score order: pages of k hits, page p is hits [pk, pk + k) of that list. The grouping is replayed
+from the top on every page (it needs the earlier hits to keep later ones apart), over the best
+clips fetched in sizes that grow 4x until hit pk + k + 1 would open: the cost of a page grows with
+its depth, the depth has no cap. Since a page ends where the next one's first hit opens, hit
+ranges depend on k, and a cursor belongs to one k. Time order: the hits the clips scoring at least a
 threshold form (min_score, else the lowest score of the first page's clip pool), earliest first.
 
 The cursor (base64url JSON) holds the hits (and clips) before the next page, the margin and
@@ -81,7 +83,7 @@ class Cursor(BaseModel):
         except (binascii.Error, ValueError, ValidationError, UnicodeDecodeError) as exc:
             raise CursorError("not a cursor of this server") from exc
         if cursor.v != 1 or cursor.o != order or cursor.q != digest:
-            raise CursorError("belongs to another query (text, filters or sort differ)")
+            raise CursorError("belongs to another query (text, filters, sort or k differ)")
         numbers = [x for x in (cursor.d, cursor.th, cursor.t) if x is not None]
         if not all(math.isfinite(x) for x in numbers) or min(cursor.h, cursor.n, cursor.d) < 0:
             raise CursorError("holds values out of range")
@@ -89,7 +91,7 @@ class Cursor(BaseModel):
 
 
 def query_digest(parts: dict[str, Any]) -> str:
-    """A short digest of everything that defines the result list (not k: pages may change size)."""
+    """A short digest of everything that defines the result list and its pages."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -116,8 +118,10 @@ class Segment:
 class Grouping:
     """Clips, best first, grouped into hits (module doc); hits listed in the order they opened."""
 
-    def __init__(self, margin: float = math.inf) -> None:
+    def __init__(self, margin: float = math.inf, page: int | None = None) -> None:
         self.margin = margin
+        self.page = page  # hits of a page stop widening when the next page's first hit opens
+        self.settled = 0  # hits before this one no longer widen
         self.hits: list[Segment] = []
         self._by_stream: dict[str, list[Segment]] = {}
 
@@ -130,22 +134,25 @@ class Grouping:
         mine = self._by_stream.setdefault(sid, [])
         touching = [s for s in mine if s.touches(row)]
         if not touching:
+            if self.page and self.hits and len(self.hits) % self.page == 0:
+                self.settled = len(self.hits)  # a page ends here: its ranges are what it showed
             hit = Segment(sid, start, end, float(row["score"]), row, [(sid, start)], order=len(self.hits))
             mine.append(hit)
             self.hits.append(hit)
             return
         head = min(touching, key=lambda s: s.order)  # opened first: the best of them
         head.members.append((sid, start))
-        if len(touching) == 1 and float(row["score"]) >= head.score - self.margin:
+        if len(touching) == 1 and head.order >= self.settled and float(row["score"]) >= head.score - self.margin:
             head.start, head.end = min(head.start, start), max(head.end, end)
         # else: taken by the hit without widening it: too weak, or it would join two hits (hits
         # never merge, so a page never loses one that an earlier page counted)
 
 
-def group_until(rows: Sequence[dict[str, Any]], hits: int, margin: float) -> tuple[Grouping, int]:
-    """Group rows in order, stopping before the clip that would open hit number hits + 1.
-    Returns the grouping and how many rows it took."""
-    grouping = Grouping(margin)
+def group_until(rows: Sequence[dict[str, Any]], hits: int, margin: float,
+                page: int | None = None) -> tuple[Grouping, int]:
+    """Group rows in order (pages of `page` hits, see Grouping), stopping before the clip that
+    would open hit number hits + 1. Returns the grouping and how many rows it took."""
+    grouping = Grouping(margin, page)
     for i, row in enumerate(rows):
         if len(grouping.hits) >= hits and grouping.opens(row):
             return grouping, i
@@ -164,27 +171,17 @@ def merge_margin(fetch: FetchRows, k: int) -> float:
 
 
 def score_page(fetch: FetchRows, k: int, after: Cursor | None, margin: float) -> tuple[list[Segment], Cursor | None, int]:
-    """Hits [h, h + k) of the score-ordered list; the cursor after them (None on the last page;
-    the caller fills o and q); h, the number of hits before the page.
-
-    The page's ranges are final: grouping goes on past the page's end while a clip could still
-    widen one of its hits (scores down to the page's lowest hit score minus the margin)."""
+    """Hits [h, h + k) of the score-ordered list in pages of k; the cursor after them (None on the
+    last page; the caller fills o and q); h, the number of hits before the page."""
     before = after.h if after else 0
     n = (after.n if after else 0) + first_pool(k)
     while True:
         rows = fetch(n)
-        full = len(rows) == n
-        grouping, used = group_until(rows, before + k, margin)
-        page = grouping.hits[before:before + k]
-        floor = page[-1].score - margin if page else math.inf
-        if full and (used == len(rows) or float(rows[-1]["score"]) >= floor):
-            n *= WIDEN  # the page's end, or the clips that settle its ranges, lie further down
-            continue
-        break
-    for row in rows[used:]:
-        if float(row["score"]) < floor:
+        grouping, used = group_until(rows, before + k, margin, page=k)
+        if used < len(rows) or len(rows) < n:  # stopped at hit h + k + 1, or every clip is grouped
             break
-        grouping.add(row)
+        n *= WIDEN
+    page = grouping.hits[before:before + k]
     if used == len(rows) or not page:
         return page, None, before
     return page, Cursor(o="", q="", h=before + len(page), n=used, d=margin), before

@@ -54,7 +54,7 @@ class SearchEngine:
             return SearchResponse(hits=[], next_cursor=None)
         if req.tag and TAGS not in self._clip_columns():
             raise FieldProblem("tag", "this index has no tags (index with a tagging adapter plugin, e.g. streamvl-alpro)")
-        digest = query_digest(req.model_dump(exclude={"k", "cursor"}))
+        digest = query_digest(req.model_dump(exclude={"cursor"}))
         after = Cursor.decode(req.cursor, req.sort, digest) if req.cursor else None
         fetch = _memo(self._fetcher(req, self.embed(req.q, req.adapter)))
         delta = after.d if after else merge_margin(fetch, req.k)

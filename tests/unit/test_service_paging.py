@@ -50,7 +50,7 @@ def test_paging_in_score_order_returns_every_hit_exactly_once(k, margin):
     served = [(h.stream_id, h.peak, h.start, h.end) for page in pages for h in page]
     assert all(len(p) == k for p in pages[:-1]) and 1 <= len(pages[-1]) <= k
     assert len(set(served)) == len(served)  # no hit twice
-    whole, used = group_until(rows, math.inf, margin)  # the whole list at once
+    whole, used = group_until(rows, math.inf, margin, page=k)  # the whole list at once
     assert used == len(rows)
     assert served == [(h.stream_id, h.peak, h.start, h.end) for h in whole.hits]  # none missing, same order and ranges
     members = [m for h in whole.hits for m in h.members]
@@ -68,13 +68,15 @@ def test_paging_in_score_order_returns_every_hit_exactly_once(k, margin):
         assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))
 
 
-def test_first_page_equals_the_head_of_a_longer_page():
-    """Pages are slices of one list: page 2 continues exactly where page 1 stopped."""
-    rows = ranking(seed=3)
-    one = every_page(Fetch(rows), 10, 0.2)
-    big, _, _ = score_page(Fetch(rows), 30, None, 0.2)
-    assert [(h.stream_id, h.start, h.end) for h in one[0] + one[1] + one[2]] == \
-        [(h.stream_id, h.start, h.end) for h in big]  # the same ranges, whatever the page size
+def test_a_hit_stops_widening_when_its_page_ends():
+    rows = [{"stream_id": "a", "start": 0.0, "end": 2.0, "score": 0.9},  # hit 0 (page 1 of k=1)
+            {"stream_id": "b", "start": 0.0, "end": 2.0, "score": 0.89},  # hit 1 opens page 2
+            {"stream_id": "a", "start": 2.0, "end": 4.0, "score": 0.88}]  # would widen hit 0
+    paged, _ = group_until(rows, math.inf, margin=0.1, page=1)
+    assert [(h.stream_id, h.start, h.end) for h in paged.hits] == [("a", 0.0, 2.0), ("b", 0.0, 2.0)]
+    assert paged.hits[0].members == [("a", 0.0), ("a", 2.0)]  # still its clip
+    whole, _ = group_until(rows, math.inf, margin=0.1, page=2)
+    assert (whole.hits[0].start, whole.hits[0].end) == (0.0, 4.0)
 
 
 def test_deep_pages_widen_the_fetch_without_a_cap():
