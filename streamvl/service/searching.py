@@ -109,30 +109,29 @@ class SearchEngine:
     # -- segments -> hits with links
 
     def _hits(self, segments: list[Segment], ranked: int) -> list[HitOut]:
-        info = self.frames.stream_info({s.stream_id for s in segments})
-        uris = {sid: uri for sid, (uri, _) in info.items()}
-        rows = {sid: {"stream_id": sid, "uri": uri} for sid, uri in uris.items()}
-        live = {sid for sid, (_, is_live) in info.items() if is_live}
+        info = self.frames.stream_info({s.stream_id for s in segments})  # {id: (uri, live)}
         hits = []
         for i, s in enumerate(segments):
+            uri, live = info.get(s.stream_id, ("", False))
             base = stream_path(s.stream_id)
-            peak_t = (s.peak[0] + s.peak[1]) / 2
-            video = self.media.file_of(rows.get(s.stream_id))
-            if video is not None and video.mime:
-                video_url = f"{base}/video#t={s.start:.2f},{s.end:.2f}"
-            elif video is not None:
-                video_url = f"{base}/clip.mp4?start={s.start:.2f}&end={s.end:.2f}"
-            else:
-                video_url = None
-            wall = self.frames.wallclock_at(s.stream_id, s.start) if s.stream_id in live else None
             tags = s.best.get("tags")
-            hits.append(HitOut(stream_id=s.stream_id, uri=uris.get(s.stream_id, ""), start=s.start, end=s.end,
-                               score=s.score, rank=ranked + i + 1, peak=s.peak,
-                               thumbnail_url=f"{base}/thumbnail.jpg?t={peak_t:.2f}",
+            hits.append(HitOut(stream_id=s.stream_id, uri=uri, start=s.start, end=s.end, score=s.score,
+                               rank=ranked + i + 1, peak=s.peak,
+                               thumbnail_url=f"{base}/thumbnail.jpg?t={(s.peak[0] + s.peak[1]) / 2:.2f}",
                                strip_url=f"{base}/strip.jpg?start={s.start:.2f}&end={s.end:.2f}",
-                               video_url=video_url, wallclock=wall, tags=list(tags) if tags else None))
+                               video_url=self._video_url(base, uri, s),
+                               wallclock=self.frames.wallclock_at(s.stream_id, s.start) if live else None,
+                               tags=list(tags) if tags else None))
         return hits
 
+    def _video_url(self, base: str, uri: str, s: Segment) -> str | None:
+        """The file with a media fragment when a browser plays it as it is, else a cut; None without a file."""
+        video = self.media.file_of({"uri": uri} if uri else None)
+        if video is None:
+            return None
+        if video.mime:
+            return f"{base}/video#t={s.start:.2f},{s.end:.2f}"
+        return f"{base}/clip.mp4?start={s.start:.2f}&end={s.end:.2f}"
 
 def _memo(fetch: FetchRows) -> FetchRows:
     """The same fetch size is asked for more than once per request (margin, threshold, page)."""
