@@ -32,6 +32,8 @@ class SamplingConfig(BaseModel):
         description="a sampled frame whose 32x32 thumbnail differs from the stream's last encoded frame by less "
                     "than this (noise-corrected mean absolute difference, 0..255) is a repeat: not re-encoded, it reuses that "
                     "embedding; 0 or None: off")
+    thumbnail_width: int = Field(256, ge=0, description="width (px) of the JPEG thumbnail kept of every sampled frame "
+                                 "in the frames table (the service shows it); 0: none")
     decode: str = Field("all", pattern="^(all|keyframes|auto)$",
                         description="all: decode every frame; keyframes: decode keyframes only (a slot is represented "
                                     "by the first keyframe at/after its start); auto: keyframes for local files whose "

@@ -22,6 +22,8 @@ class FrameBatch:
         marked repeat (streamvl.sources.static): the encoder reuses that frame's embedding. A
         batch holds either every frame's pixels (frames [N, ...], as sources yield it) or only
         the non-repeats' (frames [N - repeats, ...], `without_repeat_pixels()`, what crosses Ray).
+    thumbs: one small JPEG per frame (None where it could not be made; streamvl.pipeline.thumbnails), or
+        None when thumbnails are off.
     """
 
     stream_id: str
@@ -35,6 +37,7 @@ class FrameBatch:
     fps: float = 0.0
     events: tuple["StreamEvent", ...] = ()
     repeat: np.ndarray | None = None
+    thumbs: tuple[bytes | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3:
@@ -48,6 +51,8 @@ class FrameBatch:
         if self.frames.shape[0] not in (len(self.pts), len(self.pts) - self.repeats):
             raise ValueError(f"pts {self.pts.shape} does not match {self.frames.shape[0]} frames "
                              f"({self.repeats} repeats)")
+        if self.thumbs is not None and len(self.thumbs) != len(self.pts):
+            raise ValueError(f"thumbs must have one JPEG per frame ({len(self.pts)}), got {len(self.thumbs)}")
 
     def __len__(self) -> int:
         return int(self.pts.shape[0])

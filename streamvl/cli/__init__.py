@@ -13,6 +13,7 @@ from streamvl.cli.errors import ErrorHandlingGroup
 from streamvl.cli.index import index
 from streamvl.cli.plugins import plugins
 from streamvl.cli.search import search
+from streamvl.cli.serve import serve
 from streamvl.cli.streams import serve_index, streams
 from streamvl.cli.training import evaluate, localise, rescore, train
 
@@ -29,7 +30,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.meta["streamvl.debug"] = debug
 
 
-for _command in (index, search, streams, serve_index, plugins, demo, train, evaluate, rescore, localise):
+for _command in (index, search, serve, streams, serve_index, plugins, demo, train, evaluate, rescore, localise):
     main.add_command(_command)
 
 __all__ = ["main"]

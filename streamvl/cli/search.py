@@ -25,16 +25,23 @@ from streamvl.cli.errors import warn
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="the adapter's trained checkpoint")
 @click.option("--option", "adapter_options", multiple=True, metavar="KEY=VALUE", help="adapter option (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print [{stream_id, uri, start, end, score, peak}]")
+@click.option("--server", help="ask a running `streamvl serve` at this URL (key from $STREAMVL_API_KEY) instead of --db")
 def search(text, db, k, stream_ids, start, end, adapter, model, rerank, tags, checkpoint, adapter_options,
-           as_json) -> None:
+           as_json, server) -> None:
     """Search indexed clips by TEXT; adjacent matching windows merge into one segment.
 
     Use the adapter options (--checkpoint) the index was built with. Control characters in TEXT
     are dropped; a TEXT longer than the model's context is cut to fit (with a warning)."""
-    hits = api.search(text, db, k=k, adapter=adapter, model=model, stream_ids=list(stream_ids) or None,
-                      start=start, end=end, rerank=rerank, tags=list(tags) or None,
-                      adapter_options=options(adapter_options, checkpoint))
-    _warn_stored(db)
+    if server:
+        from streamvl.service.client import search_cli
+
+        hits = search_cli(server, text, k, stream_ids, start, end, adapter, tags,
+                          rerank or checkpoint or adapter_options or model)
+    else:
+        hits = api.search(text, db, k=k, adapter=adapter, model=model, stream_ids=list(stream_ids) or None,
+                          start=start, end=end, rerank=rerank, tags=list(tags) or None,
+                          adapter_options=options(adapter_options, checkpoint))
+        _warn_stored(db)
     if as_json:
         click.echo(json.dumps([h.as_dict() for h in hits], indent=2))
         return

@@ -20,6 +20,7 @@ from streamvl.errors import PluginError
 from streamvl.models.loading import LoadedModel, load_model
 from streamvl.plugins.manager import Plugins
 from streamvl.types import FrameBatch, Window
+from streamvl.pipeline.thumbnails import thumbnail_column
 from streamvl.pipeline.windows import Windower
 
 
@@ -61,7 +62,7 @@ class EncodeStage:
         self.keep_frames = any(s.needs_frames for s in self.specs.values())
         extra = [f for p in self.providers for f in p.fields]
         meta = self.model.meta()
-        self.frames_schema = store.frames_schema(self.model.embed_dim, meta)
+        self.frames_schema = store.frames_schema(self.model.embed_dim, meta).append(store.THUMBNAIL)
         self.clips_schema = store.clips_schema(self.model.embed_dim, extra, meta)
         self._windows: dict[str, Windower] = {}
         # stream -> (embedding, pixels if keep_frames) of its last frame run through the model
@@ -170,6 +171,7 @@ class EncodeStage:
             "wallclock": pa.array(np.concatenate(wallclock), pa.float64(), from_pandas=True),
             "embedding": fixed_size_list(np.concatenate(features) if n else np.zeros((0, self.model.embed_dim))),
             "model": pa.array([self.model.name] * n, pa.string()),
+            "thumbnail": thumbnail_column(batches),
         }
         return pa.Table.from_pydict(columns, schema=self.frames_schema)
 
@@ -243,7 +245,7 @@ def _fresh_only(batch: FrameBatch) -> FrameBatch:
     if not batch.repeats:
         return batch
     keep = ~batch.repeat
-    return replace(batch, pts=batch.pts[keep], frames=batch.fresh_frames(), repeat=None,
+    return replace(batch, pts=batch.pts[keep], frames=batch.fresh_frames(), repeat=None, thumbs=None,
                    wallclock=None if batch.wallclock is None else batch.wallclock[keep])
 
 

@@ -179,6 +179,16 @@ def _encoder(plugins: Plugins, adapter: str, spec: str, options: dict[str, Any])
     return encoder
 
 
+def query_vector(text: str, db: str, *, adapter: str = "meanpool", model: str | None = None,
+                 plugins: Plugins | None = None, adapter_options: dict[str, Any] | None = None) -> np.ndarray:
+    """The query embedding of `text` for the index at `db` (read-only float32 [D]): the indexing
+    model's adapter, built once per process, and its cache of recent texts (as `search` uses them)."""
+    plugins = plugins if plugins is not None else _default_plugins()
+    spec = indexed_model(open_store(str(db)), model)
+    plugins.adapter(adapter)  # fails fast (PluginError) before loading the model
+    return _encoder(plugins, adapter, spec, dict(adapter_options or {})).encode(text)
+
+
 def search(text: str, db: str, *, k: int = 10, adapter: str = "meanpool", stream_ids: Sequence[str] | None = None,
            start: float | None = None, end: float | None = None, rerank: str | None = None,
            model: str | None = None, plugins: Plugins | None = None, tags: Sequence[str] | None = None,

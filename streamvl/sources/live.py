@@ -25,6 +25,7 @@ import numpy as np
 
 from streamvl.config import LiveConfig, SamplingConfig
 from streamvl.errors import DecodeError, SourceError
+from streamvl.pipeline.thumbnails import Thumbnailer
 from streamvl.sources.decode import AV_ERRORS, VideoReader, is_url, keyframes_only, transport_options
 from streamvl.sources.resize import SquareResizer
 from streamvl.sources.sampling import SlotSampler
@@ -121,6 +122,7 @@ class _Batcher:
         self.info, self.size, self.cap, self.fps = info, sampling.size, sampling.batch_frames, sampling.fps
         self.max_delay = max_delay
         self.detector = RepeatDetector(sampling.static_threshold)  # one per decoder run, across reconnects
+        self.thumbnailer = Thumbnailer(sampling.thumbnail_width)
         self.index = first_index  # grid index of the next frame
         self.seq = 0
         self.events: list[StreamEvent] = []
@@ -130,12 +132,14 @@ class _Batcher:
         self.pts: list[float] = []
         self.clocks: list[float] = []
         self.repeats: list[bool] = []
+        self.thumbs: list[bytes | None] = []
         self.frames = np.empty((self.cap, self.size, self.size, 3), dtype=np.uint8)
 
-    def add(self, t: float, image: np.ndarray, wallclock: float) -> bool:
-        """Add a sampled frame; True if it is a repeat of the last encoded one."""
+    def add(self, t: float, image: np.ndarray, wallclock: float, decoded=None) -> bool:
+        """Add a sampled frame (and its decoded frame, for the thumbnail); True if it is a repeat."""
         self.frames[len(self.pts)] = image
         self.repeats.append(self.detector.is_repeat(self.frames[len(self.pts)]))
+        self.thumbs.append(self.thumbnailer(decoded, self.repeats[-1]) if decoded is not None else None)
         self.pts.append(t)
         self.clocks.append(wallclock)
         return self.repeats[-1]
@@ -152,7 +156,8 @@ class _Batcher:
             stream_id=self.info.stream_id, uri=self.info.uri, pts=np.asarray(self.pts, np.float64),
             frames=self.frames if n == self.cap else self.frames[:n].copy(), seq=self.seq, final=final,
             wallclock=np.asarray(self.clocks, np.float64), first_index=self.index, fps=self.fps,
-            events=tuple(self.events), repeat=np.asarray(self.repeats, bool) if self.detector.enabled else None)
+            events=tuple(self.events), repeat=np.asarray(self.repeats, bool) if self.detector.enabled else None,
+            thumbs=tuple(self.thumbs) if self.thumbnailer.enabled else None)
         self.seq += 1
         self.index += n
         self.events = []
@@ -225,7 +230,7 @@ class LiveSource:
                     if not sampler.take(stamp.t):
                         continue
                     try:
-                        self.stats["frames_skipped"] += batcher.add(stamp.t, resizer(decoded.frame), now)
+                        self.stats["frames_skipped"] += batcher.add(stamp.t, resizer(decoded.frame), now, decoded.frame)
                     except AV_ERRORS as exc:
                         raise DecodeError(f"cannot resize frame at t={stamp.t:.3f}s: {exc}", stream_id=self.info.stream_id,
                                           uri=self.info.uri, pts=stamp.t) from exc

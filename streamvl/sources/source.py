@@ -9,6 +9,7 @@ import numpy as np
 
 from streamvl.config import SamplingConfig
 from streamvl.errors import DecodeError
+from streamvl.pipeline.thumbnails import Thumbnailer
 from streamvl.sources.decode import AV_ERRORS, VideoReader, keyframes_only, transport_options
 from streamvl.sources.resize import SquareResizer
 from streamvl.sources.sampling import SlotSampler
@@ -42,6 +43,7 @@ class Source:
         self._yielded = 0
         self._reader = VideoReader(info, open_timeout, options=transport_options(info.uri, info.transport))
         self._resizer = SquareResizer(sampling.size, sar=self._reader.stream.sample_aspect_ratio)
+        self._thumbnailer = Thumbnailer(sampling.thumbnail_width)
         if keyframes_only(sampling.decode, info.uri, sampling.fps, self._reader.live):
             self._reader.decode_keyframes_only()
         self._batches: Iterator[FrameBatch] | None = None
@@ -85,6 +87,7 @@ class Source:
         pts: list[float] = []
         clocks: list[float] = []
         repeats: list[bool] = []
+        thumbs: list[bytes | None] = []
         frames = np.empty((cap, size, size, 3), dtype=np.uint8)
         try:
             for decoded in self._reader.frames(self.start_after):
@@ -97,6 +100,7 @@ class Source:
                     message = f"cannot resize frame at t={decoded.t:.3f}s: {exc}"
                     raise DecodeError(message, stream_id=self.info.stream_id, uri=self.info.uri) from exc
                 repeats.append(detector.is_repeat(frames[len(pts)]))
+                thumbs.append(self._thumbnailer(decoded.frame, repeats[-1]))
                 pts.append(decoded.t)
                 if live:
                     clocks.append(decoded.wallclock or 0.0)
@@ -104,13 +108,13 @@ class Source:
                 self.stats["frames_skipped"] = int(self.stats["frames_skipped"] or 0) + repeats[-1]
                 self.stats["last_pts"] = decoded.t
                 if len(pts) == cap:
-                    yield self._batch(seq, pts, frames, clocks, repeats, final=False)
+                    yield self._batch(seq, pts, frames, clocks, repeats, final=False, thumbs=thumbs)
                     seq += 1
-                    pts, clocks, repeats = [], [], []
+                    pts, clocks, repeats, thumbs = [], [], [], []
                     frames = np.empty((cap, size, size, 3), dtype=np.uint8)
         except DecodeError as exc:
             if pts:  # good frames first, so they get indexed; then the error is recorded
-                yield self._batch(seq, pts, frames, clocks, repeats, final=False)
+                yield self._batch(seq, pts, frames, clocks, repeats, final=False, thumbs=thumbs)
             if exc.pts is None:
                 exc.pts = self.stats["last_pts"]  # type: ignore[assignment]
             self._reader.close()
@@ -118,10 +122,10 @@ class Source:
         finally:
             self.stats["frames_decoded"] = self._reader.frames_decoded
         self._reader.close()  # release the container as soon as the stream is done
-        yield self._batch(seq, pts, frames, clocks, repeats, final=True)
+        yield self._batch(seq, pts, frames, clocks, repeats, final=True, thumbs=thumbs)
 
     def _batch(self, seq: int, pts: list[float], frames: np.ndarray, clocks: list[float], repeats: list[bool], *,
-               final: bool) -> FrameBatch:
+               final: bool, thumbs: list[bytes | None] = ()) -> FrameBatch:
         n = len(pts)
         first = self.first_index + self._yielded
         self._yielded += n
@@ -136,6 +140,7 @@ class Source:
             first_index=first,
             fps=self.sampling.fps,
             repeat=np.asarray(repeats, dtype=bool) if self.sampling.static_threshold else None,
+            thumbs=tuple(thumbs) if self._thumbnailer.enabled else None,
         )
 
 

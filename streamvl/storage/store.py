@@ -63,6 +63,10 @@ def _schema(fields: Sequence[pa.Field], meta: Mapping[str, str] | None) -> pa.Sc
     return pa.schema(fields, metadata={str(k): str(v) for k, v in (meta or {}).items()} or None)
 
 
+# frames: an optional small JPEG of the frame (streamvl.pipeline.thumbnails), appended by the encode stage
+THUMBNAIL = pa.field("thumbnail", pa.binary())
+
+
 def frames_schema(dim: int, meta: Mapping[str, str] | None = None) -> pa.Schema:
     fields = [_req("stream_id", pa.string()), _req("pts", pa.float64()), pa.field("wallclock", pa.float64()),
               embedding_field(dim), _req("model", pa.string())]
@@ -394,6 +398,9 @@ class Store:
         handle = self._open(table)
         if handle is None:  # (not `or`: a LanceTable with no rows is falsy)
             handle = self._create(table, data.schema)
+        elif table == FRAMES and THUMBNAIL.name in data.column_names:  # a frames table from before thumbnails
+            self._add_missing_columns(FRAMES, pa.schema([THUMBNAIL]))
+            handle = self._open(table)
         _check_model(table, data.schema, handle.schema)
         rows = dedupe_last(conform(table, data, handle.schema), keys)
         with _lance_errors(table, "upsert"):

@@ -1,0 +1,1 @@
+"""One APIRouter per resource: search, streams, media, health, session."""

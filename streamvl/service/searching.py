@@ -1,0 +1,144 @@
+"""Search requests -> pages of hits: the query vector (streamvl.search.query's cached encoder), the
+filters as the vector search's prefilter (Store.search_clips), the pages (paging) and the hits'
+links (thumbnails, video)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+from urllib.parse import quote
+
+from streamvl.search.query import open_store, query_vector
+from streamvl.service.frames import FrameReader
+from streamvl.service.media import MediaLibrary
+from streamvl.service.paging import (Cursor, FetchRows, FieldProblem, Segment, merge_margin, query_digest,
+                                     score_page, threshold_of, time_page)
+from streamvl.service.schemas import HitOut, SearchRequest, SearchResponse
+from streamvl.storage.store import CLIPS, MODEL_KEY, REFINE_CANDIDATES, TAGS, Store
+
+API = "/api/v1"
+
+
+def stream_path(stream_id: str) -> str:
+    return f"{API}/streams/{quote(stream_id, safe='')}"
+
+
+class SearchEngine:
+    """Answers SearchRequests against one database; safe to call from many threads."""
+
+    def __init__(self, db: str, media: MediaLibrary) -> None:
+        self.db = db
+        self.store: Store = open_store(db)
+        self.frames = FrameReader(self.store)
+        self.media = media
+        self._embed_lock = threading.Lock()  # the query encoder's model and text cache are shared
+        self._model: str | None = None
+
+    def model(self) -> str | None:
+        """The indexing model (None before anything is indexed); fixed once the tables exist."""
+        if self._model is None:
+            self._model = self.store.meta().get(MODEL_KEY)
+        return self._model
+
+    def _clip_columns(self) -> set[str]:
+        schema = self.store.schema(CLIPS)
+        return set() if schema is None else set(schema.names)
+
+    def embed(self, text: str, adapter: str = "meanpool"):
+        with self._embed_lock:
+            return query_vector(text, self.db, adapter=adapter)
+
+    def search(self, req: SearchRequest) -> SearchResponse:
+        if self.model() is None:  # nothing indexed yet
+            return SearchResponse(hits=[], next_cursor=None)
+        if req.tag and TAGS not in self._clip_columns():
+            raise FieldProblem("tag", "this index has no tags (index with a tagging adapter plugin, e.g. streamvl-alpro)")
+        digest = query_digest(req.model_dump(exclude={"cursor"}))
+        after = Cursor.decode(req.cursor, req.sort, digest) if req.cursor else None
+        fetch = _memo(self._fetcher(req, self.embed(req.q, req.adapter)))
+        delta = after.d if after else merge_margin(fetch, req.k)
+        if req.sort == "score":
+            segments, state, ranked = score_page(fetch, req.k, after, delta)
+        else:
+            threshold = after.th if after else (req.min_score if req.min_score is not None else threshold_of(fetch, req.k))
+            if threshold is None:
+                return SearchResponse(hits=[], next_cursor=None)
+            segments, state, ranked = time_page(fetch, req.k, threshold, after, delta)
+        token = None if state is None else state.model_copy(update={"o": req.sort, "q": digest}).encode()
+        return SearchResponse(hits=self._hits(segments, ranked), next_cursor=token)
+
+    # -- filters -> the prefiltered vector search
+
+    def _fetcher(self, req: SearchRequest, vector) -> FetchRows:
+        """n -> the n best clips under the request's filters. ISO instants become each live
+        stream's own time range; then every stream is searched apart and the rows merged."""
+        base = dict(adapter=req.adapter, tags=req.tag or None)
+        first = None
+
+        def candidates(n: int) -> int:  # keep the first fetch's exact re-rank budget when widening
+            nonlocal first
+            first = first or n
+            return max(n, REFINE_CANDIDATES * first)
+
+        if not isinstance(req.start, dt.datetime) and not isinstance(req.end, dt.datetime):
+            def fetch(n: int) -> list[dict[str, Any]]:
+                return self.store.search_clips(vector, n, stream_ids=req.stream, start=req.start, end=req.end,
+                                               candidates=candidates(n), **base)
+            return fetch
+        ranges = self._live_ranges(req.stream, req.start, req.end)
+
+        def fetch_live(n: int) -> list[dict[str, Any]]:
+            rows = [r for sid, (t0, t1) in ranges.items()
+                    for r in self.store.search_clips(vector, n, stream_ids=[sid], start=t0, end=t1,
+                                                     candidates=candidates(n), **base)]
+            rows.sort(key=lambda r: (-r["score"], r["stream_id"], r["start"]))
+            return rows[:n]
+        return fetch_live
+
+    def _live_ranges(self, stream_ids: list[str] | None, start: dt.datetime | None,
+                     end: dt.datetime | None) -> dict[str, tuple[float, float]]:
+        ids = stream_ids if stream_ids is not None else [r["stream_id"] for r in self.store.streams() if r.get("live")]
+        ranges = {}
+        for sid in ids:
+            span = self.frames.pts_range(sid, start.timestamp() if start else None, end.timestamp() if end else None)
+            if span is not None:
+                ranges[sid] = span
+        return ranges
+
+    # -- segments -> hits with links
+
+    def _hits(self, segments: list[Segment], ranked: int) -> list[HitOut]:
+        info = self.frames.stream_info({s.stream_id for s in segments})  # {id: (uri, live)}
+        hits = []
+        for i, s in enumerate(segments):
+            uri, live = info.get(s.stream_id, ("", False))
+            base = stream_path(s.stream_id)
+            tags = s.best.get("tags")
+            hits.append(HitOut(stream_id=s.stream_id, uri=uri, start=s.start, end=s.end, score=s.score,
+                               rank=ranked + i + 1, peak=s.peak,
+                               thumbnail_url=f"{base}/thumbnail.jpg?t={(s.peak[0] + s.peak[1]) / 2:.2f}",
+                               strip_url=f"{base}/strip.jpg?start={s.start:.2f}&end={s.end:.2f}",
+                               video_url=self._video_url(base, uri, s),
+                               wallclock=self.frames.wallclock_at(s.stream_id, s.start) if live else None,
+                               tags=list(tags) if tags else None))
+        return hits
+
+    def _video_url(self, base: str, uri: str, s: Segment) -> str | None:
+        """The file with a media fragment when a browser plays it as it is, else a cut; None without a file."""
+        video = self.media.file_of({"uri": uri} if uri else None)
+        if video is None:
+            return None
+        if video.mime:
+            return f"{base}/video#t={s.start:.2f},{s.end:.2f}"
+        return f"{base}/clip.mp4?start={s.start:.2f}&end={s.end:.2f}"
+
+def _memo(fetch: FetchRows) -> FetchRows:
+    """The same fetch size is asked for more than once per request (margin, threshold, page)."""
+    seen: dict[int, list[dict[str, Any]]] = {}
+
+    def cached(n: int) -> list[dict[str, Any]]:
+        if n not in seen:
+            seen[n] = fetch(n)
+        return seen[n]
+    return cached
