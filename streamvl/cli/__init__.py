@@ -172,13 +172,14 @@ def streams_cmd(ctx, db, as_json) -> None:
     if ctx.invoked_subcommand is not None:
         return
     try:
-        rows = api.streams(db)
+        states = api.streams(db)
     except StreamvlError as exc:
         _fail(exc)
     now = time.time()
-    for r in rows:  # lag now: how far the committed data of a live stream is behind real time
-        wall = r.get("last_wallclock")
-        r["lag_now_s"] = None if wall is None or r["status"] not in ("running", "reconnecting") else now - wall
+    rows = []
+    for s in states:  # lag now: how far the committed data of a live stream is behind real time
+        lag_now = None if s.last_wallclock is None or not s.status.active else now - s.last_wallclock
+        rows.append(_stream_dict(s) | {"lag_now_s": lag_now})
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -186,6 +187,19 @@ def streams_cmd(ctx, db, as_json) -> None:
         click.echo(_stream_line(r))
         if r.get("error"):
             click.secho(f"        {r['error']}", fg="red")
+
+
+# What a request tells of a stream the serve-index job has not picked up yet (it has no row).
+_REQUESTED_KEYS = ("stream_id", "uri", "status", "frames_indexed", "last_committed_pts", "error", "updated_at")
+
+
+def _stream_dict(state) -> dict:
+    """A StreamState as `streams` shows it: its `streams` row (column -> value)."""
+    from streamvl.storage.schema import stream_row
+    from streamvl.types import Status
+
+    row = stream_row(state)
+    return {k: row[k] for k in _REQUESTED_KEYS} if state.status is Status.REQUESTED else row
 
 
 def _stream_line(r: dict) -> str:
