@@ -10,7 +10,7 @@ from streamvl.cli import main
 from streamvl.config import IndexConfig
 from streamvl.pipeline.encode import EncodeStage
 from streamvl.storage.store import CLIPS, FRAMES, Store
-from streamvl.types import FrameBatch
+from streamvl.types import FrameBatch, Status, StreamState
 
 MODEL = "streamvl-tiny@random:0"
 
@@ -28,7 +28,8 @@ def db(tmp_path_factory):
         f, c, _ = stage.process([batch])
         store.upsert(FRAMES, f)
         store.upsert(CLIPS, c)
-        store.record_stream(sid, batch.uri, "done", frames_indexed=12, last_committed_pts=11.0, model=stage.model.name)
+        store.record_state(StreamState(sid, batch.uri, Status.DONE, frames_indexed=12, last_committed_pts=11.0,
+                                       model=stage.model.name))
     return path
 
 
