@@ -176,17 +176,16 @@ def streams_cmd(ctx, db, as_json) -> None:
     except StreamvlError as exc:
         _fail(exc)
     now = time.time()
-    rows = []
-    for s in states:  # lag now: how far the committed data of a live stream is behind real time
-        lag_now = None if s.last_wallclock is None or not s.status.active else now - s.last_wallclock
-        rows.append(_stream_dict(s) | {"lag_now_s": lag_now})
+    # lag now: how far the committed data of a live stream is behind real time
+    lags = [None if s.last_wallclock is None or not s.status.active else now - s.last_wallclock for s in states]
     if as_json:
+        rows = [_stream_dict(s) | {"lag_now_s": lag} for s, lag in zip(states, lags)]
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    for r in rows:
-        click.echo(_stream_line(r))
-        if r.get("error"):
-            click.secho(f"        {r['error']}", fg="red")
+    for s, lag in zip(states, lags):
+        click.echo(_stream_line(s, lag))
+        if s.error:
+            click.secho(f"        {s.error}", fg="red")
 
 
 # What a request tells of a stream the serve-index job has not picked up yet (it has no row).
@@ -194,7 +193,7 @@ _REQUESTED_KEYS = ("stream_id", "uri", "status", "frames_indexed", "last_committ
 
 
 def _stream_dict(state) -> dict:
-    """A StreamState as `streams` shows it: its `streams` row (column -> value)."""
+    """A StreamState as `streams --json` shows it: its `streams` row (column -> value)."""
     from streamvl.storage.schema import stream_row
     from streamvl.types import Status
 
@@ -202,19 +201,20 @@ def _stream_dict(state) -> dict:
     return {k: row[k] for k in _REQUESTED_KEYS} if state.status is Status.REQUESTED else row
 
 
-def _stream_line(r: dict) -> str:
-    pts = "-" if r.get("last_committed_pts") is None else f"{r['last_committed_pts']:.2f}"
-    line = f"{r['status']:12} {r['stream_id']}  frames={r['frames_indexed']} last_pts={pts}"
-    if r.get("live"):
-        lag = "-" if r.get("lag_now_s") is None else f"{r['lag_now_s']:.1f}s"
-        line += f" lag={lag} reconnects={r.get('reconnects') or 0} gaps={r.get('gaps') or 0}"
-        if r.get("gap_total_s"):
-            line += f" ({r['gap_total_s']:.1f}s)"
-    if r.get("frames_skipped"):
-        line += f" skipped={r['frames_skipped']}/{r['frames_indexed']}"
-    if r.get("restarts"):
-        line += f" restarts={r['restarts']}"
-    return f"{line}  {r['uri']}"
+def _stream_line(s, lag_now: float | None) -> str:
+    """One line of `streams` for a StreamState."""
+    pts = "-" if s.last_committed_pts is None else f"{s.last_committed_pts:.2f}"
+    line = f"{s.status.value:12} {s.stream_id}  frames={s.frames_indexed} last_pts={pts}"
+    if s.live:
+        lag = "-" if lag_now is None else f"{lag_now:.1f}s"
+        line += f" lag={lag} reconnects={s.reconnects or 0} gaps={s.gaps or 0}"
+        if s.gap_total_s:
+            line += f" ({s.gap_total_s:.1f}s)"
+    if s.frames_skipped:
+        line += f" skipped={s.frames_skipped}/{s.frames_indexed}"
+    if s.restarts:
+        line += f" restarts={s.restarts}"
+    return f"{line}  {s.uri}"
 
 
 @streams_cmd.command(name="add")
