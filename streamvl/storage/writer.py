@@ -31,8 +31,8 @@ class WriteGroup:
         self.conn, self.table = conn, table
         self.keys = check_table(table)
         self.rows = 0
+        self._handle: Any = None  # the table's LanceDB handle (None: created at commit)
         self._target: pa.Schema | None = None  # the table's schema, or the one its first batch will create
-        self._exists = False
         self._parts: list[pa.Table] = []
         self._started = self._finished = False
 
@@ -48,8 +48,8 @@ class WriteGroup:
 
     def on_write_start(self) -> None:
         """Look up the table (nothing is created or committed yet)."""
-        handle = self.conn.open(self.table)
-        self._exists, self._target = handle is not None, None if handle is None else handle.schema
+        self._handle = self.conn.open(self.table)
+        self._target = None if self._handle is None else self._handle.schema
         self._started = True
 
     def write(self, data: pa.Table) -> int:
@@ -72,7 +72,7 @@ class WriteGroup:
             return 0
         rows = dedupe_last(pa.concat_tables(self._parts), self.keys)
         self._parts = []
-        handle = self.conn.open(self.table) if self._exists else self.conn.create(self.table, self._target)
+        handle = self._handle if self._handle is not None else self.conn.create(self.table, self._target)
         if handle.schema != self._target:  # another writer created it meanwhile, from its own first batch
             check_model(self.table, self._target, handle.schema)
             rows = conform(self.table, rows, handle.schema)
