@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from streamvl.config import IndexConfig
-from streamvl.types import Hit, StreamInfo, StreamState
+from streamvl.types import Hit, Status, StreamInfo, StreamState
 
 if TYPE_CHECKING:
     from streamvl.runtime import IndexReport
@@ -46,7 +46,6 @@ def streams(db: str) -> list[StreamState]:
     live streams lag, reconnects and gaps. Streams requested from a serve-index job but not
     picked up yet are listed with status Status.REQUESTED."""
     from streamvl.storage.store import Store
-    from streamvl.types import Status
 
     store = Store(db)
     states = store.stream_states()
