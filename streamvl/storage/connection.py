@@ -122,7 +122,9 @@ class Connection:
         try:
             handle = self.db.open_table(table)
         except Exception as exc:
-            if table not in self.table_names():  # dropped meanwhile by another writer
+            # Listed but not found: another process is creating it (its folder exists, its first
+            # version not yet) or dropped it meanwhile. Either way it does not exist yet for us.
+            if table not in self.table_names() or "not found" in str(exc).lower():
                 return None
             raise StoreError(f"open table {table!r} failed: {exc}") from exc
         self._tables[table] = handle

@@ -249,3 +249,27 @@ def test_frames_for_returns_sorted_range(store):
     assert pts.shape == (0,) and got.shape == (0, D)
     pts, got = Store(store.uri + "-empty").frames_for("a", 0, 1)
     assert pts.shape == (0,) and got.shape == (0, 0)
+
+
+class _CreatingDb:
+    """A LanceDB connection while another process creates `streams`: listed, not yet openable."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def list_tables(self, page_token=None):
+        return type("Page", (), {"tables": ["streams"], "page_token": None})()
+
+    def open_table(self, name):
+        raise self.error
+
+
+def test_a_table_being_created_by_another_process_reads_as_missing(tmp_path, monkeypatch):
+    import lancedb as lancedb_module
+
+    monkeypatch.setattr(lancedb_module, "connect", lambda *a, **k: _CreatingDb(ValueError("Table 'streams' was not found")))
+    store = Store(str(tmp_path / "db"))
+    assert store.table("streams") is None and store.stream_states() == [] and store.count("streams") == 0
+    monkeypatch.setattr(lancedb_module, "connect", lambda *a, **k: _CreatingDb(OSError("permission denied")))
+    with pytest.raises(StoreError, match="open table 'streams' failed: permission denied"):
+        Store(str(tmp_path / "db")).stream_states()
