@@ -104,7 +104,7 @@ def actor_rss(root: psutil.Process, peak: dict[str, float]) -> None:
 
 
 def run(args, urls: list[str], work: Path) -> tuple[dict, dict, dict[str, float], float, dict]:
-    """Index every url for args.minutes: reports, lag samples after warm-up, peak RSS, seconds, `streams` rows."""
+    """Index every url for args.minutes: reports, lag samples after warm-up, peak RSS, seconds, stream states."""
     import ray
 
     from streamvl.runtime.driver import IndexRun
@@ -137,9 +137,9 @@ def run(args, urls: list[str], work: Path) -> tuple[dict, dict, dict[str, float]
     seconds = time.monotonic() - warm
     run_.flush_records()
     reports = {s: vars(r) | {"warm_frames": frames_at_warm.get(s, 0)} for s, r in run_.reports.items()}
-    stats = run_.store.streams()
+    states = run_.store.stream_states()
     ray.shutdown()
-    return reports, lags, peak, seconds, {row["stream_id"]: row for row in stats}
+    return reports, lags, peak, seconds, {s.stream_id: s for s in states}
 
 
 def main() -> None:
@@ -183,7 +183,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def report(args, reports: dict, lags: dict, peak: dict[str, float], seconds: float, rows: dict) -> None:
+def report(args, reports: dict, lags: dict, peak: dict[str, float], seconds: float, states: dict) -> None:
     expected = seconds * args.fps
     kept = []
     print(f"\nmeasured {seconds / 60:.1f} min after {args.warmup:.0f}s warm-up; expected ~{expected:.0f} frames per stream")
@@ -193,7 +193,7 @@ def report(args, reports: dict, lags: dict, peak: dict[str, float], seconds: flo
         got = r["frames"] - r["warm_frames"]
         ok = got >= 0.95 * expected and max(lag) <= args.max_lag and r["status"] == "running"
         kept.append(ok)
-        skipped = rows.get(sid, {}).get("frames_skipped", "n/a")
+        skipped = states[sid].frames_skipped if sid in states else "n/a"
         print(f"{sid:<10}{got:>8}{got / expected:>9.2f}{np.median(lag):>9.1f}{max(lag):>9.1f}{skipped!s:>9}  "
               f"{r['status']}{'' if ok else '  (fell behind)'}")
     print(f"\nstreams kept in real time   {sum(kept)} of {len(kept)} (goal >= 40)")

@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.procs import process_kind, rss_parts  # noqa: E402
 from streamvl.config import IndexConfig, RuntimeConfig, StoreConfig  # noqa: E402
-from streamvl.storage.store import CLIPS, FRAMES, STREAMS, Store, clips_schema  # noqa: E402
+from streamvl.storage.schema import CLIPS, FRAMES, STREAMS, clips_schema  # noqa: E402
+from streamvl.storage.store import Store  # noqa: E402
 from streamvl.lab.synthetic.clips import iter_frames, sample_stream  # noqa: E402
 from streamvl.types import StreamInfo  # noqa: E402
 from tests.live_servers import RtspServer, have_rtsp_tools  # noqa: E402
@@ -109,11 +110,9 @@ class Watcher:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
 
     def _poll_frames(self) -> None:
-        handle = self.store._open(FRAMES)
-        if handle is None:
+        got = self.store.read(FRAMES, f"wallclock > {self._seen_wall!r}", ["stream_id", "pts", "wallclock"])
+        if got.num_rows == 0:
             return
-        got = handle.search().where(f"wallclock > {self._seen_wall!r}").select(["stream_id", "pts", "wallclock"]) \
-            .limit(None).to_arrow()
         now = time.time()
         for sid, pts, wall in zip(got["stream_id"].to_pylist(), got["pts"].to_pylist(), got["wallclock"].to_pylist()):
             key = (sid, round(pts, 6))
@@ -123,11 +122,10 @@ class Watcher:
             self._seen_wall = max(self._seen_wall, wall)
 
     def _poll_clips(self) -> None:
-        handle = self.store._open(CLIPS)
-        if handle is None:
-            return
         since = max(0.0, max((e for _, e in self._seen_clips), default=0.0) - 60.0)
-        got = handle.search().where(f"`end` > {since!r}").select(["stream_id", "start", "end"]).limit(None).to_arrow()
+        got = self.store.read(CLIPS, f"`end` > {since!r}", ["stream_id", "start", "end"])
+        if got.num_rows == 0:
+            return
         now = time.time()
         for sid, start, end in zip(got["stream_id"].to_pylist(), got["start"].to_pylist(), got["end"].to_pylist()):
             key = (sid, end)
@@ -140,19 +138,18 @@ class Watcher:
                 self.clip_fresh.append(now - wall)
 
     def _query(self) -> None:
-        handle = self.store._open(CLIPS)
-        if handle is None or handle.count_rows() == 0:
+        if self.store.count(CLIPS) == 0:
             return
-        vec = np.random.default_rng(len(self.query_ms)).normal(size=handle.schema.field("embedding").type.list_size)
+        vec = np.random.default_rng(len(self.query_ms)).normal(size=self.store.schema(CLIPS).field("embedding").type.list_size)
         start = time.perf_counter()
         self.store.search_clips(vec, 10, adapter="meanpool")
         self.query_ms.append((time.perf_counter() - start) * 1000)
 
     def _sample(self) -> None:
         now = time.time()
-        for row in self.store.streams():
-            if row.get("last_wallclock") is not None and row["status"] in ("running", "reconnecting"):
-                self.lag[row["stream_id"]].append(now - row["last_wallclock"])
+        for state in self.store.stream_states():
+            if state.last_wallclock is not None and state.status.active:
+                self.lag[state.stream_id].append(now - state.last_wallclock)
         for table in (FRAMES, CLIPS, STREAMS, "stream_events"):
             self.fragments[table].append(self.store.fragments(table))
         for proc in self._processes():
@@ -349,9 +346,8 @@ def report(args, work: Path, w: SimpleNamespace, info: dict, seconds: float) -> 
     if w.errors:
         print(f"reader errors         {len(w.errors)} (first: {w.errors[0]})")
     live = Store(work / "db")
-    handle = live._open(CLIPS)
-    if handle is not None and info["upkeep"].get("indexed"):
-        table = handle.to_arrow()
+    if live.count(CLIPS) and info["upkeep"].get("indexed"):
+        table = live.read(CLIPS)
         vectors = np.stack(table["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
         starts = table["start"].to_numpy()
         rng = np.random.default_rng(1)
@@ -373,7 +369,8 @@ def report(args, work: Path, w: SimpleNamespace, info: dict, seconds: float) -> 
                   f"of another row, tie-aware, IVF_PQ, candidates={cand})")
     else:
         print(f"recall@10 live clips  (no index: the clips table stayed below --index-min-rows {args.index_min_rows})")
-    dim = handle.schema.field("embedding").type.list_size if handle is not None else 128
+    clips_schema_ = live.schema(CLIPS)
+    dim = clips_schema_.field("embedding").type.list_size if clips_schema_ is not None else 128
     for cand, r in synthetic_recall(work, args.recall_rows, dim, "IVF_PQ").items():
         print(f"recall@10 synthetic   {r:.3f}  ({args.recall_rows} clustered {dim}-d rows, IVF_PQ, candidates={cand})")
 

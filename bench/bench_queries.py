@@ -42,7 +42,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamvl.storage.store import CLIPS, EMBEDDING, STREAMS, Store, clips_schema  # noqa: E402
+from streamvl.storage.schema import CLIPS, EMBEDDING, STREAMS, clips_schema, streams_table  # noqa: E402
+from streamvl.storage.store import Store  # noqa: E402
+from streamvl.types import Status, StreamState  # noqa: E402
 
 MODEL = "ViT-B-32@random:0"
 ADAPTER = "meanpool"
@@ -116,10 +118,9 @@ def build_table(db: Path, args: argparse.Namespace) -> dict[str, float]:
         written += take
         print(f"  wrote {written}/{args.rows} rows  {time.perf_counter() - start:.0f} s", flush=True)
     n, now = args.streams, dt.datetime.now(dt.timezone.utc)
-    store.upsert(STREAMS, pa.table({
-        "stream_id": [f"cam{s:05d}" for s in range(n)], "uri": [f"rtsp://cams.example/{s}" for s in range(n)],
-        "status": ["done"] * n, "frames_indexed": [clips_per_stream * int(args.stride)] * n,
-        "model": [MODEL] * n, "updated_at": pa.array([now] * n, pa.timestamp("us", tz="UTC"))}))
+    store.upsert(STREAMS, streams_table(
+        StreamState(f"cam{s:05d}", f"rtsp://cams.example/{s}", Status.DONE, frames_indexed=clips_per_stream * int(args.stride),
+                    model=MODEL, updated_at=now) for s in range(n)))
     return {"write_s": time.perf_counter() - start, "write_cpu_s": time.process_time() - cpu}
 
 
@@ -129,8 +130,7 @@ def index_table(db: Path) -> dict[str, Any]:
     start, cpu = time.perf_counter(), time.process_time()
     upkeep = store.maintain(CLIPS, keep_versions_s=0, index_min_rows=1)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    handle = store._open(CLIPS)
-    stats = {ix.name: handle.index_stats(ix.name) for ix in handle.list_indices()}
+    stats = store.upkeep.index_stats(CLIPS)
     return {"index_s": seconds, "index_cpu_s": cpu, "upkeep": upkeep, "indices": {k: str(v) for k, v in stats.items()}}
 
 
@@ -296,7 +296,7 @@ def in_process(fn: Callable, *args) -> Any:
 
 def exact_top10(db: Path, queries: dict[str, np.ndarray], batch_rows: int = 131072) -> dict[str, list[list[tuple]]]:
     """Exact cosine top 10 per query over every row of the table, streaming batches (numpy)."""
-    handle = Store(db)._open(CLIPS)
+    handle = Store(db).table(CLIPS)
     names = list(queries)
     q = np.concatenate([unit(queries[n]) for n in names])
     best_s = np.full((len(q), 10), -np.inf, np.float32)
@@ -326,7 +326,7 @@ def recall(ann: list[list[tuple]], exact: list[list[tuple]]) -> float:
 
 def row_queries(db: Path, n: int, noise: float, seed: int) -> np.ndarray:
     """n stored rows, each perturbed to cosine ~1/sqrt(1+noise^2) with itself: in-distribution queries."""
-    handle = Store(db)._open(CLIPS)
+    handle = Store(db).table(CLIPS)
     rows = handle.count_rows()
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(rows, size=n, replace=False))

@@ -5,7 +5,7 @@ optimize_every_s seconds), as the sink actors do under live streams, in a fresh 
         [--keep-versions-s 30] [--rate 0] [--settings before,...]
 
 Drives streamvl.storage.sink.TableSink (the code each SinkActor runs) with one-row writes (4 cameras at
-1 frame/s give each sink ~4 commits/s; the streams sink gets record_stream with the live columns):
+1 frame/s give each sink ~4 commits/s; the streams sink gets a StreamState with the live columns):
   before          MALLOC_ARENA_MAX=2 only and release_after_upkeep=false: one set of table
                   handles for the whole run
   reopen + trim   release_after_upkeep=true: handles and LanceDB caches reopened, free heap
@@ -47,21 +47,23 @@ sys.path.insert(0, sys.argv[1])
 import streamvl.storage.sink
 from streamvl.config import StoreConfig
 from streamvl.storage.sink import TableSink
-from streamvl.storage.store import CLIPS, FRAMES, STREAMS, Store, clips_schema, frames_schema
+from streamvl.storage.connection import Connection
+from streamvl.storage.schema import CLIPS, FRAMES, STREAMS, clips_schema, frames_schema
+from streamvl.types import Status, StreamState
 
 db, table, n, keep, release, fixed, rate = (sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
                                               sys.argv[6] == "1", sys.argv[7] == "1", float(sys.argv[8]))
 if not fixed:  # the sink as shipped before: no cycle collection, missing tables found by open_table raising
     streamvl.storage.sink.free_dropped_handles = lambda: 0
-    shipped_open = Store._open
+    shipped_open = Connection.open
     def raising_open(self, table):
-        if table not in self._tables:
+        if not self.cached(table):
             try:
                 self.db.open_table(table)
             except Exception:
                 pass
         return shipped_open(self, table)
-    Store._open = raising_open
+    Connection.open = raising_open
 class MallInfo2(ctypes.Structure):
     _fields_ = [(f, ctypes.c_size_t) for f in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL("libc.so.6")
@@ -82,10 +84,11 @@ for i in range(n):
         sink.write(pa.Table.from_pydict({"stream_id": [sid], "start": [float(i // 4)], "end": [i // 4 + 8.0],
                                          "adapter": ["meanpool"], "embedding": vec, "model": ["m"]}, schema=clips_schema(dim)))
     else:  # what the driver's _record_report sends
-        sink.record_stream(sid, f"rtsp://{sid}", "running", frames_indexed=i, last_committed_pts=float(i // 4),
-                           model="m", next_window=i // 4, resume_after=float(i // 4), grid="g", live=True,
-                           last_wallclock=time.time(), lag_s=0.2, reconnects=0, gaps=0, gap_total_s=0.0,
-                           last_gap_s=0.0, restarts=0, frames_skipped=0)
+        sink.record_state(StreamState(sid, f"rtsp://{sid}", Status.RUNNING, frames_indexed=i,
+                                      last_committed_pts=float(i // 4), model="m", next_window=i // 4,
+                                      resume_after=float(i // 4), grid="g", live=True, last_wallclock=time.time(),
+                                      lag_s=0.2, reconnects=0, gaps=0, gap_total_s=0.0, last_gap_s=0.0, restarts=0,
+                                      frames_skipped=0))
     if (i + 1) * 100 % n < 100 or i == 0:
         anon.append(anon_mib())
         heap.append(libc.mallinfo2().uordblks / 2**20)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from streamvl import inputs as checks
 from streamvl.config import IndexConfig
 from streamvl.errors import ConfigError, StreamvlError
-from streamvl.types import Hit, StreamInfo
+from streamvl.types import Hit, Status, StreamInfo, StreamState
 
 if TYPE_CHECKING:
     from streamvl.runtime import IndexReport
@@ -132,21 +132,20 @@ def search(text: str, db: str, **options) -> list[Hit]:
     return _search(text, db, **options)
 
 
-def streams(db: str) -> list[dict]:
-    """Rows of the `streams` table: status, frames indexed, last committed pts, error, and for
+def streams(db: str) -> list[StreamState]:
+    """Every stream's state, by id: status, frames indexed, last committed pts, error, and for
     live streams lag, reconnects and gaps. Streams requested from a serve-index job but not
-    picked up yet are listed with status "requested"."""
+    picked up yet are listed with status Status.REQUESTED."""
     from streamvl.storage.store import Store
 
     checks.existing_db(db)
     store = Store(db)
-    rows = store.streams()
-    have = {r["stream_id"] for r in rows}
+    states = store.stream_states()
+    have = {s.stream_id for s in states}
     for req in store.requests():
         if req["stream_id"] not in have and req["action"] == "run":
-            rows.append({"stream_id": req["stream_id"], "uri": req["uri"], "status": "requested", "frames_indexed": 0,
-                         "last_committed_pts": None, "error": None, "updated_at": req["requested_at"]})
-    return sorted(rows, key=lambda r: r["stream_id"])
+            states.append(StreamState(req["stream_id"], req["uri"], Status.REQUESTED, updated_at=req["requested_at"]))
+    return sorted(states, key=lambda s: s.stream_id)
 
 
 # -- live indexing: a long-running serve-index job and its control rows --------------------------
@@ -193,7 +192,7 @@ def remove_stream(db: str, stream_id: str) -> None:
 
     checks.existing_db(db)
     store = Store(db)
-    known = {r["stream_id"]: r["uri"] for r in [*store.streams(), *store.requests()]}
+    known = {s.stream_id: s.uri for s in store.stream_states()} | {r["stream_id"]: r["uri"] for r in store.requests()}
     if stream_id not in known:
         raise ConfigError(f"no stream {stream_id!r} in {db}", stream_id=stream_id)
     store.request_stream(stream_id, known[stream_id], "remove")

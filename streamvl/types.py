@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 import numpy as np
 
@@ -140,3 +142,58 @@ class Hit:
     def as_dict(self) -> dict[str, object]:
         return {"stream_id": self.stream_id, "uri": self.uri, "start": self.start, "end": self.end, "score": self.score,
                 "peak": list(self.best_window)}
+
+
+class Status(StrEnum):
+    """Where a stream is. The `streams` table stores every one but REQUESTED, which only a
+    `stream_requests` row not yet picked up by the serve-index job has."""
+
+    QUEUED = "queued"
+    REQUESTED = "requested"
+    RUNNING = "running"
+    RECONNECTING = "reconnecting"
+    DONE = "done"
+    ERROR = "error"
+    REMOVED = "removed"
+    STOPPED = "stopped"
+
+    @property
+    def active(self) -> bool:
+        """Being read right now (a live stream's lag is meaningful only then)."""
+        return self in (Status.RUNNING, Status.RECONNECTING)
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """One stream's state: a row of the `streams` table (streamvl.storage.schema maps the two).
+
+    frames_indexed / last_committed_pts: progress; next_window, resume_after, grid: the resume
+    checkpoint (streamvl.storage.ledger); last_wallclock ... frames_skipped: live health and
+    counters. None means "not recorded" (the column is null), not zero. updated_at is stamped when
+    the state is written.
+    """
+
+    stream_id: str
+    uri: str
+    status: Status
+    frames_indexed: int = 0
+    last_committed_pts: float | None = None
+    error: str | None = None
+    model: str = ""
+    updated_at: dt.datetime | None = None
+    next_window: int | None = None
+    resume_after: float | None = None
+    grid: str | None = None
+    last_wallclock: float | None = None
+    live: bool | None = None
+    lag_s: float | None = None
+    reconnects: int | None = None
+    gaps: int | None = None
+    gap_total_s: float | None = None
+    last_gap_s: float | None = None
+    restarts: int | None = None
+    frames_skipped: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, Status):  # "done" -> Status.DONE; an unknown name raises ValueError
+            object.__setattr__(self, "status", Status(self.status))

@@ -178,7 +178,7 @@ def index_file(path: Path, db: str, config, plugins=None):
     from streamvl.pipeline.encode import EncodeStage
     from streamvl.sources import open_source
     from streamvl.storage.store import CLIPS, FRAMES, Store
-    from streamvl.types import StreamInfo
+    from streamvl.types import Status, StreamInfo, StreamState
 
     stage = EncodeStage(config, plugins)
     store = Store(db)
@@ -188,7 +188,7 @@ def index_file(path: Path, db: str, config, plugins=None):
             frames, clips, _ = stage.process([batch])
             store.upsert(FRAMES, frames)
             store.upsert(CLIPS, clips)
-    store.record_stream(info.stream_id, info.uri, "done", model=stage.model.name)
+    store.record_state(StreamState(info.stream_id, info.uri, Status.DONE, model=stage.model.name))
     return stage
 
 

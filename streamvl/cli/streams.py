@@ -22,33 +22,47 @@ def streams(ctx, db, as_json) -> None:
     a running `serve-index` job."""
     if ctx.invoked_subcommand is not None:
         return
-    rows = api.streams(db)
+    states = api.streams(db)
     now = time.time()
-    for r in rows:  # lag now: how far the committed data of a live stream is behind real time
-        wall = r.get("last_wallclock")
-        r["lag_now_s"] = None if wall is None or r["status"] not in ("running", "reconnecting") else now - wall
+    # lag now: how far the committed data of a live stream is behind real time
+    lags = [None if s.last_wallclock is None or not s.status.active else now - s.last_wallclock for s in states]
     if as_json:
+        rows = [stream_dict(s) | {"lag_now_s": lag} for s, lag in zip(states, lags)]
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    for r in rows:
-        line(stream_line(r))
-        if r.get("error"):
-            line(f"        {r['error']}", fg="red")
+    for s, lag in zip(states, lags):
+        line(stream_line(s, lag))
+        if s.error:
+            line(f"        {s.error}", fg="red")
 
 
-def stream_line(r: dict) -> str:
-    pts = "-" if r.get("last_committed_pts") is None else f"{r['last_committed_pts']:.2f}"
-    text = f"{r['status']:12} {r['stream_id']}  frames={r['frames_indexed']} last_pts={pts}"
-    if r.get("live"):
-        lag = "-" if r.get("lag_now_s") is None else f"{r['lag_now_s']:.1f}s"
-        text += f" lag={lag} reconnects={r.get('reconnects') or 0} gaps={r.get('gaps') or 0}"
-        if r.get("gap_total_s"):
-            text += f" ({r['gap_total_s']:.1f}s)"
-    if r.get("frames_skipped"):
-        text += f" skipped={r['frames_skipped']}/{r['frames_indexed']}"
-    if r.get("restarts"):
-        text += f" restarts={r['restarts']}"
-    return f"{text}  {r['uri']}"
+# What a request tells of a stream the serve-index job has not picked up yet (it has no row).
+_REQUESTED_KEYS = ("stream_id", "uri", "status", "frames_indexed", "last_committed_pts", "error", "updated_at")
+
+
+def stream_dict(state) -> dict:
+    """A StreamState as `streams --json` shows it: its `streams` row (column -> value)."""
+    from streamvl.storage.schema import stream_row
+    from streamvl.types import Status
+
+    row = stream_row(state)
+    return {k: row[k] for k in _REQUESTED_KEYS} if state.status is Status.REQUESTED else row
+
+
+def stream_line(s, lag_now: float | None) -> str:
+    """One line of `streams` for a StreamState."""
+    pts = "-" if s.last_committed_pts is None else f"{s.last_committed_pts:.2f}"
+    text = f"{s.status.value:12} {s.stream_id}  frames={s.frames_indexed} last_pts={pts}"
+    if s.live:
+        lag = "-" if lag_now is None else f"{lag_now:.1f}s"
+        text += f" lag={lag} reconnects={s.reconnects or 0} gaps={s.gaps or 0}"
+        if s.gap_total_s:
+            text += f" ({s.gap_total_s:.1f}s)"
+    if s.frames_skipped:
+        text += f" skipped={s.frames_skipped}/{s.frames_indexed}"
+    if s.restarts:
+        text += f" restarts={s.restarts}"
+    return f"{text}  {s.uri}"
 
 
 @streams.command(name="add")

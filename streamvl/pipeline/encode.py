@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from streamvl.storage import store
+from streamvl.storage.schema import THUMBNAIL, clips_schema, frames_schema
 from streamvl.plugins.contract import AdapterSpec, ClipBatch, VideoAdapter
 from streamvl.config import IndexConfig
 from streamvl.errors import PluginError
@@ -62,8 +62,8 @@ class EncodeStage:
         self.keep_frames = any(s.needs_frames for s in self.specs.values())
         extra = [f for p in self.providers for f in p.fields]
         meta = self.model.meta()
-        self.frames_schema = store.frames_schema(self.model.embed_dim, meta).append(store.THUMBNAIL)
-        self.clips_schema = store.clips_schema(self.model.embed_dim, extra, meta)
+        self.frames_schema = frames_schema(self.model.embed_dim, meta).append(THUMBNAIL)
+        self.clips_schema = clips_schema(self.model.embed_dim, extra, meta)
         self._windows: dict[str, Windower] = {}
         # stream -> (embedding, pixels if keep_frames) of its last frame run through the model
         self._last: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}

@@ -78,7 +78,8 @@ def rescore(db: str, adapter_name: str, options: dict[str, Any] | None = None, *
     from streamvl.pipeline.encode import clip_rows
     from streamvl.plugins.manager import Plugins
     from streamvl.search.query import indexed_model
-    from streamvl.storage.store import CLIPS, Store, sql_str
+    from streamvl.storage.schema import CLIPS, sql_str
+    from streamvl.storage.store import Store
 
     t0 = time.perf_counter()
     plugins = plugins if plugins is not None else Plugins()

@@ -155,7 +155,8 @@ def localise_index(db: str, adapter_name: str, options: dict[str, Any] | None = 
     from streamvl.models import loading as models
     from streamvl.plugins.manager import Plugins
     from streamvl.search.query import indexed_model
-    from streamvl.storage.store import SEGMENTS, Store, segments_schema, sql_str
+    from streamvl.storage.schema import SEGMENTS, segments_schema, sql_str
+    from streamvl.storage.store import Store
 
     spec = Plugins().feature_adapter(adapter_name, "localisation", "use a feature-based adapter such as prompt")
     spec.require(Capability.LOCALISES, "localisation")
@@ -169,7 +170,7 @@ def localise_index(db: str, adapter_name: str, options: dict[str, Any] | None = 
     texts = list(texts or [info.get("class_texts", {}).get(c, c) for c in labels])
     written = {}
     schema = segments_schema(model.meta())
-    for sid in stream_ids or [s["stream_id"] for s in store.streams()]:
+    for sid in stream_ids or [s.stream_id for s in store.stream_states()]:
         pts, feats = store.frames_of(sid)
         found = [d for d in localise(adapter, pts, feats, labels, texts) if d.score >= min_score]
         store.delete(SEGMENTS, f"adapter = {sql_str(adapter_name)} AND stream_id = {sql_str(sid)}")

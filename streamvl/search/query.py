@@ -25,7 +25,9 @@ from streamvl.models import loading as models
 from streamvl.plugins.contract import AdapterSpec, RerankContext
 from streamvl.errors import PluginError, StoreError
 from streamvl.plugins.manager import Plugins
-from streamvl.storage.store import MODEL_KEY, REFINE_CANDIDATES, Store
+from streamvl.storage.reader import REFINE_CANDIDATES
+from streamvl.storage.schema import MODEL_KEY
+from streamvl.storage.store import Store
 from streamvl.types import Hit
 
 _ROW_FIELDS = ("stream_id", "start", "end", "adapter", "score")

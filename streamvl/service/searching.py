@@ -98,7 +98,7 @@ class SearchEngine:
 
     def _live_ranges(self, stream_ids: list[str] | None, start: dt.datetime | None,
                      end: dt.datetime | None) -> dict[str, tuple[float, float]]:
-        ids = stream_ids if stream_ids is not None else [r["stream_id"] for r in self.store.streams() if r.get("live")]
+        ids = stream_ids if stream_ids is not None else [s.stream_id for s in self.store.stream_states() if s.live]
         ranges = {}
         for sid in ids:
             span = self.frames.pts_range(sid, start.timestamp() if start else None, end.timestamp() if end else None)

@@ -16,8 +16,10 @@ grid is ignored (the stream starts from 0).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Sequence
+
+from streamvl.types import StreamState
 
 CHECKPOINT_FIELDS = ("next_window", "resume_after", "frames_indexed", "last_committed_pts", "last_wallclock", "grid")
 
@@ -65,7 +67,8 @@ class Checkpoint:
         )
 
     def as_row(self) -> dict[str, Any]:
-        """The `streams` table fields this checkpoint fills."""
+        """The StreamState fields (`streams` columns) this checkpoint fills:
+        `dataclasses.replace(state, **checkpoint.as_row())` is the state with this checkpoint."""
         return {"next_window": self.next_window, "resume_after": self.resume_after, "frames_indexed": self.frames,
                 "last_committed_pts": self.last_pts, "last_wallclock": self.last_wallclock, "grid": self.grid}
 
@@ -83,8 +86,14 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(x) else x
 
 
+def from_state(state: StreamState | None, grid: str) -> Checkpoint:
+    """The checkpoint a stream's state holds, or a fresh one if absent or on another grid."""
+    return from_row(None if state is None else asdict(state), grid)
+
+
 def from_row(row: Mapping[str, Any] | None, grid: str) -> Checkpoint:
-    """The checkpoint stored in a `streams` row, or a fresh one if absent or on another grid."""
+    """The checkpoint stored in a `streams` row (or any mapping of StreamState's field names),
+    or a fresh one if absent or on another grid."""
     if not row or row.get("grid") != grid or row.get("next_window") is None:
         return Checkpoint(grid)
     next_window = int(row["next_window"])

@@ -15,8 +15,8 @@ Every write is a commit, so reopening never loses or repeats data.
 Dropping the handles is not enough by itself: an exception raised inside LanceDB leaves a
 traceback cycle that keeps the old connection, with its caches, alive until Python's full garbage
 collection, which a sink committing a few times a second runs only every few minutes. (The streams
-sink hit this at every upkeep, asking for `stream_events` before it existed; Store._open no longer
-lets LanceDB raise for a missing table.) So the release step also collects cycles itself before
+sink hit this at every upkeep, asking for `stream_events` before it existed; Connection.open no
+longer lets LanceDB raise for a missing table.) So the release step also collects cycles itself before
 trimming the heap (free_dropped_handles), for any other LanceDB error.
 """
 
@@ -33,7 +33,9 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 
 from streamvl.config import StoreConfig
-from streamvl.storage.store import STREAM_EVENTS, STREAMS, Store
+from streamvl.storage.schema import STREAM_EVENTS, STREAMS
+from streamvl.storage.store import Store
+from streamvl.types import StreamState
 
 SINK_CACHE_BYTES = 16 << 20  # cap of a sink's LanceDB index and metadata caches, each (between reopens)
 # Environment of a sink process (the runtime passes it as the sink actors' runtime_env):
@@ -98,21 +100,28 @@ class TableSink:
         self.last_upkeep: dict[str, Any] = {}
 
     def write(self, data: pa.Table) -> int:
-        rows = self.store.upsert(self.table, data)
+        """Upsert one batch (one commit); returns rows written."""
+        rows = self.store.writer.upsert(self.table, data)
         self._after_write(rows)
         return rows
 
+    def record_state(self, state: StreamState) -> None:
+        """Write one stream's state (the `streams` sink)."""
+        self.store.stream_tables.record_state(state)
+        self._after_write(1)
+
     def record_stream(self, stream_id: str, uri: str, status: str, **fields: Any) -> None:
-        self.store.record_stream(stream_id, uri, status, **fields)
+        """record_state with the state as keywords (what the runtime's SinkActor forwards)."""
+        self.store.stream_tables.record_stream(stream_id, uri, status, **fields)
         self._after_write(1)
 
     def record_events(self, events: Sequence[Any]) -> int:
-        rows = self.store.record_events(events)
+        rows = self.store.stream_tables.record_events(events)
         self._after_write(rows)
         return rows
 
     def upkeep_now(self) -> dict[str, Any]:
-        """Compact (and index) this sink's tables now; returns Store.maintain's dict for its table."""
+        """Compact (and index) this sink's tables now; returns Upkeep.maintain's dict for its table."""
         return self._upkeep()
 
     def _after_write(self, rows: int) -> None:
@@ -126,8 +135,8 @@ class TableSink:
         self._writes, self._last_upkeep = 0, self._clock()
         tables = [self.table, STREAM_EVENTS] if self.table == STREAMS else [self.table]  # events share this sink
         cfg = self.upkeep
-        results = [self.store.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,
-                                       index_type=cfg.index_type, index_max_deltas=cfg.index_max_deltas)
+        results = [self.store.upkeep.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,
+                                              index_type=cfg.index_type, index_max_deltas=cfg.index_max_deltas)
                    for name in tables]
         if cfg.release_after_upkeep:
             self.store.reconnect()

@@ -139,9 +139,9 @@ def test_kill_9_of_a_live_serve_index_job_then_restart(camera, tmp_path):
 
         # -- 1. the job indexes the camera; wait until clip windows are committed (checkpoint > 0)
         def committed():
-            row = store.stream(SID) if db.exists() else None
-            ok = (row and row["status"] == "running" and (row["next_window"] or 0) >= 4
-                  and row["frames_indexed"] >= 8 and row["last_wallclock"] is not None)
+            row = store.stream_state(SID) if db.exists() else None
+            ok = (row and row.status == "running" and (row.next_window or 0) >= 4
+                  and row.frames_indexed >= 8 and row.last_wallclock is not None)
             return ok and row
 
         wait_for(committed, "the first job to commit 8 frames and 2 windows of cam1", job, logs[0])
@@ -151,11 +151,11 @@ def test_kill_9_of_a_live_serve_index_job_then_restart(camera, tmp_path):
         assert job.returncode == -signal.SIGKILL
 
         # what the dead job left committed
-        row_before = store.stream(SID)
-        assert row_before["status"] == "running", "killed mid-stream: no clean 'stopped' record"
+        row_before = store.stream_state(SID)
+        assert row_before.status == "running", "killed mid-stream: no clean 'stopped' record"
         events_before = store.events(SID)
         assert "resume" not in [e["kind"] for e in events_before], events_before
-        assert row_before["restarts"] == sum(e["kind"] == "restart" for e in events_before), (row_before, events_before)
+        assert row_before.restarts == sum(e["kind"] == "restart" for e in events_before), (row_before, events_before)
         pts_before, wall_before = cam_frames(db)
         last_pts, last_wall = float(pts_before.max()), float(wall_before.max())
         assert len(pts_before) >= 8 and last_wall <= t_kill
@@ -227,17 +227,17 @@ def test_kill_9_of_a_live_serve_index_job_then_restart(camera, tmp_path):
     assert first_wall - last_wall == pytest.approx(gap, abs=0.75)
 
     # -- 4c. ... and counted on the stream's row
-    row = store.stream(SID)
+    row = store.stream_state(SID)
     in_run_restarts = sum(e["kind"] == "restart" for e in events)
     gap_events = [e["gap_s"] for e in events if e["gap_s"] is not None]
-    assert row["status"] == "stopped" and row["live"] and row["uri"] == url, row
-    assert row["restarts"] == 1 + in_run_restarts, (row["restarts"], events)
-    assert row["gaps"] == len(gap_events) >= 1, (row["gaps"], events)
-    assert row["gap_total_s"] == pytest.approx(sum(gap_events)) and row["gap_total_s"] >= gap
+    assert row.status == "stopped" and row.live and row.uri == url, row
+    assert row.restarts == 1 + in_run_restarts, (row.restarts, events)
+    assert row.gaps == len(gap_events) >= 1, (row.gaps, events)
+    assert row.gap_total_s == pytest.approx(sum(gap_events)) and row.gap_total_s >= gap
     later_gaps = [e["gap_s"] for e in events if e["wallclock"] > resumes[0]["wallclock"] and e["gap_s"] is not None]
-    assert row["last_gap_s"] == pytest.approx(later_gaps[-1] if later_gaps else gap)
-    assert row["frames_indexed"] > row_before["frames_indexed"] and row["next_window"] > row_before["next_window"]
-    assert row["last_committed_pts"] > last_pts and row["last_wallclock"] > t_restart
+    assert row.last_gap_s == pytest.approx(later_gaps[-1] if later_gaps else gap)
+    assert row.frames_indexed > row_before.frames_indexed and row.next_window > row_before.next_window
+    assert row.last_committed_pts > last_pts and row.last_wallclock > t_restart
 
     # the CLI shows it
     shown = subprocess.run([str(BIN / "streamvl"), "streams", "--db", str(db)], env=ENV, capture_output=True,

@@ -86,8 +86,8 @@ def test_ray_runtime_indexes_a_tcp_only_rtsp_stream(ray_local, tcp_only, tmp_pat
     step_until(run, lambda: report.frames >= 6 or report.status == "error", timeout=90.0)
     assert report.status == "running", report.error
     run.flush_records()
-    row = Store(str(db)).stream("cam1")
-    assert row["status"] == "running" and row["live"] and row["error"] is None
+    row = Store(str(db)).stream_state("cam1")
+    assert row.status == "running" and row.live and row.error is None
     run.remove("cam1")
     step_until(run, lambda: "cam1" not in run.active)
     run.flush_records()
@@ -97,4 +97,4 @@ def test_ray_runtime_indexes_a_tcp_only_rtsp_stream(ray_local, tcp_only, tmp_pat
     assert len(pts) >= 6 and np.all(np.diff(pts) > 0) and cam["wallclock"].null_count == 0
     clips = lancedb.connect(str(db)).open_table(CLIPS).to_arrow()
     assert pc.sum(pc.equal(clips["stream_id"], "cam1")).as_py() >= 1
-    assert Store(str(db)).stream("cam1")["status"] == "removed"
+    assert Store(str(db)).stream_state("cam1").status == "removed"

@@ -70,20 +70,20 @@ def test_live_streams_fail_alone_reconnect_resume_and_are_removed(ray_local, cam
         run = IndexRun([cam, nowhere, noise], config(db), None).start()
         step_until(run, lambda: run.reports["cam1"].frames >= 6 and {"nowhere", "noise"}.isdisjoint(run.active))
         run.flush_records()
-        rows = {r["stream_id"]: r for r in store.streams()}
-        assert rows["nowhere"]["status"] == "error" and rows["nowhere"]["error"].startswith("SourceError: gave up")
-        assert "stream=nowhere" in rows["nowhere"]["error"]
-        assert rows["noise"]["status"] == "error" and "DecodeError" in rows["noise"]["error"]
-        assert "no decodable media" in rows["noise"]["error"]
-        assert rows["cam1"]["status"] == "running" and rows["cam1"]["live"] and rows["cam1"]["lag_s"] is not None
+        rows = {r.stream_id: r for r in store.stream_states()}
+        assert rows["nowhere"].status == "error" and rows["nowhere"].error.startswith("SourceError: gave up")
+        assert "stream=nowhere" in rows["nowhere"].error
+        assert rows["noise"].status == "error" and "DecodeError" in rows["noise"].error
+        assert "no decodable media" in rows["noise"].error
+        assert rows["cam1"].status == "running" and rows["cam1"].live and rows["cam1"].lag_s is not None
 
         # the camera stalls for 3 s and comes back: a reconnect and its gap land in `streams`
         server.stop_push("cam1")
         threading.Timer(3.0, server.push, args=(video, "cam1"), kwargs={"wait": False}).start()
         step_until(run, lambda: run.reports["cam1"].reconnects >= 1 and run.reports["cam1"].status == "running")
-        step_until(run, lambda: (store.stream("cam1") or {}).get("reconnects", 0) >= 1)
-        row = store.stream("cam1")
-        assert row["gaps"] >= 1 and row["last_gap_s"] > 2.0 and row["status"] == "running"
+        step_until(run, lambda: ((s := store.stream_state("cam1")) is not None and (s.reconnects or 0) >= 1))
+        row = store.stream_state("cam1")
+        assert row.gaps >= 1 and row.last_gap_s > 2.0 and row.status == "running"
         before = run.reports["cam1"].last_pts
 
         crash(ray_local, run)  # the job dies ...
@@ -101,8 +101,8 @@ def test_live_streams_fail_alone_reconnect_resume_and_are_removed(ray_local, cam
         run.flush_records()
     finally:
         junk.close()
-    row = store.stream("cam1")
-    assert row["status"] == "removed" and row["restarts"] == 1 and row["reconnects"] >= 1
+    row = store.stream_state("cam1")
+    assert row.status == "removed" and row.restarts == 1 and row.reconnects >= 1
     frames = lancedb.connect(str(db)).open_table(FRAMES).to_arrow()
     cam_frames = frames.filter(pc.equal(frames["stream_id"], "cam1"))
     pts = np.sort(cam_frames["pts"].to_numpy())

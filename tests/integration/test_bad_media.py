@@ -95,9 +95,9 @@ def test_fifty_bad_files_beside_good_ones_in_one_run(tmp_path):
     assert all(report[u]["error"] and "\n" not in report[u]["error"] for u in expected_bad)
     assert json.loads(run.stdout)["inputs"]["warnings"] == [f"directory contains no video or image files: {tmp_path / 'empty'}"]
 
-    rows = {r["uri"]: r for r in Store(str(db)).streams()}  # the record agrees with the report
+    rows = {s.uri: s for s in Store(str(db)).stream_states()}  # the record agrees with the report
     assert set(rows) == set(report)
-    assert {u: (r["status"], r["error"]) for u, r in rows.items()} == {u: (s["status"], s["error"]) for u, s in report.items()}
+    assert {u: (r.status.value, r.error) for u, r in rows.items()} == {u: (s["status"], s["error"]) for u, s in report.items()}
     conn = lancedb.connect(str(db))
     frames = conn.open_table(FRAMES).to_arrow().to_pylist()
     clips = conn.open_table(CLIPS).to_arrow().to_pylist()

@@ -88,9 +88,9 @@ def test_actors_killed_mid_stream_resume_from_checkpoint(ray_local, clip, tmp_pa
     assert report.restarts >= len(VICTIMS)  # each kill replayed the stream from its checkpoint
     check_exactly_once(tmp_path / "db", clip, stream.stream_id)
     store = Store(str(tmp_path / "db"))
-    row = store.stream(stream.stream_id)
-    assert row["status"] == "done" and row["restarts"] == report.restarts
-    assert row["frames_indexed"] == len(truth(clip)[0])
+    row = store.stream_state(stream.stream_id)
+    assert row.status == "done" and row.restarts == report.restarts
+    assert row.frames_indexed == len(truth(clip)[0])
     restarts = [e for e in store.events(stream.stream_id) if e["kind"] == "restart"]
     assert len(restarts) == report.restarts and "decode actor failed" in restarts[0]["message"]
 
@@ -158,8 +158,8 @@ def test_sinks_are_replaced_between_write_groups_without_losing_or_repeating_row
         report = run.reports[stream.stream_id]
         assert report.status == "done" and report.restarts == 0, report.error
         check_exactly_once(tmp_path / "db", clip, stream.stream_id)
-        row = Store(str(tmp_path / "db")).stream(stream.stream_id)
-        assert row["status"] == "done" and row["frames_indexed"] == len(truth(clip)[0])
+        row = Store(str(tmp_path / "db")).stream_state(stream.stream_id)
+        assert row.status == "done" and row.frames_indexed == len(truth(clip)[0])
 
 
 def test_a_replacement_sink_that_fails_to_start_leaves_the_running_sinks_in_place(ray_local, clip, tmp_path, monkeypatch):
@@ -217,9 +217,9 @@ def test_kill_9_of_the_whole_job_then_restart(clip, tmp_path):
     at = None
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            rows = store.streams() if db.exists() else []
-            if rows and (rows[0].get("next_window") or 0) >= n_windows // 3:
-                at = rows[0]["next_window"]
+            rows = store.stream_states() if db.exists() else []
+            if rows and (rows[0].next_window or 0) >= n_windows // 3:
+                at = rows[0].next_window
                 break
             time.sleep(0.1)
     finally:
@@ -233,8 +233,8 @@ def test_kill_9_of_the_whole_job_then_restart(clip, tmp_path):
         psutil.wait_procs(tree[1:], timeout=30)
     assert at is not None, "the job finished or stalled before it could be killed"
     assert proc.returncode == -signal.SIGKILL
-    row = store.stream(rows[0]["stream_id"])
-    assert row["status"] == "running" and row["next_window"] < 2 * n_windows  # killed mid-stream
+    row = store.stream_state(rows[0].stream_id)
+    assert row.status == "running" and row.next_window < 2 * n_windows  # killed mid-stream
 
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]

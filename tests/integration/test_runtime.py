@@ -55,11 +55,11 @@ def test_mixed_job_indexes_good_streams_and_records_bad_ones(ray_local, corpus, 
     assert "SourceError" in status["empty.mp4"].error and "empty.mp4" in status["empty.mp4"].error
 
     store = Store(str(db))
-    rows = {r["stream_id"]: r for r in store.streams()}
+    rows = {r.stream_id: r for r in store.stream_states()}
     for s in report.streams:  # the streams table says the same as the report
-        assert rows[s.stream_id]["status"] == s.status
-        assert rows[s.stream_id]["frames_indexed"] == s.frames
-        assert (rows[s.stream_id]["error"] is None) == (s.error is None)
+        assert rows[s.stream_id].status == s.status
+        assert rows[s.stream_id].frames_indexed == s.frames
+        assert (rows[s.stream_id].error is None) == (s.error is None)
     frames = lancedb.connect(str(db)).open_table(FRAMES).to_arrow()
     assert by_stream(frames) == {s.stream_id: s.frames for s in report.streams if s.frames}
     clips = lancedb.connect(str(db)).open_table(CLIPS).to_arrow()
@@ -74,10 +74,10 @@ def test_reindex_is_idempotent(ray_local, corpus, tmp_path):
     streams = api.discover([str(root / "a.mp4"), str(root / "b.avi")])
     api.index(streams, config(db))
     store = Store(str(db))
-    first = (store.count(FRAMES), store.count(CLIPS), len(store.streams()))
+    first = (store.count(FRAMES), store.count(CLIPS), len(store.stream_states()))
     report = api.index(streams, config(db))
     assert all(s.status == "done" for s in report.streams)
-    assert (store.count(FRAMES), store.count(CLIPS), len(store.streams())) == first
+    assert (store.count(FRAMES), store.count(CLIPS), len(store.stream_states())) == first
     clips = lancedb.connect(str(db)).open_table(CLIPS).to_arrow().to_pylist()
     keys = [(r["stream_id"], r["adapter"], r["start"]) for r in clips]
     assert len(keys) == len(set(keys))
@@ -131,8 +131,8 @@ def test_static_stream_skips_are_counted_in_the_streams_table(ray_local, tmp_pat
     by_name = {Path(s.uri).name: s for s in report.streams}
     assert [(by_name[n].status, by_name[n].frames, by_name[n].skipped) for n in ("static.mp4", "moving.mp4")] == [
         ("done", 12, 11), ("done", 12, 0)]
-    rows = {Path(r["uri"]).name: r for r in Store(str(db)).streams()}
-    assert rows["static.mp4"]["frames_skipped"] == 11 and rows["moving.mp4"]["frames_skipped"] == 0
+    rows = {Path(r.uri).name: r for r in Store(str(db)).stream_states()}
+    assert rows["static.mp4"].frames_skipped == 11 and rows["moving.mp4"].frames_skipped == 0
     frames = lancedb.connect(str(db)).open_table(FRAMES).to_arrow()
     assert by_stream(frames) == {by_name["static.mp4"].stream_id: 12, by_name["moving.mp4"].stream_id: 12}
     out = CliRunner().invoke(main, ["streams", "--db", str(db)]).output

@@ -19,7 +19,10 @@ from lancedb.table import IndexStatistics
 from streamvl.config import StoreConfig
 from streamvl.errors import StoreError
 from streamvl.storage.sink import SINK_PROCESS_ENV, TableSink
-from streamvl.storage.store import CLIPS, STREAMS, Store, clips_schema
+from streamvl.storage.schema import CLIPS, STREAMS, clips_schema
+from streamvl.storage.store import Store
+from streamvl.storage.upkeep import INDEX_MAX_DELTAS
+from streamvl.types import Status, StreamState
 
 D = 16
 META = {"streamvl.model": "tiny@random:0"}
@@ -39,7 +42,7 @@ def test_compaction_keeps_fragments_bounded_under_many_small_appends(tmp_path):
     peak = 0
     for i in range(150):  # one small upsert per live commit
         store.upsert(CLIPS, clips("cam", np.arange(i * 4, i * 4 + 4, dtype=np.float64), rng))
-        store.record_stream("cam", "rtsp://cam", "running", frames_indexed=i)
+        store.record_state(StreamState("cam", "rtsp://cam", Status.RUNNING, frames_indexed=i))
         if i % 50 == 49:  # what the sink does every optimize_every_writes writes
             for table in (CLIPS, STREAMS):
                 peak = max(peak, store.fragments(table))
@@ -169,9 +172,7 @@ def test_sink_upkeep_merges_the_index_deltas(tmp_path):
     assert sink.upkeeps == len(results) == 15 and all(r["indexed"] for r in results)
     assert max(r["fragments"] for r in results) <= 2, [r["fragments"] for r in results]
     assert max(r["deltas"] for r in results) == 1 and any(r["merged"] for r in results)
-    from streamvl.storage.store import INDEX_MAX_DELTAS
-
-    assert StoreConfig().index_max_deltas == INDEX_MAX_DELTAS == 1  # one default for the sink and Store.maintain
+    assert StoreConfig().index_max_deltas == INDEX_MAX_DELTAS == 1  # one default for the sink and Upkeep.maintain
 
 
 def sink_cache_items(tmp_path, release: bool) -> tuple[list[int], TableSink]:
@@ -202,7 +203,7 @@ def test_sink_upkeep_frees_the_connection_it_drops_even_from_a_reference_cycle(t
     its caches); a slow-paced sink process runs Python's full collection only every few minutes, so
     the upkeep that drops the connection must collect it itself."""
     sink = TableSink(str(tmp_path / "db"), STREAMS, StoreConfig(optimize_every_writes=1000, keep_versions_s=3600))
-    sink.record_stream("cam", "rtsp://cam", "running", frames_indexed=1)
+    sink.record_state(StreamState("cam", "rtsp://cam", Status.RUNNING, frames_indexed=1))
     old_db = weakref.ref(sink.store.db)
     gc.collect()
     gc.disable()  # the automatic collector runs whenever it likes; the sink must not depend on it
@@ -214,7 +215,7 @@ def test_sink_upkeep_frees_the_connection_it_drops_even_from_a_reference_cycle(t
     finally:
         gc.enable()
     assert not alive
-    assert sink.store.stream("cam")["frames_indexed"] == 1  # and the reopened store still reads it
+    assert sink.store.stream_state("cam").frames_indexed == 1  # and the reopened store still reads it
 
 
 def test_sink_upkeep_is_due_by_writes_or_by_time(tmp_path):

@@ -22,7 +22,7 @@ from streamvl.pipeline.features import FeatureStore
 from streamvl.models.loading import load_model
 from streamvl.plugins import TrainBatch
 from streamvl.training.train import TrainConfig, prepare, train
-from streamvl.types import FrameBatch
+from streamvl.types import FrameBatch, Status, StreamState
 
 SPEC = "streamvl-tiny@random:0"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -141,7 +141,7 @@ def tagged_db(model, plugins, prompter, tmp_path_factory):
         frames, clips, _ = stage.process([frames_batch(sid, 8, seed=i)])
         store.upsert(FRAMES, frames)
         store.upsert(CLIPS, clips)
-        store.record_stream(sid, f"file:///{sid}", "done", model=model.name)
+        store.record_state(StreamState(sid, f"file:///{sid}", Status.DONE, model=model.name))
     return db, clips, str(path)
 
 
@@ -161,7 +161,7 @@ def test_search_filters_on_tags(tagged_db, plugins):
 
     db, _, path = tagged_db
     rows = [r for r in Store(db).clip_windows("alpro")]
-    all_tags = Store(db)._open("clips").to_arrow().to_pylist()
+    all_tags = Store(db).read("clips").to_pylist()
     tag = next(t for r in all_tags if r["adapter"] == "alpro" for t in r["tags"])
     carrying = {(r["stream_id"], r["start"]) for r in all_tags if r["adapter"] == "alpro" and tag in r["tags"]}
     assert 0 < len(carrying) <= len(rows)
@@ -180,7 +180,8 @@ def test_search_filters_on_tags(tagged_db, plugins):
 
 
 def test_tag_filter_without_a_tags_column_is_a_clear_error(tmp_path):
-    from streamvl.storage.store import Store, clips_schema
+    from streamvl.storage.schema import clips_schema
+    from streamvl.storage.store import Store
 
     store = Store(str(tmp_path / "db"))
     emb = pa.FixedSizeListArray.from_arrays(pa.array(np.ones(4, np.float32)), 4)

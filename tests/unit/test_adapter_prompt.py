@@ -13,7 +13,7 @@ from streamvl.pipeline.encode import EncodeStage
 from streamvl.pipeline.features import FeatureStore
 from streamvl.models.loading import load_model
 from streamvl.training.train import TrainConfig, prepare, train
-from streamvl.types import FrameBatch
+from streamvl.types import FrameBatch, Status, StreamState
 
 SPEC = "streamvl-tiny@random:0"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -201,7 +201,7 @@ def test_indexing_and_search_with_a_checkpoint(model, plugins, trained, tmp_path
     store.upsert(FRAMES, frames)
     store.upsert(CLIPS, clips)
     for sid in ("p", "q"):
-        store.record_stream(sid, f"file:///{sid}", "done", model=model.name)
+        store.record_state(StreamState(sid, f"file:///{sid}", Status.DONE, model=model.name))
     hits = query.search("a red circle moves left", str(tmp_path / "db"), k=5, adapter="prompt",
                         adapter_options=options["prompt"], plugins=plugins)
     assert hits and all(h.adapter == "prompt" for h in hits)

@@ -16,7 +16,7 @@ from streamvl.errors import PluginError
 from streamvl.pipeline.features import FeatureStore
 from streamvl.models.loading import load_model
 from streamvl.training.train import TrainConfig, prepare, train
-from streamvl.types import FrameBatch
+from streamvl.types import FrameBatch, Status, StreamState
 from streamvl.lab.zeroshot import clip_exposure
 
 from tests.clips import adapter_inputs, moving_square
@@ -115,7 +115,7 @@ def test_indexes_from_frames_and_refuses_rescoring_and_localisation_from_the_ind
     store = Store(str(tmp_path / "db"))
     store.upsert(FRAMES, frames)
     store.upsert(CLIPS, clips)
-    store.record_stream("s", "file:///s", "done", model=model.name)
+    store.record_state(StreamState("s", "file:///s", Status.DONE, model=model.name))
     with pytest.raises(PluginError, match="prompt-exposure"):
         rescore(str(tmp_path / "db"), "prompt-exposure", plugins=plugins)
     with pytest.raises(PluginError, match="localisation runs on the `frames` table"):

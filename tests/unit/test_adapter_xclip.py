@@ -157,7 +157,7 @@ def test_indexing_search_and_the_prompt_reranker(model, plugins, shapes_mp4, tmp
     q = adapter.encode_text([text]).numpy()[0]
     from streamvl.storage.store import Store
 
-    rows = [r for r in Store(db)._open("clips").to_arrow().to_pylist() if r["adapter"] == "xclip"]
+    rows = [r for r in Store(db).read("clips").to_pylist() if r["adapter"] == "xclip"]
     assert hits[0].score == pytest.approx(max(float(np.dot(q, r["embedding"])) for r in rows), abs=1e-4)
     reranked = query.search(text, db, k=3, adapter="xclip", rerank="xclip-prompts", plugins=plugins)
     assert all(h.extra["rerank"] == "frames" for h in reranked)

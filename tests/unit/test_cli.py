@@ -10,7 +10,7 @@ from streamvl.cli import main
 from streamvl.config import IndexConfig
 from streamvl.pipeline.encode import EncodeStage
 from streamvl.storage.store import CLIPS, FRAMES, Store
-from streamvl.types import FrameBatch
+from streamvl.types import FrameBatch, Status, StreamState
 
 MODEL = "streamvl-tiny@random:0"
 
@@ -28,7 +28,8 @@ def db(tmp_path_factory):
         f, c, _ = stage.process([batch])
         store.upsert(FRAMES, f)
         store.upsert(CLIPS, c)
-        store.record_stream(sid, batch.uri, "done", frames_indexed=12, last_committed_pts=11.0, model=stage.model.name)
+        store.record_state(StreamState(sid, batch.uri, Status.DONE, frames_indexed=12, last_committed_pts=11.0,
+                                       model=stage.model.name))
     return path
 
 
@@ -78,3 +79,31 @@ def test_errors_are_typed_and_clear(tmp_path):
     assert bad.exit_code == 2 and "ConfigError" in bad.stderr and "Traceback" not in bad.stderr
     unknown = invoke("search", "x", "--db", tmp_path / "nothing", "--adapter", "nope")
     assert unknown.exit_code == 2
+
+
+def test_streams_shows_live_health_and_requested_streams(tmp_path, monkeypatch):
+    """`streams` renders StreamState: live counters and lag on the line, a requested stream (no
+    `streams` row yet) with only what its request tells, in --json too."""
+    db = str(tmp_path / "db")
+    store = Store(db)
+    store.record_state(StreamState("cam", "rtsp://h/cam", Status.RECONNECTING, frames_indexed=5, last_committed_pts=2.5,
+                                   live=True, last_wallclock=1000.0, reconnects=2, gaps=1, gap_total_s=4.5,
+                                   frames_skipped=3, restarts=1))
+    store.record_state(StreamState("bad", "file:///bad.mp4", Status.ERROR, error="SourceError: boom"))
+    store.request_stream("cam", "rtsp://h/cam", "run")
+    store.request_stream("new", "rtsp://h/new", "run")
+    store.request_stream("gone", "rtsp://h/gone", "remove")
+    monkeypatch.setattr("time.time", lambda: 1010.0)
+    assert invoke("streams", "--db", db).stdout.splitlines() == [
+        "error        bad  frames=0 last_pts=-  file:///bad.mp4",
+        "        SourceError: boom",
+        "reconnecting cam  frames=5 last_pts=2.50 lag=10.0s reconnects=2 gaps=1 (4.5s) skipped=3/5 restarts=1  rtsp://h/cam",
+        "requested    new  frames=0 last_pts=-  rtsp://h/new",
+    ]
+    rows = {r["stream_id"]: r for r in json.loads(invoke("streams", "--db", db, "--json").stdout)}
+    assert list(rows) == ["bad", "cam", "new"]
+    assert rows["cam"]["status"] == "reconnecting" and rows["cam"]["lag_now_s"] == 10.0 and rows["cam"]["gaps"] == 1
+    assert rows["bad"]["lag_now_s"] is None and rows["bad"]["live"] is None
+    assert list(rows["new"]) == ["stream_id", "uri", "status", "frames_indexed", "last_committed_pts", "error",
+                                 "updated_at", "lag_now_s"]
+    assert rows["new"]["status"] == "requested"

@@ -267,8 +267,8 @@ def test_inputs_fail_alone_and_are_recorded(tmp_path):
     assert "empty file" in by_uri[str(zero)]["error"] and "not a readable media file" in by_uri[str(text)]["error"]
     assert report["inputs"]["warnings"] == [f"directory contains no video or image files: {bad / 'empty'}"]
     assert any(line.startswith("WARNING: directory contains no video or image files") for line in result.stderr.splitlines())
-    rows = {r["uri"]: r for r in Store(str(db)).streams()}
-    assert {u: (r["status"], r["error"]) for u, r in rows.items()} == {u: ("error", s["error"]) for u, s in by_uri.items()}
+    rows = {s.uri: s for s in Store(str(db)).stream_states()}
+    assert {u: (r.status.value, r.error) for u, r in rows.items()} == {u: ("error", s["error"]) for u, s in by_uri.items()}
     listed = invoke("streams", "--db", db).stdout
     assert listed.count("\n") == 6 and "missing\\nname.mp4" in listed
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()

@@ -162,7 +162,7 @@ def test_an_ensemble_checkpoint_indexes_and_searches_like_one_adapter(model, plu
     from streamvl.config import IndexConfig
     from streamvl.pipeline.encode import EncodeStage
     from streamvl.storage.store import CLIPS, FRAMES, Store
-    from streamvl.types import FrameBatch
+    from streamvl.types import FrameBatch, Status, StreamState
 
     torch.manual_seed(1)
     ens = prompt(model, plugins, members=2)
@@ -180,7 +180,7 @@ def test_an_ensemble_checkpoint_indexes_and_searches_like_one_adapter(model, plu
     store = Store(str(tmp_path / "db"))
     store.upsert(FRAMES, frames)
     store.upsert(CLIPS, clips)
-    store.record_stream("p", "file:///p", "done", model=model.name)
+    store.record_state(StreamState("p", "file:///p", Status.DONE, model=model.name))
     hits = query.search("a red circle grows", str(tmp_path / "db"), k=2, adapter="prompt",
                         adapter_options=options["prompt"], plugins=plugins)
     q = ens.encode_text(["a red circle grows"]).numpy()[0]

@@ -11,7 +11,7 @@ from streamvl.models.loading import load_model
 from streamvl.pipeline.encode import EncodeStage
 from streamvl.plugins import AdapterSpec, ColumnProvider, RerankerSpec, hookimpl
 from streamvl.plugins.manager import Plugins, build_plugin_manager
-from streamvl.types import FrameBatch, Hit
+from streamvl.types import FrameBatch, Hit, Status, StreamState
 
 
 class Reverse:
@@ -93,7 +93,7 @@ def test_hook_streamvl_rerankers(plugins, tmp_path, monkeypatch):
     _, clips, _ = stage.process([batch("r", 0, 6, final=True)])
     store = Store(str(tmp_path / "db"))
     store.upsert(CLIPS, clips)
-    store.record_stream("r", "file:///r", "done", model=model.name)
+    store.record_state(StreamState("r", "file:///r", Status.DONE, model=model.name))
     plain = query.search("anything", str(tmp_path / "db"), k=3, plugins=plugins)
     inverted = query.search("anything", str(tmp_path / "db"), k=3, plugins=plugins, rerank="invert")
     assert len(plain) >= 1

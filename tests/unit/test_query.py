@@ -13,8 +13,9 @@ from streamvl.errors import PluginError, StoreError
 from streamvl.plugins import AdapterSpec, Option, RerankContext, RerankerSpec, hookimpl
 from streamvl.plugins.manager import Plugins, build_plugin_manager
 from streamvl.search.query import merge_segments, search, search_vectors
-from streamvl.storage.store import CLIPS, Store, clips_schema
-from streamvl.types import Hit
+from streamvl.storage.schema import CLIPS, clips_schema
+from streamvl.storage.store import Store
+from streamvl.types import Hit, Status, StreamState
 
 D = 8
 SPEC = "tiny@random:0"
@@ -89,7 +90,7 @@ def store(tmp_path) -> Store:
     add_clips(s, "a", [0, 2, 10], [axis(0, 0.3, 1), axis(0, 0.1, 2), away])  # [0,2] [2,4] touch
     add_clips(s, "b", [0, 5], [axis(2), axis(0, 0.2, 3)])
     add_clips(s, "a", [0], [axis(0)], adapter="xclip")
-    s.record_stream("a", "file:///videos/a.mp4", "done")
+    s.record_state(StreamState("a", "file:///videos/a.mp4", Status.DONE))
     return s
 
 
@@ -260,6 +261,6 @@ def test_repeated_searches_reuse_the_adapter_and_text_embeddings(store, loads, t
 def test_search_sees_clips_committed_after_its_first_call(store, plugins, loads):
     assert [h.stream_id for h in search("shape 3", store.uri, k=1, plugins=plugins)] != ["c"]
     add_clips(Store(store.uri), "c", [0], [axis(3)])  # another writer
-    Store(store.uri).record_stream("c", "file:///videos/c.mp4", "done")
+    Store(store.uri).record_state(StreamState("c", "file:///videos/c.mp4", Status.DONE))
     hits = search("shape 3", store.uri, k=1, plugins=plugins)
     assert [(h.stream_id, h.uri) for h in hits] == [("c", "file:///videos/c.mp4")]

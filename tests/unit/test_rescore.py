@@ -21,7 +21,7 @@ from streamvl.plugins.hookspecs import hookimpl
 from streamvl.models.loading import load_model
 from streamvl.plugins.manager import Plugins, build_plugin_manager
 from streamvl.storage.store import CLIPS, FRAMES, Store
-from streamvl.types import FrameBatch
+from streamvl.types import FrameBatch, Status, StreamState
 
 SPEC = "streamvl-tiny@random:0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def meanpool_db(model, tmp_path):
         frames, clips, _ = stage.process([frames_batch(sid, n, i)])
         store.upsert(FRAMES, frames)
         store.upsert(CLIPS, clips)
-        store.record_stream(sid, f"file:///{sid}", "done", model=model.name)
+        store.record_state(StreamState(sid, f"file:///{sid}", Status.DONE, model=model.name))
     return db
 
 
@@ -69,7 +69,7 @@ def test_rescore_adds_an_adapter_from_the_frames_table_then_replaces_it(model, m
     windows = [(r["stream_id"], r["start"], r["end"]) for r in store.clip_windows("meanpool")]
     first = checkpoint(model, tmp_path, 1)
     report = rescore(meanpool_db, "prompt", {"checkpoint": first}, log=lambda m: None)
-    rows = {(r["stream_id"], r["start"]): r for r in store._open(CLIPS).to_arrow().to_pylist() if r["adapter"] == "prompt"}
+    rows = {(r["stream_id"], r["start"]): r for r in store.read(CLIPS).to_pylist() if r["adapter"] == "prompt"}
     assert sorted((s, a, e) for (s, a), r in rows.items() for e in [r["end"]]) == sorted(windows)
     assert report.clips == len(windows) and report.deleted == 0
     # each row is the adapter applied to exactly the window's frames from the frames table
@@ -83,7 +83,7 @@ def test_rescore_adds_an_adapter_from_the_frames_table_then_replaces_it(model, m
     # a retrained adapter replaces its rows; meanpool's stay
     second = checkpoint(model, tmp_path, 2)
     again = rescore(meanpool_db, "prompt", {"checkpoint": second}, log=lambda m: None)
-    after = [r for r in store._open(CLIPS).to_arrow().to_pylist() if r["adapter"] == "prompt"]
+    after = [r for r in store.read(CLIPS).to_pylist() if r["adapter"] == "prompt"]
     assert again.deleted == len(windows) and len(after) == len(windows)
     assert not np.allclose(next(r for r in after if (r["stream_id"], r["start"]) == ("a", 1.0))["embedding"], want)
     assert len(store.clip_windows("meanpool")) == len(windows)

@@ -1,4 +1,6 @@
-"""streamvl.storage.store against a real local LanceDB (tiny tables, random unit vectors, no models)."""
+"""streamvl.storage's Store (writer, reader, upkeep behind it) against a real local LanceDB
+(tiny tables, random unit vectors, no models). Schemas: test_storage_schema.py; write groups:
+test_storage_writer.py; the stream tables: test_storage_streams.py."""
 
 from __future__ import annotations
 
@@ -11,77 +13,15 @@ import pyarrow.compute as pc
 import pytest
 
 from streamvl.errors import StoreError
-from streamvl.storage.store import (
-    CLIPS, FRAMES, KEYS, STREAMS, Store, clip_filter, clips_schema, frames_schema, streams_schema,
-)
-
-D = 8
-META = {"streamvl.model": "tiny@random:0", "streamvl.models.weights": "RANDOM"}
-LABELS = pa.field("labels", pa.list_(pa.string()))
-CONF = pa.field("confidence", pa.float32())
-
-
-def unit(n: int, d: int = D, seed: int = 0) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def fsl(emb: np.ndarray) -> pa.FixedSizeListArray:
-    return pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel(), pa.float32()), emb.shape[1])
-
-
-def frames(sid: str, pts, emb: np.ndarray, meta=META) -> pa.Table:
-    n = len(pts)
-    cols = {"stream_id": [sid] * n, "pts": np.asarray(pts, np.float64), "wallclock": [None] * n,
-            "embedding": fsl(emb), "model": ["tiny"] * n}
-    return pa.table(cols, schema=frames_schema(emb.shape[1], meta))
-
-
-def clips(sid: str, starts, emb: np.ndarray, adapter="meanpool", length=2.0, extra=True) -> pa.Table:
-    n = len(starts)
-    starts = np.asarray(starts, np.float64)
-    cols = {"stream_id": [sid] * n, "start": starts, "end": starts + length, "adapter": [adapter] * n,
-            "embedding": fsl(emb), "model": ["tiny"] * n}
-    if extra:
-        cols |= {"labels": [[f"l{i}"] for i in range(n)], "confidence": np.linspace(0, 1, n, dtype=np.float32)}
-    return pa.table(cols, schema=clips_schema(emb.shape[1], [LABELS, CONF] if extra else [], META))
+from streamvl.storage.schema import CLIPS, FRAMES, STREAMS
+from streamvl.storage.store import Store
+from streamvl.types import Status, StreamState
+from tests.rows import D, META, clips, frames, unit
 
 
 @pytest.fixture
 def store(tmp_path) -> Store:
     return Store(str(tmp_path / "db"))
-
-
-# ---------------------------------------------------------------- schemas
-
-
-def test_schemas_have_plain_arrow_types_and_metadata():
-    f = frames_schema(D, META)
-    assert f.names == ["stream_id", "pts", "wallclock", "embedding", "model"]
-    assert f.field("embedding").type == pa.list_(pa.float32(), D)
-    assert f.field("wallclock").nullable and not f.field("pts").nullable
-    assert f.metadata[b"streamvl.model"] == b"tiny@random:0"
-    c = clips_schema(D, [LABELS], META)
-    assert c.names == ["stream_id", "start", "end", "adapter", "embedding", "model", "labels"]
-    s = streams_schema()
-    assert s.field("updated_at").type == pa.timestamp("us", tz="UTC")
-    assert s.field("last_committed_pts").nullable and s.field("error").nullable
-    assert s.metadata is None
-    assert {FRAMES, CLIPS, STREAMS, "stream_events", "stream_requests"} <= set(KEYS)
-
-
-def test_clip_extra_column_clash_is_rejected():
-    with pytest.raises(StoreError, match="clips.*'start'"):
-        clips_schema(D, [pa.field("start", pa.string())], {})
-
-
-def test_clip_filter_quotes_strings_and_checks_numbers():
-    where = clip_filter("mean'pool", ["o'brien", "b"], 1.0, 2.5)
-    assert where == "adapter = 'mean''pool' AND stream_id IN ('o''brien', 'b') AND `end` >= 1.0 AND `start` <= 2.5"
-    with pytest.raises(StoreError):
-        clip_filter("a", None, float("nan"))
-    with pytest.raises(StoreError):
-        clip_filter(3, None)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- upserts
@@ -166,40 +106,13 @@ def test_extra_plugin_columns_round_trip(store):
     assert "embedding" not in best and "_distance" not in best
 
 
-# ---------------------------------------------------------------- streams
-
-
-def test_streams_record_update_and_read(store):
-    assert store.streams() == [] and store.stream("a") is None
-    store.record_stream("b", "file:///b.mp4", "queued")
-    store.record_stream("a", "file:///a.mp4", "running", frames_indexed=10, last_committed_pts=4.5, model="tiny")
-    store.record_stream("a", "file:///a.mp4", "error", frames_indexed=12, last_committed_pts=5.0, error="boom")
-    assert [s["stream_id"] for s in store.streams()] == ["a", "b"]
-    a = store.stream("a")
-    assert (a["status"], a["frames_indexed"], a["last_committed_pts"], a["error"]) == ("error", 12, 5.0, "boom")
-    assert a["updated_at"].tzinfo is not None
-    assert store.stream("b")["last_committed_pts"] is None
-    assert store.stream("o'neil") is None
-    with pytest.raises(StoreError, match="status"):
-        store.record_stream("a", "x", "finished")
-
-
-def test_stream_uris_reads_only_the_asked_streams(store):
-    assert store.stream_uris(["a"]) == {}  # no streams table yet
-    store.record_stream("a", "file:///a.mp4", "done")
-    store.record_stream("o'neil", "file:///o.mp4", "done")
-    store.record_stream("c", "file:///c.mp4", "done")
-    assert store.stream_uris(["o'neil", "a", "missing"]) == {"a": "file:///a.mp4", "o'neil": "file:///o.mp4"}
-    assert store.stream_uris([]) == {}
-
-
 # ---------------------------------------------------------------- interoperability and metadata
 
 
 def test_plain_lancedb_client_reads_every_table(store):
     store.upsert(FRAMES, frames("a", [0.0, 0.5], unit(2)))
     store.upsert(CLIPS, clips("a", [0.0], unit(1)))
-    store.record_stream("a", "file:///a.mp4", "done", frames_indexed=2, last_committed_pts=0.5)
+    store.record_state(StreamState("a", "file:///a.mp4", Status.DONE, frames_indexed=2, last_committed_pts=0.5))
     db = lancedb.connect(store.uri)
     assert sorted(db.list_tables().tables) == [CLIPS, FRAMES, STREAMS] == store.table_names()
     f = db.open_table(FRAMES).to_arrow().sort_by("pts")
@@ -265,7 +178,7 @@ def test_looking_for_a_missing_table_leaves_no_reference_cycle(store):
     gc.collect()
     gc.disable()
     try:
-        assert store._open("stream_events") is None and store.events() == []
+        assert store.table("stream_events") is None and store.events() == []
         store.table_names()  # a round trip through LanceDB's event loop: its thread lets go of earlier calls
         store.reconnect()
         alive = old_db() is not None
@@ -336,3 +249,27 @@ def test_frames_for_returns_sorted_range(store):
     assert pts.shape == (0,) and got.shape == (0, D)
     pts, got = Store(store.uri + "-empty").frames_for("a", 0, 1)
     assert pts.shape == (0,) and got.shape == (0, 0)
+
+
+class _CreatingDb:
+    """A LanceDB connection while another process creates `streams`: listed, not yet openable."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def list_tables(self, page_token=None):
+        return type("Page", (), {"tables": ["streams"], "page_token": None})()
+
+    def open_table(self, name):
+        raise self.error
+
+
+def test_a_table_being_created_by_another_process_reads_as_missing(tmp_path, monkeypatch):
+    import lancedb as lancedb_module
+
+    monkeypatch.setattr(lancedb_module, "connect", lambda *a, **k: _CreatingDb(ValueError("Table 'streams' was not found")))
+    store = Store(str(tmp_path / "db"))
+    assert store.table("streams") is None and store.stream_states() == [] and store.count("streams") == 0
+    monkeypatch.setattr(lancedb_module, "connect", lambda *a, **k: _CreatingDb(OSError("permission denied")))
+    with pytest.raises(StoreError, match="open table 'streams' failed: permission denied"):
+        Store(str(tmp_path / "db")).stream_states()

@@ -229,7 +229,7 @@ def test_localise_index_writes_segments_from_the_frames_table(model, tmp_path):
     from streamvl.plugins.manager import Plugins
     from streamvl.storage.store import CLIPS, FRAMES, Store
     from streamvl.lab.synthetic import frame_times, render_clip, sample_stream
-    from streamvl.types import FrameBatch
+    from streamvl.types import FrameBatch, Status, StreamState
 
     spec = sample_stream(5, 20.0, width=64, height=64, fps=8.0)
     stage = EncodeStage(IndexConfig(model=SPEC, sampling={"fps": 8.0}), Plugins(), model)
@@ -238,7 +238,7 @@ def test_localise_index_writes_segments_from_the_frames_table(model, tmp_path):
     store = Store(db)
     store.upsert(FRAMES, frames)
     store.upsert(CLIPS, clips)
-    store.record_stream("st", "file:///st", "done", model=model.name)
+    store.record_state(StreamState("st", "file:///st", Status.DONE, model=model.name))
     torch.manual_seed(0)
     adapter = Plugins().adapter("prompt").build(model, {})
     with torch.no_grad():  # an untrained head: make every frame "action" so proposals exist

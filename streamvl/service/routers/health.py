@@ -23,7 +23,7 @@ def _version() -> str:
 
 @router.get("", response_model=Health, summary="Liveness and what this server serves")
 async def health(state: ServiceState = Depends(get_state)) -> Health:
-    streams = await run_in_threadpool(lambda: len(state.engine.store.streams()))
+    streams = await run_in_threadpool(lambda: len(state.engine.store.stream_states()))
     indexing = None if state.indexer is None else state.indexer.status()
     return Health(version=_version(), db=state.settings.db, model=state.engine.model(), streams=streams,
                   indexing=indexing, auth=state.settings.api_key is not None,

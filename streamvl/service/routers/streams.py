@@ -14,6 +14,8 @@ from streamvl.service.deps import ServiceState, get_state
 from streamvl.service.errors import field_error
 from streamvl.service.schemas import StreamCreate, StreamCreated, StreamOut
 from streamvl.sources.decode import local_path, url_scheme
+from streamvl.storage.schema import stream_row
+from streamvl.types import StreamState
 
 router = APIRouter(prefix="/streams", tags=["streams"])
 
@@ -40,9 +42,10 @@ def checked_uri(uri: str, media_roots: tuple[str, ...]) -> str:
     return str(path)
 
 
-def _out(state: ServiceState, row: dict, now: float) -> StreamOut:
-    wall = row.get("last_wallclock")
-    lag = now - wall if wall is not None and row["status"] in ("running", "reconnecting") else None
+def _out(state: ServiceState, stream: StreamState, now: float) -> StreamOut:
+    row = stream_row(stream)
+    wall = stream.last_wallclock
+    lag = now - wall if wall is not None and stream.status.active else None
     video = state.media.file_of(row)
     return StreamOut(**row, lag_now_s=lag, video=bool(video and video.mime))
 
