@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from streamvl.storage.objectstore import resolve  # noqa: E402
-from streamvl.storage.store import CLIPS, Store, clips_schema  # noqa: E402
+from streamvl.storage.store import CLIPS, Store  # noqa: E402
+from streamvl.storage.schema import clips_schema
 from tests.e2e.s3_server import MotoS3  # noqa: E402
 
 

@@ -87,7 +87,8 @@ def _on_ray(config: IndexConfig, work: Callable[[], "IndexReport"]) -> "IndexRep
 def _record_failed(config: IndexConfig, failed: Sequence["FailedInput"]) -> None:
     """Mark inputs that cannot be read as failed streams. A stream indexed before keeps its counts and
     checkpoint (its rows are still in the tables), so it resumes once the file is back."""
-    from streamvl.storage.store import STREAM_LIVE_FIELDS, Store
+    from streamvl.storage.schema import STREAM_LIVE_FIELDS
+    from streamvl.storage.store import Store
 
     store = Store(config.db)
     for f in failed:

@@ -44,7 +44,7 @@ def indexed_model(db: str, alternative: str = "") -> str:
     """The model spec the index at `db` was built with (read from its table metadata; opens LanceDB).
     ConfigError when it records none: nothing indexed there yet. `alternative` adds another way out."""
     from streamvl.search.query import open_store
-    from streamvl.storage.store import MODEL_KEY
+    from streamvl.storage.schema import MODEL_KEY
 
     existing_db(db)
     spec = open_store(str(db)).meta().get(MODEL_KEY)

@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from streamvl.storage.store import FRAMES, STREAMS, THUMBNAIL, Store, sql_float, sql_str
+from streamvl.storage.store import FRAMES, STREAMS, Store
+
+from streamvl.storage.schema import THUMBNAIL, sql_float, sql_str
 
 NEAR_S = 5.0  # a stored thumbnail within this many seconds of the asked time stands for it
 

@@ -15,7 +15,9 @@ from streamvl.service.media import MediaLibrary
 from streamvl.service.paging import (Cursor, FetchRows, FieldProblem, Segment, merge_margin, query_digest,
                                      score_page, threshold_of, time_page)
 from streamvl.service.schemas import HitOut, SearchRequest, SearchResponse
-from streamvl.storage.store import CLIPS, MODEL_KEY, REFINE_CANDIDATES, TAGS, Store
+from streamvl.storage.store import CLIPS, Store
+from streamvl.storage.schema import MODEL_KEY, TAGS
+from streamvl.storage.reader import REFINE_CANDIDATES
 
 API = "/api/v1"
 

@@ -146,7 +146,7 @@ def clip_rows(db: str, extra: list[str] = ()) -> list[dict]:
 def clip_scores(db: str, text: str) -> dict[tuple[str, float], float]:
     """(stream_id, start) -> cosine score of every clip for text, computed here by brute force."""
     from streamvl.search.query import query_vector
-    from streamvl.storage.store import embeddings_array
+    from streamvl.storage.schema import embeddings_array
     import lancedb
 
     table = lancedb.connect(db).open_table(CLIPS).to_arrow()

@@ -11,7 +11,8 @@ from PIL import Image
 from streamvl.config import IndexConfig, SamplingConfig
 from streamvl.pipeline.thumbnails import Thumbnailer, frame_thumbnail, thumbnail_from_file, thumbnail_size
 from streamvl.sources import open_source
-from streamvl.storage.store import FRAMES, Store, frames_schema
+from streamvl.storage.store import FRAMES, Store
+from streamvl.storage.schema import frames_schema
 from streamvl.types import StreamInfo
 from tests.videos import level_for_index, make_video
 
