@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,12 +48,35 @@ def cluster():
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_port(), free_port()
-    run(BIN / "ray", "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--disable-usage-stats", env=env)
+    temp = tempfile.mkdtemp(prefix="svlray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     try:
+        run(BIN / "ray", "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+            f"--temp-dir={temp}", "--disable-usage-stats", env=env)
         yield env, f"http://127.0.0.1:{dash}"
     finally:
-        run(BIN / "ray", "stop", "--force", env=env, check=False)
+        stop_cluster(temp)
+
+
+def stop_cluster(temp: str) -> None:
+    """Kill this cluster's processes (those naming its temp dir, and their children) by PID: never
+    `ray stop`, which would stop every Ray on the machine."""
+    import psutil
+
+    procs = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp in arg for arg in proc.info["cmdline"] or ()):
+                procs += [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            continue
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_job_submit_indexes_and_cli_searches(cluster, tmp_path):
