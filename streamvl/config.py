@@ -75,6 +75,9 @@ class RuntimeConfig(BaseModel):
     sink_recycle_s: float = Field(3600.0, ge=0, description="replace the sink processes, between write groups, once "
                                   "they are this old: bounds the slow heap growth of long-lived LanceDB writers (0: never)")
     checkpoint_interval_s: float = Field(1.0, ge=0, description="min seconds between checkpoint rows of a stream")
+    placement: Literal["DEFAULT", "SPREAD"] = Field(
+        "DEFAULT", description="Ray scheduling of the decode and encode actors: SPREAD places them over the cluster's "
+                               "nodes (multi-node indexing); DEFAULT packs them where Ray likes (one machine)")
     resume: bool = Field(True, description="continue each stream from its committed checkpoint; done streams are skipped")
 
 

@@ -73,7 +73,7 @@ def test_index_search_upkeep_on_s3_and_no_key_anywhere(s3, tmp_path):
 
 
 def test_two_index_processes_write_the_same_tables_at_once(s3, tmp_path):
-    videos = {name: make_video(tmp_path / f"{name}.mp4", seconds=8.0, fps=25, pattern="noise", size=(128, 96).path
+    videos = {name: make_video(tmp_path / f"{name}.mp4", seconds=8.0, fps=25, pattern="noise", size=(128, 96)).path
               for name in ("p", "q", "shared")}
     db = s3.uri("two/db")
     procs = [subprocess.Popen([str(BIN), "index", str(videos[own]), str(videos["shared"]),
