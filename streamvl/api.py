@@ -41,7 +41,7 @@ def expected_frames(streams: Sequence[StreamInfo], fps: float) -> int | None:
 def check_index_config(config: IndexConfig) -> None:
     """What can be checked before Ray starts: the database can be written, the model's weights
     file and the adapters' checkpoints are there and readable."""
-    checks.writable_db(config.db)
+    checks.writable_db(config.db, config.storage)
     checks.model_spec(config.model)
     checks.adapter_checkpoints(config.adapter_options)
 
@@ -90,7 +90,7 @@ def _record_failed(config: IndexConfig, failed: Sequence["FailedInput"]) -> None
     from streamvl.storage.schema import STREAM_LIVE_FIELDS
     from streamvl.storage.store import Store
 
-    store = Store(config.db)
+    store = Store(config.db, storage=config.storage)
     for f in failed:
         row = store.stream(f.stream_id) or {}
         same = row.get("uri") == f.uri

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from streamvl.errors import ConfigError
+from streamvl.storage.objectstore import StorageConfig
 
 DEFAULT_DB = "./streamvl-db"
 # Thumbnail difference (levels 0..255, see streamvl.sources.static) below which a sampled frame
@@ -74,6 +75,9 @@ class RuntimeConfig(BaseModel):
     sink_recycle_s: float = Field(3600.0, ge=0, description="replace the sink processes, between write groups, once "
                                   "they are this old: bounds the slow heap growth of long-lived LanceDB writers (0: never)")
     checkpoint_interval_s: float = Field(1.0, ge=0, description="min seconds between checkpoint rows of a stream")
+    placement: Literal["DEFAULT", "SPREAD"] = Field(
+        "DEFAULT", description="Ray scheduling of the decode and encode actors: SPREAD places them over the cluster's "
+                               "nodes (multi-node indexing); DEFAULT packs them where Ray likes (one machine)")
     resume: bool = Field(True, description="continue each stream from its committed checkpoint; done streams are skipped")
 
 
@@ -115,7 +119,9 @@ class IndexConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    db: str = DEFAULT_DB
+    db: str = Field(DEFAULT_DB, description="the tables: a directory, or s3://bucket/prefix, gs://..., az://...")
+    storage: StorageConfig = Field(StorageConfig(), description="object store endpoint, region and keys (else the "
+                                   "standard variables: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); never printed")
     model: str = "default"
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="image tower precision when indexing: auto = bf16 on CPUs with native bf16, else fp32")

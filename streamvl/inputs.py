@@ -24,15 +24,28 @@ class InputWarning(UserWarning):
 
 
 def is_local(db: str) -> bool:
-    """A filesystem path (as opposed to an object-store URI such as s3://bucket/db)."""
-    return "://" not in str(db)
+    """A filesystem path or file:// URI (as opposed to an object-store URI such as s3://bucket/db)."""
+    from streamvl.storage.objectstore import split_uri
+
+    return split_uri(str(db))[0] == "file"
 
 
-def existing_db(db: str) -> None:
+def existing_db(db: str, storage: Any = None) -> None:
     """A database to read must exist: reading never creates one (a typo would otherwise leave an
-    empty directory behind and answer with nothing)."""
-    if not is_local(db):
+    empty directory behind and answer with nothing). In an object store (s3://, gs://, az://) the
+    prefix is listed: no table under it means no database (object stores have no empty folders)."""
+    from streamvl.storage.objectstore import resolve, split_uri
+
+    target = resolve(str(db), storage)  # ConfigError for a bad URI or half a key pair; never echoes keys
+    if not target.local:
+        from streamvl.storage.store import Store
+
+        if not Store(target.uri, storage=storage).table_names():
+            shown = one_line(target.uri)
+            raise ConfigError(f"no database at {shown} (no tables under that prefix); index into it first "
+                              f"(streamvl index SOURCES --db {shown})")
         return
+    db = split_uri(str(db))[1]
     path = Path(db).expanduser()
     if not path.exists():
         raise ConfigError(f"no database at {one_line(str(db))}; index into it first (streamvl index SOURCES --db {one_line(str(db))})")
@@ -55,11 +68,15 @@ def indexed_model(db: str, alternative: str = "") -> str:
     return spec
 
 
-def writable_db(db: str) -> None:
+def writable_db(db: str, storage: Any = None) -> None:
     """A database to write: an existing directory, or a path whose first existing parent is a
-    writable directory (checked without creating anything)."""
-    if not is_local(db):
+    writable directory (checked without creating anything). An object-store URI is checked for
+    form and complete credentials only (no request: write access shows at the first commit)."""
+    from streamvl.storage.objectstore import resolve, split_uri
+
+    if not resolve(str(db), storage).local:
         return
+    db = split_uri(str(db))[1]
     path = Path(db).expanduser().absolute()
     if path.exists():
         if not path.is_dir():

@@ -90,10 +90,10 @@ class SinkActor:
     table in shape under continuous appends (streamvl.storage.sink.TableSink: compaction, the ANN index,
     and reopening its handles after each upkeep to bound LanceDB's caches)."""
 
-    def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None):
+    def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None, storage=None):
         from streamvl.storage.sink import TableSink
 
-        self.sink = TableSink(db, table, upkeep, upkeep_first=True)  # it may take over from a dead or replaced sink
+        self.sink = TableSink(db, table, upkeep, upkeep_first=True, storage=storage)  # it may take over from a dead or replaced sink
 
     def pid(self) -> int:
         import os

@@ -32,7 +32,7 @@ class IndexRun(Run):
     backend: RayBackend
 
     def __init__(self, sources: Sequence[StreamInfo], config: IndexConfig, on_frames: Callable[[int], None] | None = None):
-        super().__init__(sources, config, on_frames, backend=RayBackend(config), store=Store(config.db))
+        super().__init__(sources, config, on_frames, backend=RayBackend(config), store=Store(config.db, storage=config.storage))
 
     @property
     def encoder(self):

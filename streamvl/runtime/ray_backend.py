@@ -63,7 +63,8 @@ class RayBackend:
         # room for a second set of sinks when they are replaced (sink_recycle_s starts the new set first)
         free = float(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 0.0)))
         self._cpu_budget = free - rt.encode_cpus - (6 if rt.sink_recycle_s else 3) * rt.sink_cpus
-        self.encoder = EncodeActor.options(num_cpus=rt.encode_cpus, max_restarts=rt.actor_restarts).remote(self.config)
+        self.encoder = EncodeActor.options(num_cpus=rt.encode_cpus, max_restarts=rt.actor_restarts,
+                                           scheduling_strategy=rt.placement).remote(self.config)
         self.sinks.start()
         info = ray.get(self.encoder.describe.remote())
         self.sampling = self.config.sampling.model_copy(update={"size": int(info["meta"]["streamvl.image_size"])})
@@ -72,7 +73,7 @@ class RayBackend:
     # -- decoders ------------------------------------------------------------------------------
     def start_decoder(self, info: StreamInfo, first_index: int, start_after: float | None, resume) -> Decoder:
         cpus = self._decode_cpus()
-        actor = DecodeActor.options(num_cpus=cpus).remote(info, self.sampling, self.config.live, first_index,
+        actor = DecodeActor.options(num_cpus=cpus, scheduling_strategy=self.config.runtime.placement).remote(info, self.sampling, self.config.live, first_index,
                                                           start_after, resume)
         decoder = Decoder(actor, cpus)
         self._decoders[id(decoder)] = decoder

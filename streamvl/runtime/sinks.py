@@ -56,7 +56,7 @@ class SinkPool:
     def _new_sink(self, table: str):
         rt = self.config.runtime
         return SinkActor.options(num_cpus=rt.sink_cpus, max_restarts=rt.actor_restarts, runtime_env=SINK_ENV).remote(
-            self.config.db, table, self.config.store)
+            self.config.db, table, self.config.store, self.config.storage)
 
     def due(self) -> bool:
         """True once a fresh set is up and should take over (starting it when the current set is old)."""

@@ -1,7 +1,9 @@
 """The LanceDB connection of a store: connect, list, open and create tables; LanceDB errors -> StoreError.
 
 Reader, Writer, Upkeep and StreamTables share one Connection, so they share its table handles
-and LanceDB's caches. Picklable by URI (it crosses Ray task boundaries inside a Store).
+and LanceDB's caches. Picklable by URI and [storage] table (it crosses Ray task boundaries inside a
+Store); the object store's storage_options are resolved in each process (objectstore.resolve),
+from its own environment plus that table, and never leave memory.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from streamvl.errors import StoreError
+from streamvl.storage.objectstore import StorageConfig, StorageTarget, resolve
 from streamvl.storage.schema import creation_schema
 
 
@@ -29,6 +32,14 @@ def lance_errors(table: str, action: str) -> Iterator[None]:
         raise StoreError(f"{action} on table {table!r} failed: {exc}") from exc
 
 
+def _redact(text: str, target: StorageTarget) -> str:
+    """`text` with every credential value of `target` replaced by '***' (errors may echo options)."""
+    for key, value in target.options.items():
+        if value and target.redacted().get(key) == "***":
+            text = text.replace(value, "***")
+    return text
+
+
 class Connection:
     """A LanceDB database, connected on first use.
 
@@ -39,7 +50,10 @@ class Connection:
     every committed version, and their item count is not bounded by the byte cap.
     """
 
-    def __init__(self, uri: str | Path, *, read_consistency_s: float | None = 0.0, cache_bytes: int | None = None) -> None:
+    def __init__(self, uri: str | Path, *, read_consistency_s: float | None = 0.0, cache_bytes: int | None = None,
+                 storage: StorageConfig | None = None) -> None:
+        self.storage = storage
+        self._target: StorageTarget | None = None
         self.uri = str(uri)
         self.read_consistency_s = read_consistency_s
         self.cache_bytes = cache_bytes
@@ -48,10 +62,24 @@ class Connection:
         self._tables: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"uri": self.uri, "read_consistency_s": self.read_consistency_s, "cache_bytes": self.cache_bytes}
+        return {"uri": self.uri, "read_consistency_s": self.read_consistency_s, "cache_bytes": self.cache_bytes,
+                "storage": self.storage}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["uri"], read_consistency_s=state["read_consistency_s"], cache_bytes=state.get("cache_bytes"))
+        self.__init__(state["uri"], read_consistency_s=state["read_consistency_s"], cache_bytes=state.get("cache_bytes"),
+                      storage=state.get("storage"))
+
+    @property
+    def target(self) -> StorageTarget:
+        """Where the tables live and LanceDB's storage_options (resolved once, in this process;
+        ConfigError for a bad URI or incomplete credentials). Its repr redacts credentials."""
+        if self._target is None:
+            self._target = resolve(self.uri, self.storage)
+        return self._target
+
+    @property
+    def local(self) -> bool:
+        return self.target.local
 
     @property
     def db(self) -> Any:
@@ -64,16 +92,18 @@ class Connection:
         import lancedb
 
         interval = None if self.read_consistency_s is None else dt.timedelta(seconds=self.read_consistency_s)
+        target = self.target
         try:
-            if "://" not in self.uri:
-                Path(self.uri).mkdir(parents=True, exist_ok=True)
+            if target.local:
+                Path(target.uri).mkdir(parents=True, exist_ok=True)
             self._session = None
             if self.cache_bytes is not None:
                 self._session = lancedb.Session(index_cache_size_bytes=self.cache_bytes,
                                                 metadata_cache_size_bytes=self.cache_bytes)
-            return lancedb.connect(self.uri, read_consistency_interval=interval, session=self._session)
+            return lancedb.connect(target.uri, read_consistency_interval=interval, session=self._session,
+                                   **target.connect_kwargs())
         except Exception as exc:
-            raise StoreError(f"cannot open LanceDB database {self.uri!r}: {exc}") from exc
+            raise StoreError(f"cannot open LanceDB database {target.uri!r}: {_redact(str(exc), target)}") from exc
 
     def reconnect(self) -> None:
         """Drop the connection, its table handles and its LanceDB caches; the next call opens the

@@ -88,11 +88,11 @@ class TableSink:
 
     def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None, *,
                  cache_bytes: int | None = SINK_CACHE_BYTES, clock: Callable[[], float] = time.monotonic,
-                 upkeep_first: bool = False) -> None:
+                 upkeep_first: bool = False, storage: Any = None) -> None:
         """upkeep_first: also run upkeep after the first write. A sink that takes over a table (a
         replaced or restarted sink process) does not know how many writes its predecessor left
         uncompacted; without it they add to its own and the fragment count can nearly double."""
-        self.store, self.table = Store(db, cache_bytes=cache_bytes), table
+        self.store, self.table = Store(db, cache_bytes=cache_bytes, storage=storage), table
         self.upkeep = upkeep or StoreConfig()
         self._clock = clock
         self._writes, self._last_upkeep = 0, -math.inf if upkeep_first else clock()

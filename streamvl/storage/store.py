@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from streamvl.storage.connection import Connection
+from streamvl.storage.objectstore import StorageConfig
 from streamvl.storage.reader import Reader
 from streamvl.storage.schema import CLIPS, FRAMES, SEGMENTS, STREAMS  # noqa: F401 (the runtime imports them here)
 from streamvl.storage.streams import StreamTables
@@ -26,11 +27,14 @@ from streamvl.types import StreamState
 class Store:
     """A LanceDB database of streamvl tables. Connects on first use; picklable (by URI).
 
-    read_consistency_s and cache_bytes: see Connection.
+    uri: a directory or s3://, gs://, az:// URI; storage: the config's [storage] table (object
+    store endpoint and keys, else the standard variables of each process); read_consistency_s and
+    cache_bytes: see Connection.
     """
 
-    def __init__(self, uri: str | Path, *, read_consistency_s: float | None = 0.0, cache_bytes: int | None = None) -> None:
-        self.conn = Connection(uri, read_consistency_s=read_consistency_s, cache_bytes=cache_bytes)
+    def __init__(self, uri: str | Path, *, read_consistency_s: float | None = 0.0, cache_bytes: int | None = None,
+                 storage: StorageConfig | None = None) -> None:
+        self.conn = Connection(uri, read_consistency_s=read_consistency_s, cache_bytes=cache_bytes, storage=storage)
         self.reader, self.writer, self.upkeep = Reader(self.conn), Writer(self.conn), Upkeep(self.conn)
         self.stream_tables = StreamTables(self.conn, self.reader, self.writer)
 
@@ -39,7 +43,7 @@ class Store:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         c = state["conn"]
-        self.__init__(c.uri, read_consistency_s=c.read_consistency_s, cache_bytes=c.cache_bytes)
+        self.__init__(c.uri, read_consistency_s=c.read_consistency_s, cache_bytes=c.cache_bytes, storage=c.storage)
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"

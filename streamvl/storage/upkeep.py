@@ -2,6 +2,12 @@
 
 streamvl.storage.sink.TableSink runs `maintain` every few writes; `optimize` runs it over every
 table at once (the CLI's and benches' one-off upkeep).
+
+One optimiser at a time: on an object store (where several processes and Ray nodes write one
+database) each table's upkeep first takes the lease `optimize:TABLE` (streamvl.storage.lease); a
+writer that does not get it skips this upkeep (another one is compacting that table right now,
+and the next upkeep comes a few writes later). On a local directory there is no lease unless asked
+for (Upkeep(conn, lease=True)): one machine normally runs one indexing process per database.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 
 from streamvl.errors import StoreError
 from streamvl.storage.connection import Connection, lance_errors
+from streamvl.storage.lease import LEASES, Lease, holder_id
 from streamvl.storage.schema import CLIPS, EMBEDDING, table_dim
 
 # Upkeep merges clips.embedding's ANN index deltas into one once optimize has left more than this:
@@ -26,8 +33,14 @@ INDEX_MAX_DELTAS = 1
 class Upkeep:
     """Compaction and index upkeep of a store's tables."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: Connection, *, lease: bool | None = None) -> None:
+        """lease: take the per-table optimiser lease (None: only on an object store)."""
+        self.conn, self._lease = conn, lease
+        self.holder = holder_id()
+        self.skipped = 0  # upkeeps skipped because another optimiser held the lease
+
+    def leased(self) -> bool:
+        return self.conn.target.scheme != "file" if self._lease is None else self._lease
 
     def maintain(self, table: str, *, keep_versions_s: float | None = None, index_min_rows: int | None = None,
                  index_type: str = "IVF_PQ", index_max_deltas: int = INDEX_MAX_DELTAS) -> dict[str, Any]:
@@ -49,6 +62,20 @@ class Upkeep:
         handle = self.conn.open(table)
         if handle is None:
             return {"fragments": 0, "rows": 0, "indexed": False, "deltas": 0, "merged": 0, "merge_s": 0.0}
+        if not self.leased():
+            return self._maintain(table, handle, keep_versions_s, index_min_rows, index_type, index_max_deltas)
+        lease = Lease(self.conn, f"optimize:{table}", holder=self.holder)
+        if not lease.acquire():
+            self.skipped += 1
+            return {"fragments": self.fragments(table), "rows": int(handle.count_rows()), "indexed": vector_index(handle)[0]
+                    is not None, "deltas": vector_index(handle)[1], "merged": 0, "merge_s": 0.0, "skipped": True}
+        try:
+            return self._maintain(table, handle, keep_versions_s, index_min_rows, index_type, index_max_deltas)
+        finally:
+            lease.release()
+
+    def _maintain(self, table: str, handle: Any, keep_versions_s: float | None, index_min_rows: int | None,
+                  index_type: str, index_max_deltas: int) -> dict[str, Any]:
         older = None if keep_versions_s is None else dt.timedelta(seconds=keep_versions_s)
         merged, merge_s = 0, 0.0
         with lance_errors(table, "optimize"):

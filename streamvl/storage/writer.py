@@ -6,17 +6,63 @@ an upsert must replace rows by key, which Lance does only inside merge_insert, s
 not write fragments ahead of the commit; it conforms and buffers each batch as Arrow (a bad batch
 fails at write(), before anything is committed) and commits them all with one merge_insert, one
 new table version. Replaying a group after a crash rewrites the same keys: a no-op.
+
+Concurrent writers (several processes or Ray nodes on one object store): Lance commits a version
+with a conditional PUT of the next manifest and rebases an append on a conflict itself, but a
+commit can still fail with a retryable conflict (two merge_inserts touching the same fragments,
+too much contention) or with its result unknown (the manifest PUT timed out or its answer was
+lost: committed or not, nobody knows). Both are resolved the same way: the handle is brought to
+the latest version, the version is logged, and the same upsert runs again. Because an upsert
+replaces rows by key, running it a second time after an unseen success rewrites the same keys
+with the same values (no duplicate rows), and after a failure it commits them: idempotent.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import random
+import time
+from typing import Any, Callable
 
 import pyarrow as pa
 
 from streamvl.errors import StoreError
 from streamvl.storage.connection import Connection, lance_errors
 from streamvl.storage.schema import LATER_COLUMNS, check_model, check_table, conform, creation_schema, dedupe_last
+
+log = logging.getLogger(__name__)
+COMMIT_ATTEMPTS = 6  # an upsert retried this often on retryable / unknown-result commit errors
+# Lance's and object_store's texts for a commit that may succeed when run again (lower case).
+_RETRYABLE = ("retryable commit conflict", "commit conflict", "too many concurrent writers", "too much write contention",
+              "result unknown", "unknown commit", "precondition", "timed out", "connection reset", "incompatibletransaction")
+
+
+def retryable_commit_error(exc: BaseException) -> bool:
+    """True for a commit error that an idempotent retry resolves (see the module docstring)."""
+    text = str(exc).lower()
+    return any(marker in text for marker in _RETRYABLE)
+
+
+def upsert_with_retry(table: str, handle: Any, keys: list[str], rows: pa.Table, *, attempts: int = COMMIT_ATTEMPTS,
+                      sleep: Callable[[float], None] = time.sleep) -> None:
+    """merge_insert `rows` on `keys`; on a retryable or unknown-result commit error bring the handle
+    to the latest version and run the same upsert again (idempotent by key), with jittered backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            handle.merge_insert(keys).when_matched_update_all().when_not_matched_insert_all().execute(rows)
+            return
+        except Exception as exc:
+            if attempt == attempts or not retryable_commit_error(exc):
+                raise
+            try:
+                handle.checkout_latest()
+                version = handle.version
+            except Exception:  # the table is reachable again at the next attempt, or it fails there
+                version = "?"
+            log.warning("table %s: commit of %d rows not confirmed (%s); table now at version %s, upserting again "
+                        "(attempt %d of %d)", table, rows.num_rows, str(exc).splitlines()[0][:200], version,
+                        attempt + 1, attempts)
+            sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
 
 
 class WriteGroup:
@@ -87,7 +133,7 @@ class WriteGroup:
             check_model(self.table, self._target, handle.schema)
             rows = conform(self.table, rows, handle.schema)
         with lance_errors(self.table, "upsert"):
-            handle.merge_insert(self.keys).when_matched_update_all().when_not_matched_insert_all().execute(rows)
+            upsert_with_retry(self.table, handle, self.keys, rows)
         self.rows = rows.num_rows
         return self.rows
 
