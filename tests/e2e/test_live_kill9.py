@@ -243,8 +243,8 @@ def test_kill_9_of_a_live_serve_index_job_then_restart(camera, tmp_path):
     shown = subprocess.run([str(BIN / "streamvl"), "streams", "--db", str(db)], env=ENV, capture_output=True,
                            text=True, timeout=120)
     line = next(ln for ln in shown.stdout.splitlines() if f" {SID} " in ln)
-    assert line.startswith("stopped") and f"gaps={row['gaps']}" in line and f"restarts={row['restarts']}" in line, line
+    assert line.startswith("stopped") and f"gaps={row.gaps}" in line and f"restarts={row.restarts}" in line, line
     print(f"\nkilled after {len(pts_before)} frames; down {real_down:.1f}s; recorded gap {gap:.1f}s "
           f"(last frame {t_kill - last_wall:.1f}s before the kill, restart to first frame {first_wall - t_restart:.1f}s); "
-          f"{after.sum()} frames after; row restarts={row['restarts']} gaps={row['gaps']} "
-          f"gap_total_s={row['gap_total_s']:.1f}")
+          f"{after.sum()} frames after; row restarts={row.restarts} gaps={row.gaps} "
+          f"gap_total_s={row.gap_total_s:.1f}")
