@@ -28,7 +28,7 @@ def free_port() -> int:
 AGENT_NOT_READY = "No available agent to submit job"
 
 
-def run(*args, env, timeout=600, check=True, tries=12):
+def run(*args, env, timeout=600, check=True, tries=60):
     """Run a command; a job submission Ray answers with "try again later" (its job agent still
     starting after `ray start`) is retried, a bounded number of times."""
     for _ in range(tries):
