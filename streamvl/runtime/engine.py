@@ -18,7 +18,7 @@ from streamvl.runtime.backend import Backend, BatchMeta
 from streamvl.runtime.commit import Batcher, Committer, Part, Wait, WriteGroup
 from streamvl.runtime.recorder import Recorder
 from streamvl.runtime.report import IndexReport, StreamReport
-from streamvl.runtime.scheduler import StreamScheduler, StreamState
+from streamvl.runtime.scheduler import StreamScheduler, ActiveStream
 from streamvl.runtime.streams import StoreView, StreamControl
 from streamvl.storage.ledger import Ledger, from_row
 from streamvl.storage.store import CLIPS
@@ -168,7 +168,7 @@ class Run:
         return self.scheduler.queue
 
     @property
-    def active(self) -> dict[str, StreamState]:
+    def active(self) -> dict[str, ActiveStream]:
         return self.scheduler.active
 
     @property

@@ -96,6 +96,13 @@ class MemoryDB:
         walls = [r["wallclock"] for r in rows if r["wallclock"] is not None]
         return max(r["pts"] for r in rows), max(walls) if walls else None
 
+    def stream_keys(self, stream_id: str) -> tuple[list[float], dict[str, list[float]]]:
+        starts: dict[str, list[float]] = {}
+        for k in self.tables[CLIPS]:
+            if k[0] == stream_id:
+                starts.setdefault(k[1], []).append(k[2])
+        return self.frame_times(stream_id), starts
+
     def requests(self) -> list[dict[str, Any]]:
         return list(self.request_rows)
 
@@ -149,4 +156,4 @@ class FakeEncoder:
 
 
 def _clip_rows(windows) -> list[dict[str, Any]]:
-    return [{"stream_id": w.stream_id, "adapter": "fake", "start": w.start, "end": w.end} for w in windows]
+    return [{"stream_id": w.stream_id, "adapter": "meanpool", "start": w.start, "end": w.end} for w in windows]

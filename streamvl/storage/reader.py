@@ -137,6 +137,18 @@ class Reader:
         pts, wall = pc.max(got["pts"]).as_py(), pc.max(got["wallclock"]).as_py()
         return pts, (None if wall is None or math.isnan(wall) else wall)
 
+    def stream_keys(self, stream_id: str) -> tuple[list[float], dict[str, list[float]]]:
+        """A stream's keys in the tables: its frame times, and its clip window starts per adapter
+        (what the resume check compares a checkpoint with; two filtered reads of key columns)."""
+        where = f"stream_id = {sql_str(stream_id)}"
+        frames = self.read(FRAMES, where, ["pts"])
+        clips = self.read(CLIPS, where, ["adapter", "start"])
+        starts: dict[str, list[float]] = {}
+        if clips.num_rows:
+            for adapter, start in zip(clips["adapter"].to_pylist(), clips["start"].to_pylist()):
+                starts.setdefault(adapter, []).append(start)
+        return (frames["pts"].to_pylist() if frames.num_rows else []), starts
+
     def segments(self, adapter: str | None = None, stream_id: str | None = None) -> list[dict[str, Any]]:
         """Rows of the `segments` table, best score first; optionally one adapter / one stream."""
         where = [f"adapter = {sql_str(adapter)}"] if adapter is not None else []
