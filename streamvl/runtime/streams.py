@@ -18,11 +18,10 @@ from streamvl.config import IndexConfig
 from streamvl.runtime.backend import Backend, BatchMeta, TaskFailed
 from streamvl.runtime.recorder import Recorder
 from streamvl.runtime.report import StreamReport
-from streamvl.runtime.verify import held_checkpoint
 from streamvl.runtime.scheduler import StreamScheduler, ActiveStream
 from streamvl.sources.decode import is_url
 from streamvl.sources.live import LiveResume
-from streamvl.storage.ledger import Checkpoint, Ledger, grid_key, resume_point
+from streamvl.storage.ledger import Checkpoint, Ledger, grid_key, held_checkpoint, resume_point
 from streamvl.types import StreamEvent, StreamInfo
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class StreamControl:
         return report
 
     def _held(self, stream_id: str, checkpoint: Checkpoint, done: bool) -> tuple[Checkpoint, bool]:
-        """The checkpoint pulled back to what the tables hold (runtime/verify.py); a pulled-back
+        """The checkpoint pulled back to what the tables hold (ledger.held_checkpoint); a pulled-back
         stream is not done (its missing rows are indexed again)."""
         frame_pts, clip_starts = self.store.stream_keys(stream_id)
         cfg = self.config

@@ -1,4 +1,4 @@
-"""The resume ledger checked against the rows (streamvl.runtime.verify): a checkpoint that claims
+"""The resume ledger checked against the rows (streamvl.storage.ledger.held_checkpoint): a checkpoint that claims
 more than the tables hold (rows lost underneath it) is pulled back to the first missing window,
 and the next run re-indexes exactly from there, with nothing lost and nothing duplicated."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamvl.runtime.verify import held_checkpoint
+from streamvl.storage.ledger import held_checkpoint
 from streamvl.storage.ledger import Checkpoint, grid_key
 from streamvl.storage.store import CLIPS, FRAMES
 from tests.unit.test_scheduler import FPS, STRIDE, WINDOW, Harness, expected_window_starts, frames
