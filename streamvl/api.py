@@ -12,6 +12,8 @@ from streamvl.types import Hit, Status, StreamInfo, StreamState
 if TYPE_CHECKING:
     from streamvl.runtime import IndexReport
     from streamvl.sources.discover import Discovery, FailedInput
+    from streamvl.storage.check import CheckReport
+    from streamvl.storage.repair import RepairReport
 
 
 def discover(inputs: Sequence[str], ids: Sequence[str] | None = None) -> list[StreamInfo]:
@@ -197,3 +199,24 @@ def remove_stream(db: str, stream_id: str) -> None:
     if stream_id not in known:
         raise ConfigError(f"no stream {stream_id!r} in {db}", stream_id=stream_id)
     store.request_stream(stream_id, known[stream_id], "remove")
+
+
+# -- verify and repair a database (streamvl.storage.check / repair) -------------------------------
+
+
+def check(db: str) -> "CheckReport":
+    """Verify every table of a local database (versions, data files, indices) and the resume ledger
+    against the rows; reads only. `report.lines()` has one verdict per table."""
+    from streamvl.storage.check import check as run_check
+
+    checks.existing_db(db)
+    return run_check(db)
+
+
+def repair(db: str, force: bool = False) -> "RepairReport":
+    """Restore damaged tables to their newest readable version, rebuild lost indices and re-queue
+    the streams whose rows were lost. Refuses while a writer looks live unless force."""
+    from streamvl.storage.repair import repair as run_repair
+
+    checks.existing_db(db)
+    return run_repair(db, force=force)

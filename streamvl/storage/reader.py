@@ -42,7 +42,7 @@ class Reader:
         handle = self.table(table)
         if handle is None:
             return pa.table({})
-        with lance_errors(table, "read"):
+        with lance_errors(table, "read", self.conn.uri):
             query = handle.search()
             if where is not None:
                 query = query.where(where)
@@ -54,7 +54,7 @@ class Reader:
         handle = self.conn.open(table)
         if handle is None:
             return 0
-        with lance_errors(table, "count"):
+        with lance_errors(table, "count", self.conn.uri):
             return int(handle.count_rows())
 
     def schema(self, table: str) -> pa.Schema | None:
@@ -92,7 +92,7 @@ class Reader:
         columns = [n for n in handle.schema.names if n != EMBEDDING]
         where = clip_filter(adapter, stream_ids, start, end, tags)
         candidates = REFINE_CANDIDATES * k if candidates is None else candidates
-        with lance_errors(CLIPS, "vector search"):
+        with lance_errors(CLIPS, "vector search", self.conn.uri):
             only_adapter = stream_ids is None and start is None and end is None and not tags
             rows = None
             if only_adapter and _one_adapter(handle, adapter):
