@@ -143,9 +143,10 @@ class Connection:
             # version not yet) or dropped it meanwhile. Either way it does not exist yet for us.
             if table not in self.table_names() or "not found" in str(exc).lower() and ".manifest" not in str(exc):
                 return None
-            with lance_errors(table, "open", self.uri):
-                raise
-            raise  # unreachable: lance_errors always raises
+            if _DAMAGE.search(str(exc)):
+                with lance_errors(table, "open", self.uri):
+                    raise  # as StoreDamagedError
+            raise StoreError(f"open table {table!r} failed: {exc}") from exc
         self._tables[table] = handle
         return handle
 
