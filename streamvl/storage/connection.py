@@ -38,11 +38,9 @@ def lance_errors(table: str, action: str, db: str | None = None) -> Iterator[Non
         if _DAMAGE.search(text):
             from streamvl.storage.check import damaged_path, short_reason
 
-            where = f" --db {db}" if db else ""
-            path = damaged_path(text)
-            raise StoreDamagedError(
-                f"table {table!r} is damaged ({action}: {short_reason(text)}); run `streamvl check{where}`, "
-                f"then `streamvl repair{where}`", table=table, path=path, db=db) from exc
+            raise StoreDamagedError(f"table {table!r} is damaged ({action}: {short_reason(text)}); "
+                                    "run `streamvl check`, then `streamvl repair`",
+                                    table=table, path=damaged_path(text), db=db) from exc
         raise StoreError(f"{action} on table {table!r} failed: {exc}") from exc
 
 
