@@ -89,17 +89,18 @@ def _on_ray(config: IndexConfig, work: Callable[[], "IndexReport"]) -> "IndexRep
 def _record_failed(config: IndexConfig, failed: Sequence["FailedInput"]) -> None:
     """Mark inputs that cannot be read as failed streams. A stream indexed before keeps its counts and
     checkpoint (its rows are still in the tables), so it resumes once the file is back."""
-    from streamvl.storage.schema import STREAM_LIVE_FIELDS
+    import dataclasses
+
     from streamvl.storage.store import Store
 
     store = Store(config.db)
     for f in failed:
-        row = store.stream(f.stream_id) or {}
-        same = row.get("uri") == f.uri
-        kept = {field.name: row.get(field.name) for field in STREAM_LIVE_FIELDS} if same else {}
-        store.record_stream(f.stream_id, f.uri, "error", frames_indexed=int(row.get("frames_indexed") or 0) if same else 0,
-                            last_committed_pts=row.get("last_committed_pts") if same else None, error=f.error,
-                            model=str(row.get("model") or config.model), **kept)
+        stored = store.stream_state(f.stream_id)
+        if stored is not None and stored.uri == f.uri:
+            state = dataclasses.replace(stored, status=Status.ERROR, error=f.error, model=stored.model or config.model)
+        else:
+            state = StreamState(f.stream_id, f.uri, Status.ERROR, error=f.error, model=config.model)
+        store.record_state(state)
 
 
 def _failed_reports(failed: Sequence["FailedInput"]) -> list:

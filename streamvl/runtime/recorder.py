@@ -38,7 +38,7 @@ class Recorder:
 
     def write(self, report: StreamReport) -> None:
         """Write a stream's row now, with its committed checkpoint."""
-        ref = self.backend.record_stream(report.row(self.ledger[report.stream_id], self.model))
+        ref = self.backend.record_state(report.state(self.ledger[report.stream_id], self.model))
         self._writes[ref] = report.stream_id
 
     def events(self, events: list[StreamEvent]) -> None:

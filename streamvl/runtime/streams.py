@@ -22,7 +22,7 @@ from streamvl.runtime.scheduler import StreamScheduler, ActiveStream
 from streamvl.sources.decode import is_url
 from streamvl.sources.live import LiveResume
 from streamvl.storage.ledger import Checkpoint, Ledger, grid_key, held_checkpoint, resume_point
-from streamvl.types import StreamEvent, StreamInfo
+from streamvl.types import StreamEvent, StreamInfo, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 class StoreView(Protocol):
     """The reads a run makes of the database (streamvl.storage.store.Store has them)."""
 
-    def stream(self, stream_id: str) -> dict[str, Any] | None: ...
+    def stream_state(self, stream_id: str) -> StreamState | None: ...
 
     def last_frame(self, stream_id: str) -> tuple[float | None, float | None]: ...
 
@@ -54,14 +54,14 @@ class StreamControl:
             return self.reports[sid]
         live = is_url(info.uri)
         report = self.reports[sid] = StreamReport(sid, info.uri, live=live)
-        row = self.store.stream(sid) if self.config.runtime.resume else None
+        stored = self.store.stream_state(sid) if self.config.runtime.resume else None
         cfg = self.config
         grid = grid_key(info.fps or cfg.sampling.fps, cfg.clips.window, cfg.clips.stride, cfg.adapters)
-        checkpoint, done = resume_point(row, info.uri, grid, live)
+        checkpoint, done = resume_point(stored, info.uri, grid, live)
         if not live and not checkpoint.at_start:
             checkpoint, done = self._held(sid, checkpoint, done)
         self.ledger.open(sid, checkpoint)
-        if report.resume(row, checkpoint) and not live:  # live streams record their own resume, with the downtime
+        if report.resume(stored, checkpoint) and not live:  # live streams record their own resume, with the downtime
             self.recorder.events([StreamEvent(sid, "resume", time.time(), pts=checkpoint.resume_after,
                                               message=f"job restarted: resuming at window {checkpoint.next_window}")])
         if done:

@@ -113,14 +113,14 @@ def from_row(row: Mapping[str, Any] | None, grid: str) -> Checkpoint:
     )
 
 
-def resume_point(row: Mapping[str, Any] | None, uri: str, grid: str, live: bool) -> tuple[Checkpoint, bool]:
-    """Where a stream continues, from its stored `streams` row: (checkpoint, done).
+def resume_point(stored: StreamState | None, uri: str, grid: str, live: bool) -> tuple[Checkpoint, bool]:
+    """Where a stream continues, from its stored state: (checkpoint, done).
 
-    A row of another URI or grid starts over. done: the row says this file was indexed completely
-    on this grid, so there is nothing left to do (a live stream is never done)."""
-    same = bool(row) and row.get("uri") == uri
-    checkpoint = from_row(row, grid) if same else Checkpoint(grid)
-    done = same and not live and row.get("status") == "done" and row.get("grid") == grid
+    A state of another URI or grid starts over. done: the state says this file was indexed
+    completely on this grid, so there is nothing left to do (a live stream is never done)."""
+    same = stored is not None and stored.uri == uri
+    checkpoint = from_state(stored, grid) if same else Checkpoint(grid)
+    done = same and not live and stored.status.value == "done" and stored.grid == grid
     return checkpoint, done
 
 
