@@ -12,6 +12,8 @@ from streamvl.types import Hit, Status, StreamInfo, StreamState
 if TYPE_CHECKING:
     from streamvl.runtime import IndexReport
     from streamvl.sources.discover import Discovery, FailedInput
+    from streamvl.storage.check import CheckReport
+    from streamvl.storage.repair import RepairReport
 
 
 def discover(inputs: Sequence[str], ids: Sequence[str] | None = None) -> list[StreamInfo]:
@@ -87,17 +89,18 @@ def _on_ray(config: IndexConfig, work: Callable[[], "IndexReport"]) -> "IndexRep
 def _record_failed(config: IndexConfig, failed: Sequence["FailedInput"]) -> None:
     """Mark inputs that cannot be read as failed streams. A stream indexed before keeps its counts and
     checkpoint (its rows are still in the tables), so it resumes once the file is back."""
-    from streamvl.storage.schema import STREAM_LIVE_FIELDS
+    import dataclasses
+
     from streamvl.storage.store import Store
 
     store = Store(config.db, storage=config.storage)
     for f in failed:
-        row = store.stream(f.stream_id) or {}
-        same = row.get("uri") == f.uri
-        kept = {field.name: row.get(field.name) for field in STREAM_LIVE_FIELDS} if same else {}
-        store.record_stream(f.stream_id, f.uri, "error", frames_indexed=int(row.get("frames_indexed") or 0) if same else 0,
-                            last_committed_pts=row.get("last_committed_pts") if same else None, error=f.error,
-                            model=str(row.get("model") or config.model), **kept)
+        stored = store.stream_state(f.stream_id)
+        if stored is not None and stored.uri == f.uri:
+            state = dataclasses.replace(stored, status=Status.ERROR, error=f.error, model=stored.model or config.model)
+        else:
+            state = StreamState(f.stream_id, f.uri, Status.ERROR, error=f.error, model=config.model)
+        store.record_state(state)
 
 
 def _failed_reports(failed: Sequence["FailedInput"]) -> list:
@@ -197,3 +200,24 @@ def remove_stream(db: str, stream_id: str) -> None:
     if stream_id not in known:
         raise ConfigError(f"no stream {stream_id!r} in {db}", stream_id=stream_id)
     store.request_stream(stream_id, known[stream_id], "remove")
+
+
+# -- verify and repair a database (streamvl.storage.check / repair) -------------------------------
+
+
+def check(db: str) -> "CheckReport":
+    """Verify every table of a local database (versions, data files, indices) and the resume ledger
+    against the rows; reads only. `report.lines()` has one verdict per table."""
+    from streamvl.storage.check import check as run_check
+
+    checks.existing_db(db)
+    return run_check(db)
+
+
+def repair(db: str, force: bool = False) -> "RepairReport":
+    """Restore damaged tables to their newest readable version, rebuild lost indices and re-queue
+    the streams whose rows were lost. Refuses while a writer looks live unless force."""
+    from streamvl.storage.repair import repair as run_repair
+
+    checks.existing_db(db)
+    return run_repair(db, force=force)

@@ -14,6 +14,7 @@ from streamvl.cli.index import index
 from streamvl.cli.plugins import plugins
 from streamvl.cli.search import search
 from streamvl.cli.serve import serve
+from streamvl.cli.storage_cmds import check, repair
 from streamvl.cli.streams import serve_index, streams
 from streamvl.cli.training import evaluate, localise, rescore, train
 
@@ -30,7 +31,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.meta["streamvl.debug"] = debug
 
 
-for _command in (index, search, serve, streams, serve_index, plugins, demo, train, evaluate, rescore, localise):
+for _command in (index, search, serve, streams, serve_index, plugins, demo, train, evaluate, rescore, localise, check,
+                 repair):
     main.add_command(_command)
 
 __all__ = ["main"]

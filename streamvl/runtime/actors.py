@@ -17,7 +17,7 @@ import ray
 from streamvl.config import IndexConfig, LiveConfig, SamplingConfig, StoreConfig
 from streamvl.runtime.backend import BatchMeta, BatchPuller
 from streamvl.storage.sink import SINK_PROCESS_ENV
-from streamvl.types import FrameBatch, StreamEvent, StreamInfo
+from streamvl.types import FrameBatch, StreamEvent, StreamInfo, StreamState
 
 __all__ = ["SINK_ENV", "BatchMeta", "DecodeActor", "EncodeActor", "SinkActor"]
 
@@ -103,8 +103,8 @@ class SinkActor:
     def write(self, data: pa.Table) -> int:
         return self.sink.write(data)
 
-    def record_stream(self, stream_id: str, uri: str, status: str, **fields) -> None:
-        self.sink.record_stream(stream_id, uri, status, **fields)
+    def record_state(self, state: StreamState) -> None:
+        self.sink.record_state(state)
 
     def record_events(self, events: list[StreamEvent]) -> int:
         return self.sink.record_events(events)

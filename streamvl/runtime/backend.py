@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 from streamvl.errors import StreamvlError
-from streamvl.types import FrameBatch, StreamEvent, StreamInfo
+from streamvl.types import FrameBatch, StreamEvent, StreamInfo, StreamState
 
 if TYPE_CHECKING:
     from streamvl.sources.live import LiveResume
@@ -109,8 +109,8 @@ class Backend(Protocol):
     def write(self, table: str, data: Ref) -> Ref:
         """Upsert rows into a table through its sink; ready once committed."""
 
-    def record_stream(self, row: dict[str, Any]) -> Ref:
-        """Write one `streams` row (stream_id, uri, status and the other fields)."""
+    def record_state(self, state: StreamState) -> Ref:
+        """Write one stream's `streams` row (its whole StreamState)."""
 
     def record_events(self, events: list[StreamEvent]) -> Ref:
         """Append rows to `stream_events`."""

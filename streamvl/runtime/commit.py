@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 from streamvl.runtime.backend import Backend, BatchMeta, Ref, TaskFailed
 from streamvl.runtime.recorder import Recorder
-from streamvl.runtime.scheduler import StreamScheduler, StreamState
+from streamvl.runtime.scheduler import StreamScheduler, ActiveStream
 from streamvl.runtime.streams import StreamControl
 from streamvl.storage.ledger import Ledger
 from streamvl.storage.store import CLIPS, FRAMES
@@ -181,7 +181,7 @@ class Committer:
                 self._advance(state, meta, p)
             self.control.close_if_idle(state)
 
-    def _advance(self, state: StreamState, meta: BatchMeta, p: Any) -> None:
+    def _advance(self, state: ActiveStream, meta: BatchMeta, p: Any) -> None:
         if p is not None:
             if self.ledger.commit(state.stream_id, p.next_window, p.resume_after, p.seen, p.last_pts, p.last_wallclock):
                 state.rewinds = 0
@@ -195,7 +195,7 @@ class Committer:
         else:
             self.recorder.record(state)  # throttled; the closing record is always written
 
-    def _note_events(self, state: StreamState, events: tuple) -> None:
+    def _note_events(self, state: ActiveStream, events: tuple) -> None:
         """Count reconnects and gaps, set the live status, and store the events."""
         if not events:
             return

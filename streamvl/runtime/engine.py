@@ -18,9 +18,9 @@ from streamvl.runtime.backend import Backend, BatchMeta
 from streamvl.runtime.commit import Batcher, Committer, Part, Wait, WriteGroup
 from streamvl.runtime.recorder import Recorder
 from streamvl.runtime.report import IndexReport, StreamReport
-from streamvl.runtime.scheduler import StreamScheduler, StreamState
+from streamvl.runtime.scheduler import StreamScheduler, ActiveStream
 from streamvl.runtime.streams import StoreView, StreamControl
-from streamvl.storage.ledger import Ledger, from_row
+from streamvl.storage.ledger import Ledger, from_state
 from streamvl.storage.store import CLIPS
 from streamvl.types import StreamInfo
 
@@ -133,10 +133,10 @@ class Run:
             return
         state = self.active.get(stream_id)
         if state is None and stream_id not in self.reports:  # not run by this job (e.g. before a restart)
-            row = self.store.stream(stream_id)
-            if row is not None and row["status"] not in ("removed", "done"):
-                self.reports[stream_id] = StreamReport.removed(stream_id, row)
-                self.ledger.open(stream_id, from_row(row, row.get("grid") or ""))
+            stored = self.store.stream_state(stream_id)
+            if stored is not None and stored.status.value not in ("removed", "done"):
+                self.reports[stream_id] = StreamReport.removed(stream_id, stored)
+                self.ledger.open(stream_id, from_state(stored, stored.grid or ""))
                 self.recorder.write(self.reports[stream_id])
             return
         if state is None or state.ending:
@@ -168,7 +168,7 @@ class Run:
         return self.scheduler.queue
 
     @property
-    def active(self) -> dict[str, StreamState]:
+    def active(self) -> dict[str, ActiveStream]:
         return self.scheduler.active
 
     @property

@@ -20,8 +20,9 @@ from typing import Any, Callable, Mapping, Sequence
 from streamvl.runtime.backend import BatchPuller, TaskFailed
 from streamvl.runtime.testing import FakeEncoder, ListSource, MemoryDB
 from streamvl.sources.decode import is_url
+from streamvl.storage.schema import stream_row
 from streamvl.storage.store import STREAMS
-from streamvl.types import StreamEvent, StreamInfo
+from streamvl.types import StreamEvent, StreamInfo, StreamState
 
 
 class _Call:
@@ -160,8 +161,8 @@ class MemoryBackend:
         self._writes_since_swap += 1
         return self._call(f"sink:{table}", "write", lambda: self.db.write(table, self._value(data)))[0]
 
-    def record_stream(self, row: dict[str, Any]) -> MemRef:
-        row = dict(row)
+    def record_state(self, state: StreamState) -> MemRef:
+        row = stream_row(state)  # the row the streams sink stores
         return self._call(f"sink:{STREAMS}", "record", lambda: self.db.rows.__setitem__(row["stream_id"], row))[0]
 
     def record_events(self, events: list[StreamEvent]) -> MemRef:

@@ -20,7 +20,7 @@ from streamvl.runtime.actors import DecodeActor, EncodeActor
 from streamvl.runtime.backend import Ref, TaskFailed
 from streamvl.runtime.sinks import SinkPool, first_line, kill_all
 from streamvl.storage.store import STREAMS
-from streamvl.types import StreamEvent, StreamInfo
+from streamvl.types import StreamEvent, StreamInfo, StreamState
 
 # Failures of the machinery (a process died), as opposed to errors raised by our own code.
 SYSTEM_ERRORS: tuple[type[BaseException], ...] = (
@@ -101,8 +101,8 @@ class RayBackend:
     def write(self, table: str, data: Ref) -> Ref:
         return self.sinks.current[table].write.remote(data)
 
-    def record_stream(self, row: dict[str, Any]) -> Ref:
-        return self.sinks.current[STREAMS].record_stream.remote(**row)
+    def record_state(self, state: StreamState) -> Ref:
+        return self.sinks.current[STREAMS].record_state.remote(state)
 
     def record_events(self, events: list[StreamEvent]) -> Ref:
         return self.sinks.current[STREAMS].record_events.remote(events)

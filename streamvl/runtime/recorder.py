@@ -13,7 +13,7 @@ from typing import Mapping
 
 from streamvl.runtime.backend import Backend, Ref, TaskFailed
 from streamvl.runtime.report import StreamReport
-from streamvl.runtime.scheduler import StreamState
+from streamvl.runtime.scheduler import ActiveStream
 from streamvl.storage.ledger import Ledger
 from streamvl.types import StreamEvent
 
@@ -28,7 +28,7 @@ class Recorder:
         self.model = ""  # set once the encoder has described itself
         self._writes: dict[Ref, str] = {}  # write ref -> stream id ("" for events)
 
-    def record(self, state: StreamState, force: bool = False) -> None:
+    def record(self, state: ActiveStream, force: bool = False) -> None:
         """Write a running stream's row, unless one was written within the interval."""
         now = time.monotonic()
         if not force and not state.ending and now - state.last_record < self.interval_s:
@@ -38,7 +38,7 @@ class Recorder:
 
     def write(self, report: StreamReport) -> None:
         """Write a stream's row now, with its committed checkpoint."""
-        ref = self.backend.record_stream(report.row(self.ledger[report.stream_id], self.model))
+        ref = self.backend.record_state(report.state(self.ledger[report.stream_id], self.model))
         self._writes[ref] = report.stream_id
 
     def events(self, events: list[StreamEvent]) -> None:

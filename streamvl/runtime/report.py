@@ -8,10 +8,10 @@ write group.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from streamvl.storage.ledger import Checkpoint
-from streamvl.types import StreamEvent
+from streamvl.types import Status, StreamEvent, StreamState
 
 
 @dataclass
@@ -36,29 +36,29 @@ class StreamReport:
     resumed_from: float | None = None  # time after which this run resumed (None: from the start)
 
     @classmethod
-    def removed(cls, stream_id: str, row: Mapping[str, Any]) -> "StreamReport":
-        """A stream this run never ran, removed on request: its stored row, now "removed"."""
-        report = cls(stream_id, row["uri"], status="removed", frames=int(row["frames_indexed"]),
-                     last_pts=row.get("last_committed_pts"), live=bool(row.get("live")))
-        report.carry_counters(row)
+    def removed(cls, stream_id: str, stored: StreamState) -> "StreamReport":
+        """A stream this run never ran, removed on request: its stored state, now "removed"."""
+        report = cls(stream_id, stored.uri, status="removed", frames=stored.frames_indexed,
+                     last_pts=stored.last_committed_pts, live=bool(stored.live))
+        report.carry_counters(stored)
         return report
 
-    def carry_counters(self, row: Mapping[str, Any]) -> None:
-        """Carry the restart / reconnect / gap / skip counters over from the stream's `streams` row."""
+    def carry_counters(self, stored: StreamState) -> None:
+        """Carry the restart / reconnect / gap / skip counters over from the stream's stored state."""
         for name in ("restarts", "reconnects", "gaps"):
-            setattr(self, name, int(row.get(name) or 0))
-        self.gap_total_s = float(row.get("gap_total_s") or 0.0)
-        self.skipped = int(row.get("frames_skipped") or 0)
-        self.last_gap_s = row.get("last_gap_s")
+            setattr(self, name, int(getattr(stored, name) or 0))
+        self.gap_total_s = float(stored.gap_total_s or 0.0)
+        self.skipped = int(stored.frames_skipped or 0)
+        self.last_gap_s = stored.last_gap_s
 
-    def resume(self, row: Mapping[str, Any] | None, checkpoint: Checkpoint) -> bool:
+    def resume(self, stored: StreamState | None, checkpoint: Checkpoint) -> bool:
         """Start from a stored checkpoint; True when it continues an unfinished run (a restart)."""
         self.frames, self.last_pts = checkpoint.frames, checkpoint.last_pts
-        if not row or checkpoint.at_start:
+        if stored is None or checkpoint.at_start:
             return False
         self.resumed_from = checkpoint.resume_after
-        self.carry_counters(row)
-        if row.get("status") == "done":
+        self.carry_counters(stored)
+        if stored.status is Status.DONE:
             return False
         self.restarts += 1
         return True
@@ -86,15 +86,14 @@ class StreamReport:
             self.lag_s = now - progress.last_wallclock
         return grown
 
-    def row(self, checkpoint: Checkpoint, model: str) -> dict[str, Any]:
-        """The `streams` row of this stream with its committed checkpoint."""
-        cp = checkpoint.as_row()
-        return {"stream_id": self.stream_id, "uri": self.uri, "status": self.status,
-                "frames_indexed": self.frames, "last_committed_pts": self.last_pts, "error": self.error,
-                "model": model, "next_window": cp["next_window"], "resume_after": cp["resume_after"],
-                "grid": cp["grid"], "last_wallclock": cp["last_wallclock"], "live": self.live, "lag_s": self.lag_s,
-                "reconnects": self.reconnects, "gaps": self.gaps, "gap_total_s": self.gap_total_s,
-                "last_gap_s": self.last_gap_s, "restarts": self.restarts, "frames_skipped": self.skipped}
+    def state(self, checkpoint: Checkpoint, model: str) -> StreamState:
+        """This stream's StreamState (its `streams` row) with its committed checkpoint."""
+        return StreamState(
+            self.stream_id, self.uri, Status(self.status), frames_indexed=self.frames, last_committed_pts=self.last_pts,
+            error=self.error, model=model, next_window=checkpoint.next_window, resume_after=checkpoint.resume_after,
+            grid=checkpoint.grid, last_wallclock=checkpoint.last_wallclock, live=self.live, lag_s=self.lag_s,
+            reconnects=self.reconnects, gaps=self.gaps, gap_total_s=self.gap_total_s, last_gap_s=self.last_gap_s,
+            restarts=self.restarts, frames_skipped=self.skipped)
 
 
 @dataclass

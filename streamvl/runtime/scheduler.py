@@ -20,7 +20,7 @@ from streamvl.types import StreamInfo
 
 
 @dataclass
-class StreamState:
+class ActiveStream:
     """A running stream: its decoder, the batches asked of it, and how it is ending."""
 
     info: StreamInfo
@@ -61,7 +61,7 @@ class StreamScheduler:
         self.inflight = runtime.inflight_per_stream
         self.max_rewinds = runtime.max_rewinds
         self.queue: deque[StreamInfo] = deque()
-        self.active: dict[str, StreamState] = {}
+        self.active: dict[str, ActiveStream] = {}
         self.peak_pending = 0  # batches requested but not yet taken, across streams (backpressure check)
 
     def has(self, stream_id: str) -> bool:
@@ -93,33 +93,33 @@ class StreamScheduler:
             admitted.append(info)
         return admitted
 
-    def activate(self, info: StreamInfo, report: StreamReport) -> StreamState:
-        state = StreamState(info, report)
+    def activate(self, info: StreamInfo, report: StreamReport) -> ActiveStream:
+        state = ActiveStream(info, report)
         self.active[info.stream_id] = state
         return state
 
-    def wanted(self, state: StreamState) -> int:
+    def wanted(self, state: ActiveStream) -> int:
         """How many more batches to ask of this stream's decoder now."""
         return 0 if state.requested_final else max(0, self.inflight - len(state.pending))
 
     def requested(self) -> None:
         self.peak_pending = max(self.peak_pending, sum(len(s.pending) for s in self.active.values()))
 
-    def heads(self) -> dict[Any, StreamState]:
+    def heads(self) -> dict[Any, ActiveStream]:
         """The meta ref of each stream's oldest request, to wait on."""
         return {s.pending[0][0]: s for s in self.active.values() if s.pending}
 
     def any_pending(self) -> bool:
         return any(s.pending for s in self.active.values())
 
-    def may_replay(self, state: StreamState) -> bool:
+    def may_replay(self, state: ActiveStream) -> bool:
         """Count one more replay; False once the stream used up its budget without progress."""
         state.rewinds += 1
         return state.rewinds <= self.max_rewinds
 
-    def idle(self, state: StreamState) -> bool:
+    def idle(self, state: ActiveStream) -> bool:
         """An ending stream with nothing in flight any more: it can be closed."""
         return bool(state.ending) and state.commits == 0 and self.active.get(state.stream_id) is state
 
-    def close(self, state: StreamState) -> None:
+    def close(self, state: ActiveStream) -> None:
         del self.active[state.stream_id]

@@ -18,11 +18,11 @@ from streamvl.config import IndexConfig
 from streamvl.runtime.backend import Backend, BatchMeta, TaskFailed
 from streamvl.runtime.recorder import Recorder
 from streamvl.runtime.report import StreamReport
-from streamvl.runtime.scheduler import StreamScheduler, StreamState
+from streamvl.runtime.scheduler import StreamScheduler, ActiveStream
 from streamvl.sources.decode import is_url
 from streamvl.sources.live import LiveResume
-from streamvl.storage.ledger import Checkpoint, Ledger, grid_key, resume_point
-from streamvl.types import StreamEvent, StreamInfo
+from streamvl.storage.ledger import Checkpoint, Ledger, grid_key, held_checkpoint, resume_point
+from streamvl.types import StreamEvent, StreamInfo, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,11 @@ log = logging.getLogger(__name__)
 class StoreView(Protocol):
     """The reads a run makes of the database (streamvl.storage.store.Store has them)."""
 
-    def stream(self, stream_id: str) -> dict[str, Any] | None: ...
+    def stream_state(self, stream_id: str) -> StreamState | None: ...
 
     def last_frame(self, stream_id: str) -> tuple[float | None, float | None]: ...
+
+    def stream_keys(self, stream_id: str) -> tuple[list[float], dict[str, list[float]]]: ...
 
     def requests(self) -> list[dict[str, Any]]: ...
 
@@ -52,12 +54,14 @@ class StreamControl:
             return self.reports[sid]
         live = is_url(info.uri)
         report = self.reports[sid] = StreamReport(sid, info.uri, live=live)
-        row = self.store.stream(sid) if self.config.runtime.resume else None
+        stored = self.store.stream_state(sid) if self.config.runtime.resume else None
         cfg = self.config
         grid = grid_key(info.fps or cfg.sampling.fps, cfg.clips.window, cfg.clips.stride, cfg.adapters)
-        checkpoint, done = resume_point(row, info.uri, grid, live)
+        checkpoint, done = resume_point(stored, info.uri, grid, live)
+        if not live and not checkpoint.at_start:
+            checkpoint, done = self._held(sid, checkpoint, done)
         self.ledger.open(sid, checkpoint)
-        if report.resume(row, checkpoint) and not live:  # live streams record their own resume, with the downtime
+        if report.resume(stored, checkpoint) and not live:  # live streams record their own resume, with the downtime
             self.recorder.events([StreamEvent(sid, "resume", time.time(), pts=checkpoint.resume_after,
                                               message=f"job restarted: resuming at window {checkpoint.next_window}")])
         if done:
@@ -66,6 +70,22 @@ class StreamControl:
         self.scheduler.enqueue(info)
         self.recorder.write(report)
         return report
+
+    def _held(self, stream_id: str, checkpoint: Checkpoint, done: bool) -> tuple[Checkpoint, bool]:
+        """The checkpoint pulled back to what the tables hold (ledger.held_checkpoint); a pulled-back
+        stream is not done (its missing rows are indexed again)."""
+        frame_pts, clip_starts = self.store.stream_keys(stream_id)
+        cfg = self.config
+        held = held_checkpoint(checkpoint, window=cfg.clips.window, stride=cfg.clips.stride, done=done,
+                               adapters=cfg.adapters, frame_pts=frame_pts, clip_starts=clip_starts)
+        if held == checkpoint:
+            return checkpoint, done
+        log.warning("stream %s: the tables hold less than its checkpoint (window %d); re-indexing from window %d",
+                    stream_id, checkpoint.next_window, held.next_window)
+        self.recorder.events([StreamEvent(stream_id, "restart", time.time(), pts=held.resume_after,
+                                          message=f"rows missing: checkpoint at window {checkpoint.next_window} "
+                                                  f"pulled back to window {held.next_window}")])
+        return held, False
 
     def admit(self) -> None:
         """Start every queued stream the scheduler lets in."""
@@ -84,7 +104,7 @@ class StreamControl:
         wall = checkpoint.last_wallclock if wall is None else max(wall, checkpoint.last_wallclock or wall)
         return (pts, wall) if pts is not None and wall is not None else (None, None)
 
-    def start_decoder(self, state: StreamState) -> None:
+    def start_decoder(self, state: ActiveStream) -> None:
         """A decoder that starts at the stream's checkpoint; a new generation of its batches."""
         cp = self.ledger[state.stream_id]
         resume = None
@@ -97,12 +117,12 @@ class StreamControl:
         state.decoder = self.backend.start_decoder(state.info, cp.next_window, cp.resume_after, resume)
         self.request(state)
 
-    def request(self, state: StreamState) -> None:
+    def request(self, state: ActiveStream) -> None:
         for _ in range(self.scheduler.wanted(state)):
             state.pending.append(tuple(self.backend.next_batch(state.decoder)))
         self.scheduler.requested()
 
-    def take(self, state: StreamState) -> BatchMeta | None:
+    def take(self, state: ActiveStream) -> BatchMeta | None:
         """Take the stream's oldest batch (its meta; the batch ref goes to state.batch) and ask for
         the next one; None when its decoder died (the stream is then replayed)."""
         meta_ref, batch_ref = state.pending.popleft()
@@ -120,14 +140,14 @@ class StreamControl:
             self.request(state)
         return meta
 
-    def stop_decoder(self, state: StreamState) -> None:
+    def stop_decoder(self, state: ActiveStream) -> None:
         if state.decoder is not None:
             self.backend.stop_decoder(state.decoder)
         state.decoder = None
         state.pending.clear()
         state.requested_final = True
 
-    def rewind(self, state: StreamState, reason: str) -> None:
+    def rewind(self, state: ActiveStream, reason: str) -> None:
         """Replay a stream from its last checkpoint after a failure underneath it."""
         if state.ending:
             return
@@ -146,13 +166,13 @@ class StreamControl:
         log.warning("stream %s: %s; replaying from window %d", state.stream_id, reason, cp.next_window)
         self.start_decoder(state)
 
-    def end(self, state: StreamState, how: str, error: str | None = None) -> None:
+    def end(self, state: ActiveStream, how: str, error: str | None = None) -> None:
         """No more batches will be taken from this stream ("done", "error" or "removed")."""
         if error is not None:
             state.report.error = error
         state.ending = how
 
-    def close_if_idle(self, state: StreamState) -> None:
+    def close_if_idle(self, state: ActiveStream) -> None:
         """Close an ending stream once none of its write groups is in flight: its final row."""
         if not self.scheduler.idle(state):
             return

@@ -17,8 +17,9 @@ import numpy as np
 from streamvl.errors import DecodeError
 from streamvl.pipeline.encode import StreamProgress
 from streamvl.pipeline.windows import Windower
+from streamvl.storage.schema import stream_state
 from streamvl.storage.store import CLIPS, FRAMES
-from streamvl.types import FrameBatch, StreamEvent, StreamInfo
+from streamvl.types import FrameBatch, StreamEvent, StreamInfo, StreamState
 
 
 @dataclass
@@ -86,8 +87,13 @@ class MemoryDB:
 
     # the reads a run makes (streamvl.runtime.streams.StoreView)
     def stream(self, stream_id: str) -> dict[str, Any] | None:
+        """A stream's stored row as a dict (column -> value), for tests."""
         row = self.rows.get(stream_id)
         return dict(row) if row is not None else None
+
+    def stream_state(self, stream_id: str) -> StreamState | None:
+        row = self.rows.get(stream_id)
+        return stream_state(row) if row is not None else None
 
     def last_frame(self, stream_id: str) -> tuple[float | None, float | None]:
         rows = [r for k, r in self.tables[FRAMES].items() if k[0] == stream_id]
@@ -95,6 +101,13 @@ class MemoryDB:
             return None, None
         walls = [r["wallclock"] for r in rows if r["wallclock"] is not None]
         return max(r["pts"] for r in rows), max(walls) if walls else None
+
+    def stream_keys(self, stream_id: str) -> tuple[list[float], dict[str, list[float]]]:
+        starts: dict[str, list[float]] = {}
+        for k in self.tables[CLIPS]:
+            if k[0] == stream_id:
+                starts.setdefault(k[1], []).append(k[2])
+        return self.frame_times(stream_id), starts
 
     def requests(self) -> list[dict[str, Any]]:
         return list(self.request_rows)
@@ -149,4 +162,4 @@ class FakeEncoder:
 
 
 def _clip_rows(windows) -> list[dict[str, Any]]:
-    return [{"stream_id": w.stream_id, "adapter": "fake", "start": w.start, "end": w.end} for w in windows]
+    return [{"stream_id": w.stream_id, "adapter": "meanpool", "start": w.start, "end": w.end} for w in windows]

@@ -9,26 +9,41 @@ from its own environment plus that table, and never leave memory.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
 
-from streamvl.errors import StoreError
+from streamvl.errors import StoreDamagedError, StoreError
 from streamvl.storage.objectstore import StorageConfig, StorageTarget, resolve
 from streamvl.storage.schema import creation_schema
 
 
+# What Lance says when a table's files are damaged or missing (not a bad query or schema).
+_DAMAGE = re.compile(r"LanceError\(IO\)|Invalid range .* for object of size|No such file|Not found: .*\.(lance|manifest)"
+                     r"|object at location .* not found|unexpected end of file|Corrupt|[Ii]nvalid (footer|file)",
+                     re.IGNORECASE)
+
+
 @contextmanager
-def lance_errors(table: str, action: str) -> Iterator[None]:
+def lance_errors(table: str, action: str, db: str | None = None) -> Iterator[None]:
     """Turn LanceDB's exceptions (ValueError/RuntimeError/OSError with its own messages) into a
-    StoreError naming the table and what was being done."""
+    StoreError naming the table and what was being done; damaged or missing files into one line
+    StoreDamagedError naming the table and the file, and what to run."""
     try:
         yield
     except StoreError:
         raise
     except Exception as exc:
+        text = str(exc)
+        if _DAMAGE.search(text):
+            from streamvl.storage.check import damaged_path, short_reason
+
+            raise StoreDamagedError(f"table {table!r} is damaged ({action}: {short_reason(text)}); "
+                                    "run `streamvl check`, then `streamvl repair`",
+                                    table=table, path=damaged_path(text), db=db) from exc
         raise StoreError(f"{action} on table {table!r} failed: {exc}") from exc
 
 
@@ -125,7 +140,7 @@ class Connection:
     def table_names(self) -> list[str]:
         names: list[str] = []
         token = None
-        with lance_errors("*", "list tables"):
+        with lance_errors("*", "list tables", self.uri):
             while True:
                 page = self.db.list_tables(page_token=token)
                 names.extend(page.tables)
@@ -154,8 +169,11 @@ class Connection:
         except Exception as exc:
             # Listed but not found: another process is creating it (its folder exists, its first
             # version not yet) or dropped it meanwhile. Either way it does not exist yet for us.
-            if table not in self.table_names() or "not found" in str(exc).lower():
+            if table not in self.table_names() or "not found" in str(exc).lower() and ".manifest" not in str(exc):
                 return None
+            if _DAMAGE.search(str(exc)):
+                with lance_errors(table, "open", self.uri):
+                    raise  # as StoreDamagedError
             raise StoreError(f"open table {table!r} failed: {exc}") from exc
         self._tables[table] = handle
         return handle
@@ -181,5 +199,5 @@ class Connection:
             return
         missing = [f for f in schema if f.nullable and handle.schema.get_field_index(f.name) < 0]
         if missing:
-            with lance_errors(table, "add columns"):
+            with lance_errors(table, "add columns", self.uri):
                 handle.add_columns(missing)

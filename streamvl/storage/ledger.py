@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
+from streamvl.pipeline.windows import Windower
 from streamvl.types import StreamState
 
 CHECKPOINT_FIELDS = ("next_window", "resume_after", "frames_indexed", "last_committed_pts", "last_wallclock", "grid")
@@ -110,14 +113,14 @@ def from_row(row: Mapping[str, Any] | None, grid: str) -> Checkpoint:
     )
 
 
-def resume_point(row: Mapping[str, Any] | None, uri: str, grid: str, live: bool) -> tuple[Checkpoint, bool]:
-    """Where a stream continues, from its stored `streams` row: (checkpoint, done).
+def resume_point(stored: StreamState | None, uri: str, grid: str, live: bool) -> tuple[Checkpoint, bool]:
+    """Where a stream continues, from its stored state: (checkpoint, done).
 
-    A row of another URI or grid starts over. done: the row says this file was indexed completely
-    on this grid, so there is nothing left to do (a live stream is never done)."""
-    same = bool(row) and row.get("uri") == uri
-    checkpoint = from_row(row, grid) if same else Checkpoint(grid)
-    done = same and not live and row.get("status") == "done" and row.get("grid") == grid
+    A state of another URI or grid starts over. done: the state says this file was indexed
+    completely on this grid, so there is nothing left to do (a live stream is never done)."""
+    same = stored is not None and stored.uri == uri
+    checkpoint = from_state(stored, grid) if same else Checkpoint(grid)
+    done = same and not live and stored.status.value == "done" and stored.grid == grid
     return checkpoint, done
 
 
@@ -148,3 +151,58 @@ class Ledger:
         before = self._checkpoints[stream_id]
         self._checkpoints[stream_id] = before.advance(next_window, resume_after, frames, last_pts, last_wallclock)
         return self._checkpoints[stream_id].next_window > before.next_window
+
+
+# -- the ledger checked against the data -------------------------------------------------------
+# A checkpoint is written after the rows it covers, so it can only claim more than the tables hold
+# when rows were lost underneath it: a lost `_versions/*.manifest`, a table restored to an older
+# version by `streamvl repair`, a deleted data file. On start, a run compares each file stream's
+# checkpoint with its keys in `frames` and `clips` (Reader.stream_keys: two filtered reads of key
+# columns) and pulls it back to the first window whose rows are missing; the replay rewrites the
+# keys from there, which the upserts make idempotent. The expected windows are recomputed with the
+# Windower itself from the committed frame times, so the check follows the grid, tail included.
+
+def grid_params(grid: str) -> tuple[int, int, list[str]] | None:
+    """(window, stride, adapters) of a grid_key string, or None if it is not one."""
+    try:
+        fields = dict(part.split("=", 1) for part in grid.split(";"))
+        return int(fields["window"]), int(fields["stride"]), [a for a in fields["adapters"].split(",") if a]
+    except (KeyError, ValueError, AttributeError):
+        return None
+
+
+def _key(x: float) -> float:
+    return round(float(x), 6)
+
+
+def held_checkpoint(checkpoint: Checkpoint, *, window: int, stride: int, done: bool, adapters: Iterable[str],
+                    frame_pts: Sequence[float], clip_starts: Mapping[str, Iterable[float]]) -> Checkpoint:
+    """The part of `checkpoint` the rows hold: itself when every frame and clip window it covers
+    is in the tables, else the checkpoint just before the first missing window (the start when
+    frames are missing, whose indices can then no longer be told).
+
+    done: the stream's row says it was indexed completely (its tail window counts too).
+    frame_pts: the stream's times in `frames`; clip_starts: adapter -> window starts in `clips`."""
+    if checkpoint.at_start:
+        return checkpoint
+    fresh = Checkpoint(checkpoint.grid)
+    pts = sorted(float(p) for p in frame_pts)
+    if checkpoint.last_pts is not None:
+        pts = [p for p in pts if p <= checkpoint.last_pts + 1e-9]
+    if len(pts) < checkpoint.frames:
+        return fresh  # frames lost: their indices (the window grid) are unknown
+    pts = pts[:checkpoint.frames]
+    windower = Windower("check", window, stride, 1.0)
+    windows = windower.push(np.asarray(pts), np.zeros((len(pts), 1), np.float32))
+    if done:
+        windows += windower.flush()
+    index = {_key(p): i for i, p in enumerate(pts)}
+    held = {a: {_key(s) for s in clip_starts.get(a, ())} for a in adapters}
+    for w in windows:
+        i = index.get(_key(w.start))
+        if i is None or i >= checkpoint.next_window:
+            continue
+        if any(_key(w.start) not in starts for starts in held.values()):
+            return fresh if i == 0 else Checkpoint(checkpoint.grid, next_window=i, resume_after=pts[i - 1],
+                                                   frames=i, last_pts=pts[i - 1])
+    return checkpoint

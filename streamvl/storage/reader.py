@@ -42,7 +42,7 @@ class Reader:
         handle = self.table(table)
         if handle is None:
             return pa.table({})
-        with lance_errors(table, "read"):
+        with lance_errors(table, "read", self.conn.uri):
             query = handle.search()
             if where is not None:
                 query = query.where(where)
@@ -54,7 +54,7 @@ class Reader:
         handle = self.conn.open(table)
         if handle is None:
             return 0
-        with lance_errors(table, "count"):
+        with lance_errors(table, "count", self.conn.uri):
             return int(handle.count_rows())
 
     def schema(self, table: str) -> pa.Schema | None:
@@ -92,7 +92,7 @@ class Reader:
         columns = [n for n in handle.schema.names if n != EMBEDDING]
         where = clip_filter(adapter, stream_ids, start, end, tags)
         candidates = REFINE_CANDIDATES * k if candidates is None else candidates
-        with lance_errors(CLIPS, "vector search"):
+        with lance_errors(CLIPS, "vector search", self.conn.uri):
             only_adapter = stream_ids is None and start is None and end is None and not tags
             rows = None
             if only_adapter and _one_adapter(handle, adapter):
@@ -136,6 +136,18 @@ class Reader:
             return None, None
         pts, wall = pc.max(got["pts"]).as_py(), pc.max(got["wallclock"]).as_py()
         return pts, (None if wall is None or math.isnan(wall) else wall)
+
+    def stream_keys(self, stream_id: str) -> tuple[list[float], dict[str, list[float]]]:
+        """A stream's keys in the tables: its frame times, and its clip window starts per adapter
+        (what the resume check compares a checkpoint with; two filtered reads of key columns)."""
+        where = f"stream_id = {sql_str(stream_id)}"
+        frames = self.read(FRAMES, where, ["pts"])
+        clips = self.read(CLIPS, where, ["adapter", "start"])
+        starts: dict[str, list[float]] = {}
+        if clips.num_rows:
+            for adapter, start in zip(clips["adapter"].to_pylist(), clips["start"].to_pylist()):
+                starts.setdefault(adapter, []).append(start)
+        return (frames["pts"].to_pylist() if frames.num_rows else []), starts
 
     def segments(self, adapter: str | None = None, stream_id: str | None = None) -> list[dict[str, Any]]:
         """Rows of the `segments` table, best score first; optionally one adapter / one stream."""

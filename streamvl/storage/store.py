@@ -110,6 +110,9 @@ class Store:
     def last_frame(self, stream_id: str) -> tuple[float | None, float | None]:
         return self.reader.last_frame(stream_id)
 
+    def stream_keys(self, stream_id: str) -> tuple[list[float], dict[str, list[float]]]:
+        return self.reader.stream_keys(stream_id)
+
     def segments(self, adapter: str | None = None, stream_id: str | None = None) -> list[dict[str, Any]]:
         return self.reader.segments(adapter, stream_id)
 

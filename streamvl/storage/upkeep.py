@@ -78,7 +78,7 @@ class Upkeep:
                   index_type: str, index_max_deltas: int) -> dict[str, Any]:
         older = None if keep_versions_s is None else dt.timedelta(seconds=keep_versions_s)
         merged, merge_s = 0, 0.0
-        with lance_errors(table, "optimize"):
+        with lance_errors(table, "optimize", self.conn.uri):
             handle.optimize(cleanup_older_than=older)
             rows = int(handle.count_rows())
             name, deltas = vector_index(handle)
@@ -113,7 +113,7 @@ class Upkeep:
         handle = self.conn.open(table)
         if handle is None:
             return 0
-        with lance_errors(table, "stats"):
+        with lance_errors(table, "stats", self.conn.uri):
             return int(handle.stats()["fragment_stats"]["num_fragments"])
 
     def index_stats(self, table: str) -> dict[str, Any]:
@@ -121,7 +121,7 @@ class Upkeep:
         handle = self.conn.open(table)
         if handle is None:
             return {}
-        with lance_errors(table, "index stats"):
+        with lance_errors(table, "index stats", self.conn.uri):
             return {ix.name: handle.index_stats(ix.name) for ix in handle.list_indices()}
 
 

@@ -132,7 +132,7 @@ class WriteGroup:
         if handle.schema != self._target:  # another writer created it meanwhile, from its own first batch
             check_model(self.table, self._target, handle.schema)
             rows = conform(self.table, rows, handle.schema)
-        with lance_errors(self.table, "upsert"):
+        with lance_errors(self.table, "upsert", self.conn.uri):
             upsert_with_retry(self.table, handle, self.keys, rows)
         self.rows = rows.num_rows
         return self.rows
@@ -172,7 +172,7 @@ class Writer:
         handle = self.conn.open(table)
         if handle is None:
             return 0
-        with lance_errors(table, "delete"):
+        with lance_errors(table, "delete", self.conn.uri):
             before = int(handle.count_rows())
             handle.delete(where)
             return before - int(handle.count_rows())

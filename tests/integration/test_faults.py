@@ -243,3 +243,29 @@ def test_kill_9_of_the_whole_job_then_restart(clip, tmp_path):
     check_exactly_once(db, clip, report["stream_id"])
     kinds = [e["kind"] for e in store.events(report["stream_id"])]
     assert kinds == ["resume"]
+
+
+@pytest.mark.parametrize("victim", ["encode", "clips-sink"])
+def test_kill_9_mid_commit_loses_and_repeats_nothing(ray_local, clip, tmp_path, victim):
+    """kill -9 (SIGKILL from the OS, not ray.kill) of the encoder or the clips sink while write
+    groups are in flight: the rows they were committing are either in the table or replayed, the
+    checkpoint never claims more than the table holds, and every window ends up exactly once."""
+    from streamvl.runtime.driver import IndexRun
+
+    stream = api.discover([str(clip.path)])[0]
+    run = IndexRun([stream], config(tmp_path / "db"), None).start()
+    actor = run.encoder if victim == "encode" else run.sinks[CLIPS]
+    pid = ray_local.get(actor.pid.remote())
+    n_windows, killed = len(truth(clip)[1]), False
+    while run.queue or run.active or run.commits:
+        run.step()
+        if not killed and run.commits and run.ledger[stream.stream_id].next_window >= n_windows // 3:
+            os.kill(pid, signal.SIGKILL)  # with write groups in flight: mid-commit
+            killed = True
+    run.flush_records()
+    report = run.reports[stream.stream_id]
+    assert killed and report.status == "done", report.error
+    assert report.restarts >= 1
+    check_exactly_once(tmp_path / "db", clip, stream.stream_id)
+    row = Store(str(tmp_path / "db")).stream_state(stream.stream_id)
+    assert row.frames_indexed == len(truth(clip)[0])

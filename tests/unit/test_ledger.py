@@ -1,12 +1,13 @@
 """The resume ledger (streamvl.storage.ledger): where each stream continues, moved only forwards."""
 
 from streamvl.storage.ledger import Checkpoint, Ledger, grid_key, resume_point
+from streamvl.types import Status, StreamState
 
 GRID = grid_key(1.0, 4, 2, ["meanpool"])
 
 
-def row(**fields):
-    return {"uri": "/v.mp4", "status": "running", **Checkpoint(GRID, 4, 3.0, 7, 6.0).as_row(), **fields}
+def row(status: str = "running") -> StreamState:
+    return StreamState("v", "/v.mp4", Status(status), **Checkpoint(GRID, 4, 3.0, 7, 6.0).as_row())
 
 
 def test_resume_point_continues_a_stored_checkpoint_of_the_same_uri_and_grid():

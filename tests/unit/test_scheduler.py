@@ -348,17 +348,23 @@ def test_admission_and_requests_of_the_scheduler_alone():
     assert sched.unqueue("f3") is False and sched.may_replay(states["f2"]) and states["f2"].rewinds == 1
 
 
-def test_a_report_resumes_from_a_stored_row():
+def test_a_report_resumes_from_a_stored_state():
+    import dataclasses
+
     from streamvl.runtime.report import StreamReport
     from streamvl.storage.ledger import Checkpoint
+    from streamvl.types import Status, StreamState
 
-    stored = {"status": "running", "restarts": 2, "reconnects": 1, "gaps": 1, "gap_total_s": 4.0, "frames_skipped": 3}
+    stored = StreamState("s", "/v.mp4", Status.RUNNING, restarts=2, reconnects=1, gaps=1, gap_total_s=4.0,
+                         frames_skipped=3)
     report = StreamReport("s", "/v.mp4")
     assert report.resume(stored, Checkpoint("g", 4, 3.5, 9, 8.0)) is True
     assert (report.frames, report.last_pts, report.resumed_from, report.restarts, report.gap_total_s) == (9, 8.0, 3.5, 3, 4.0)
     done = StreamReport("s", "/v.mp4")
-    assert done.resume(stored | {"status": "done"}, Checkpoint("g", 4, 3.5, 9, 8.0)) is False and done.restarts == 2
+    assert done.resume(dataclasses.replace(stored, status=Status.DONE), Checkpoint("g", 4, 3.5, 9, 8.0)) is False
+    assert done.restarts == 2
     fresh = StreamReport("s", "/v.mp4")
     assert fresh.resume(stored, Checkpoint("g")) is False and fresh.restarts == 0 and fresh.resumed_from is None
-    row = report.row(Checkpoint("g", 4, 3.5, 9, 8.0), "m")
-    assert (row["next_window"], row["resume_after"], row["frames_indexed"], row["restarts"], row["model"]) == (4, 3.5, 9, 3, "m")
+    state = report.state(Checkpoint("g", 4, 3.5, 9, 8.0), "m")
+    assert (state.next_window, state.resume_after, state.frames_indexed, state.restarts, state.model) == (4, 3.5, 9, 3, "m")
+    assert state.status is Status.QUEUED and state.grid == "g"
