@@ -223,11 +223,10 @@ class Watcher:
             self.reload()
         if not self.matcher.watches or clips.num_rows == 0:
             return 0
-        from streamvl.storage.schema import embeddings_array
         from streamvl.storage.watches import WatchTables
 
-        col = clips.column("embedding")
-        emb = embeddings_array(col, col.type.list_size)
+        col = clips.column("embedding").combine_chunks()
+        emb = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(clips.num_rows, -1)
         sids, starts = clips.column("stream_id").to_pylist(), clips.column("start").to_pylist()
         matches = self.matcher.match(sids, starts, clips.column("end").to_pylist(),
                                      clips.column("adapter").to_pylist(), emb)
