@@ -16,6 +16,7 @@ from streamvl.cli.search import search
 from streamvl.cli.serve import serve
 from streamvl.cli.streams import serve_index, streams
 from streamvl.cli.training import evaluate, localise, rescore, train
+from streamvl.cli.watch import watch
 
 
 @click.group(cls=ErrorHandlingGroup)
@@ -30,7 +31,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.meta["streamvl.debug"] = debug
 
 
-for _command in (index, search, serve, streams, serve_index, plugins, demo, train, evaluate, rescore, localise):
+for _command in (index, search, serve, streams, serve_index, plugins, demo, train, evaluate, rescore, localise, watch):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -134,7 +134,9 @@ class EventBuilder:
     rebuilt from the `watch_events` rows (restore) and a replayed match merges into the event
     that already covers it."""
 
-    def __init__(self, quiet_s: Callable[[str], float] | float = DEFAULT_QUIET_S, clock: Callable[[], dt.datetime] = now):
+    def __init__(self, quiet_s: Callable[[str], float] | float = DEFAULT_QUIET_S, clock: Callable[[], dt.datetime] = now,
+                 keep: int = _KEEP):
+        self.keep = keep  # events kept per (watch, stream)
         self._quiet = quiet_s if callable(quiet_s) else (lambda _wid, q=float(quiet_s): q)
         self.clock = clock
         self.events: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -144,7 +146,7 @@ class EventBuilder:
         for r in sorted(rows, key=lambda r: r["start"]):
             self.events.setdefault((r["watch_id"], r["stream_id"]), []).append(dict(r))
         for key, evs in self.events.items():
-            self.events[key] = evs[-_KEEP:]
+            self.events[key] = evs[-self.keep:]
 
     def feed(self, matches: Sequence[Match], latest: Mapping[str, float]) -> list[dict[str, Any]]:
         """Apply matches (sorted by stream, start), then close open events of the streams whose
@@ -186,7 +188,7 @@ class EventBuilder:
               "opened_at": stamp, "updated_at": stamp, "wallclock": None}
         evs.append(ev)
         evs.sort(key=lambda e: e["start"])
-        del evs[:-_KEEP]
+        del evs[:-self.keep]
         return [*out, ev]
 
 
@@ -238,3 +240,34 @@ class Watcher:
             WatchTables(self.store.conn, self.store.reader, self.store.writer).record_watch_events(changed)
             self.events_written += len(changed)
         return len(changed)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a watch would have fired over the indexed clips: events per threshold, the best clips."""
+
+    counts: dict[float, int]
+    top: list[Match]
+    clips: int
+
+
+def dry_run(stream_ids: Sequence[str], starts: Sequence[float], ends: Sequence[float], embeddings: np.ndarray,
+            vector: np.ndarray, *, adapter: str = "meanpool", thresholds: Sequence[float] | None = None,
+            quiet_s: float = DEFAULT_QUIET_S, top: int = 5) -> DryRun:
+    """Run one watch vector over stored clip rows (one product), and count the events an
+    EventBuilder would open at each threshold (default: score quantiles from the median up)."""
+    scores = _unit(np.asarray(embeddings, np.float32)) @ _unit(np.asarray(vector, np.float32))
+    if thresholds is None:
+        qs = np.quantile(scores, [0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999]) if len(scores) else []
+        thresholds = sorted({round(float(q), 3) for q in qs})
+    order = sorted(range(len(scores)), key=lambda i: (stream_ids[i], starts[i]))
+    counts = {}
+    for th in thresholds:
+        builder = EventBuilder(quiet_s, keep=len(scores) + 1)
+        ms = [Match("test", str(stream_ids[i]), float(starts[i]), float(ends[i]), float(scores[i]), adapter)
+              for i in order if scores[i] >= th]
+        builder.feed(ms, {})
+        counts[float(th)] = sum(len(evs) for evs in builder.events.values())
+    best = np.argsort(-scores)[:top]
+    return DryRun(counts, [Match("test", str(stream_ids[i]), float(starts[i]), float(ends[i]), float(scores[i]), adapter)
+                           for i in best], len(scores))
