@@ -34,11 +34,12 @@ from streamvl.types import Status, StreamState
 
 FRAMES, CLIPS, STREAMS, SEGMENTS = "frames", "clips", "streams", "segments"
 STREAM_EVENTS, REQUESTS = "stream_events", "stream_requests"
-WATCHES, EVENTS = "watches", "watch_events"
+WATCHES, EVENTS, DELIVERIES = "watches", "watch_events", "watch_deliveries"
 KEYS: dict[str, list[str]] = {FRAMES: ["stream_id", "pts"], CLIPS: ["stream_id", "adapter", "start"], STREAMS: ["stream_id"],
                               SEGMENTS: ["stream_id", "adapter", "start", "end", "label"],
                               STREAM_EVENTS: ["stream_id", "wallclock", "kind"], REQUESTS: ["stream_id"],
-                              WATCHES: ["watch_id", "adapter"], EVENTS: ["watch_id", "stream_id", "start"]}
+                              WATCHES: ["watch_id", "adapter"], EVENTS: ["watch_id", "stream_id", "start"],
+                              DELIVERIES: ["event_id", "webhook"]}
 EMBEDDING = "embedding"
 TAGS = "tags"  # list<string> clip column written by tagging plugins (alpro); `search --tag` filters on it
 MODEL_KEY = "streamvl.model"
@@ -154,6 +155,12 @@ def events_schema() -> pa.Schema:
                       _req("status", pa.string()), _req("event_id", pa.string()), _req("adapter", pa.string()),
                       _req("opened_at", pa.timestamp("us", tz="UTC")), _req("updated_at", pa.timestamp("us", tz="UTC")),
                       pa.field("wallclock", pa.float64())])
+
+
+def deliveries_schema() -> pa.Schema:
+    """Webhook deliveries that succeeded (a 2xx answer): one row per event and webhook URL."""
+    return pa.schema([_req("event_id", pa.string()), _req("webhook", pa.string()), _req("watch_id", pa.string()),
+                      _req("attempts", pa.int64()), _req("delivered_at", pa.timestamp("us", tz="UTC"))])
 
 
 # ---------------------------------------------------------------- the stream record <-> its row

@@ -18,7 +18,7 @@ import pyarrow as pa
 from streamvl.errors import StoreError
 from streamvl.storage.connection import Connection
 from streamvl.storage.reader import Reader
-from streamvl.storage.schema import EVENTS, WATCHES, events_schema, sql_str, watches_schema
+from streamvl.storage.schema import DELIVERIES, EVENTS, WATCHES, deliveries_schema, events_schema, sql_str, watches_schema
 from streamvl.storage.writer import Writer
 
 
@@ -122,3 +122,15 @@ class WatchTables:
             return rows
         micros, eid = parse_cursor(cursor)
         return [r for r in rows if tuple(parse_cursor(feed_cursor(r))) > (micros, eid)]
+
+    # -- webhook deliveries
+    def record_delivery(self, event_id: str, webhook: str, watch_id: str, attempts: int) -> None:
+        """Note that `webhook` accepted this event (so a restarted server does not send it again)."""
+        row = {"event_id": event_id, "webhook": webhook, "watch_id": watch_id, "attempts": int(attempts),
+               "delivered_at": now()}
+        self.writer.upsert(DELIVERIES, pa.Table.from_pylist([row], schema=deliveries_schema()))
+
+    def deliveries(self) -> set[tuple[str, str]]:
+        """(event_id, webhook) pairs already delivered."""
+        table = self.reader.read(DELIVERIES, columns=["event_id", "webhook"])
+        return set(zip(table["event_id"].to_pylist(), table["webhook"].to_pylist())) if table.num_rows else set()
