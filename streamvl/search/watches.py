@@ -205,12 +205,22 @@ class Watcher:
         self._quiet: dict[str, float] = {}
         self.builder = EventBuilder(lambda wid: self._quiet.get(wid, self.quiet_s))
         self._loaded_at: float | None = None
+        self._version: int | None = None  # the watches table version last read
         self.events_written = 0
 
     def reload(self) -> None:
+        """Reread the watches if their table changed since the last read (a version check is cheap;
+        reading 1,000 watches' embeddings is not)."""
+        from streamvl.storage.schema import WATCHES
         from streamvl.storage.watches import WatchTables
 
         tables = WatchTables(self.store.conn, self.store.reader, self.store.writer)
+        handle = self.store.conn.open(WATCHES)
+        version = None if handle is None else handle.version
+        if self._loaded_at is not None and version == self._version:
+            self._loaded_at = self._clock()
+            return
+        self._version = version
         watches = Watch.from_rows(tables.watch_rows(), self.quiet_s)
         self.matcher = WatchMatcher(watches)
         self._quiet.update({w.watch_id: w.quiet_s for w in watches})
