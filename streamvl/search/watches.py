@@ -8,7 +8,9 @@ Plain Python (numpy; no Ray, no model at import). Three parts, one job each:
                      of its end extends it, a window past the gap closes it
 `Watcher` ties them to a Store: it reloads the watches every few seconds, restores the builder from
 the `watch_events` table (so a restart or a replay continues the same events instead of firing
-again), and upserts the events a batch changed. Events are keyed by (watch, stream, start of the
+again), rescores the stored tail of each stream once at start (rows a killed sink committed but
+had no time to turn into events: a live stream never replays them), and upserts the events a
+batch changed. Events are keyed by (watch, stream, start of the
 first matching window): rewriting one is a no-op, so each is stored exactly once.
 """
 
@@ -27,6 +29,7 @@ from streamvl.storage.watches import event_id, now
 log = logging.getLogger(__name__)
 DEFAULT_QUIET_S = 4.0  # an event closes once no window has matched for this long past its end
 RELOAD_S = 3.0  # the watcher rereads the watches table at most this often
+CATCHUP_S = 30.0  # at start, stored clip rows from this long before each stream's checkpoint are rescored
 _KEEP = 4  # events kept in memory per (watch, stream): the ones a replay can still touch
 
 
@@ -206,6 +209,7 @@ class Watcher:
         self.builder = EventBuilder(lambda wid: self._quiet.get(wid, self.quiet_s))
         self._loaded_at: float | None = None
         self._version: int | None = None  # the watches table version last read
+        self._catch_up = False  # rescore the stored tail of each stream at the next call
         self.events_written = 0
 
     def reload(self) -> None:
@@ -226,14 +230,36 @@ class Watcher:
         self._quiet.update({w.watch_id: w.quiet_s for w in watches})
         if self._loaded_at is None:
             self.builder.restore(tables.watch_events())
+            self._catch_up = True
         self._loaded_at = self._clock()
+
+    def _tail_rows(self) -> Any:
+        """Clip rows of each stream from CATCHUP_S before its recorded checkpoint on: they include
+        any rows a killed predecessor committed without storing their events (a live stream does
+        not replay them)."""
+        from streamvl.storage.schema import CLIPS, sql_float, sql_str
+
+        parts = [f"(stream_id = {sql_str(st.stream_id)} AND start >= {sql_float(st.last_committed_pts - CATCHUP_S)})"
+                 for st in self.store.stream_states() if st.last_committed_pts is not None]
+        return self.store.read(CLIPS, " OR ".join(parts)) if parts else None
 
     def on_commit(self, clips: Any) -> int:
         """Score committed clip rows (an Arrow table of the clips schema); store the events they
         open, extend or close. Returns the number of event rows written."""
         if self._loaded_at is None or self._clock() - self._loaded_at >= self.reload_s:
             self.reload()
-        if not self.matcher.watches or clips.num_rows == 0:
+        if not self.matcher.watches:
+            return 0
+        written = 0
+        if self._catch_up:  # once, at start: rows the events may not describe yet (rows already covered change nothing)
+            self._catch_up = False
+            tail = self._tail_rows()
+            if tail is not None and tail.num_rows:
+                written += self._score(tail.sort_by([("stream_id", "ascending"), ("start", "ascending")]))
+        return written + self._score(clips)
+
+    def _score(self, clips: Any) -> int:
+        if clips.num_rows == 0:
             return 0
         from streamvl.storage.watches import WatchTables
 

@@ -156,3 +156,24 @@ def test_builder_replay_inside_an_event_does_not_reopen():
     assert b.feed([Match("w", "cam", 1.0, 3.0, 0.99, "meanpool")], {"cam": 1.0}) == []  # inside, nothing grows
     [grown] = b.feed([Match("w", "cam", 3.0, 6.0, 0.99, "meanpool")], {"cam": 3.0})
     assert grown["start"] == 0.0 and grown["end"] == 6.0 and len(b.events[("w", "cam")]) == 1
+
+
+def test_rows_committed_without_their_events_are_caught_up_at_start(tmp_path):
+    """A sink killed between the clips commit and the events upsert: the next watcher rescores the
+    stored tail (from before each stream's checkpoint), so the event is completed, not lost."""
+    from streamvl.storage.schema import CLIPS
+    from streamvl.types import Status, StreamState
+
+    store = Store(tmp_path / "db")
+    t = tables(store)
+    t.add_watch("red", {"meanpool": RED}, threshold=0.9, quiet_s=2.0, watch_id="w")
+    rows = timeline("cam", "..rrrr.......rr.")
+    first = Watcher(store)
+    store.upsert(CLIPS, clip_table(rows[:4]))
+    first.on_commit(clip_table(rows[:4]))
+    store.upsert(CLIPS, clip_table(rows[4:10]))  # committed; killed before on_commit
+    store.record_state(StreamState("cam", "rtsp://x", Status.RUNNING, last_committed_pts=3.0))
+    assert [(e["start"], e["end"]) for e in t.watch_events()] == [(2.0, 5.0)]
+    second = Watcher(store)
+    second.on_commit(clip_table(rows[10:]))  # the live stream goes on; nothing is replayed
+    assert [(e["start"], e["end"], e["status"]) for e in t.watch_events()] == [(2.0, 7.0, "closed"), (13.0, 16.0, "open")]
