@@ -221,3 +221,88 @@ def repair(db: str, force: bool = False) -> "RepairReport":
 
     checks.existing_db(db)
     return run_repair(db, force=force)
+# -- watches: standing queries over what gets committed (streamvl.search.watches) ----------------
+
+
+def _watch_tables(db: str, create: bool = False):
+    from streamvl.search.query import open_store
+    from streamvl.storage.watches import WatchTables
+
+    if not create:
+        checks.existing_db(db)
+    store = open_store(str(db))
+    return WatchTables(store.conn, store.reader, store.writer)
+
+
+def _indexed_adapters(db: str) -> list[str]:
+    from streamvl.search.query import open_store
+    from streamvl.storage.schema import CLIPS
+
+    table = open_store(str(db)).read(CLIPS, columns=["adapter"])
+    return sorted(set(table["adapter"].to_pylist())) if table.num_rows else ["meanpool"]
+
+
+def watch_add(db: str, text: str, *, streams: Sequence[str] = (), threshold: float = 0.25, webhook: str | None = None,
+              name: str | None = None, adapters: Sequence[str] | None = None, quiet_s: float | None = None,
+              model: str | None = None, adapter_options: dict | None = None) -> str:
+    """Add a watch on `db`: TEXT embedded once per adapter (default: every adapter in the clips table);
+    every clip row committed from now on is scored against it. Returns the watch id."""
+    from streamvl.search.watches import embed_watch_texts
+
+    checks.existing_db(db)
+    text = checks.search_text(text)
+    if not -1.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"threshold is a cosine score in [-1, 1], got {threshold}")
+    if webhook is not None and not webhook.startswith(("http://", "https://")):
+        raise ConfigError(f"webhook must be an http(s) URL, got {webhook!r}")
+    if quiet_s is not None and not quiet_s >= 0:
+        raise ConfigError(f"quiet_s must be >= 0, got {quiet_s}")
+    [vectors] = embed_watch_texts([text], db, list(adapters or _indexed_adapters(db)), model=model,
+                                  adapter_options=adapter_options)
+    return _watch_tables(db).add_watch(text, vectors, name=name, streams=list(streams), threshold=threshold,
+                                       webhook=webhook, quiet_s=quiet_s)
+
+
+def watches(db: str, include_removed: bool = False) -> list[dict]:
+    """The watches of `db`, one dict per watch (adapters listed; no embeddings), oldest first."""
+    by_id: dict[str, dict] = {}
+    for r in _watch_tables(db).watch_rows(active_only=not include_removed):
+        w = by_id.setdefault(r["watch_id"], {k: v for k, v in r.items() if k not in ("embedding", "adapter")} | {"adapters": []})
+        w["adapters"].append(r["adapter"])
+    return list(by_id.values())
+
+
+def watch_remove(db: str, watch_id: str) -> None:
+    """Deactivate a watch (its events stay); ConfigError if no active watch has this id."""
+    if not _watch_tables(db).remove_watch(watch_id):
+        raise ConfigError(f"no active watch {watch_id!r} in {db}")
+
+
+def watch_events(db: str, watch_id: str | None = None, since=None) -> list[dict]:
+    """Events of every watch (or one), opened at or after `since` (UTC datetime or epoch s), in feed order."""
+    return _watch_tables(db).watch_events(watch_id, since)
+
+
+def watch_test(db: str, text: str, *, adapter: str = "meanpool", thresholds: Sequence[float] | None = None,
+               quiet_s: float | None = None, streams: Sequence[str] = (), top: int = 5,
+               model: str | None = None, adapter_options: dict | None = None):
+    """Run TEXT as a watch over what `db` already holds: events per threshold and the best clips
+    (streamvl.search.watches.DryRun), to choose a threshold from your own data. Reads every clip
+    row of the adapter (and streams): a full scan, meant for an interactive check."""
+    import numpy as np
+
+    from streamvl.search.query import open_store
+    from streamvl.search.watches import DEFAULT_QUIET_S, dry_run, embed_watch_texts
+    from streamvl.storage.schema import CLIPS, clip_filter
+
+    checks.existing_db(db)
+    text = checks.search_text(text)
+    [vectors] = embed_watch_texts([text], db, [adapter], model=model, adapter_options=adapter_options)
+    rows = open_store(str(db)).read(CLIPS, clip_filter(adapter, list(streams) or None),
+                                    ["stream_id", "start", "end", "embedding"])
+    n = rows.num_rows
+    emb = (rows["embedding"].combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(n, -1)
+           if n else np.zeros((0, len(vectors[adapter])), np.float32))
+    return dry_run(rows["stream_id"].to_pylist() if n else [], rows["start"].to_pylist() if n else [],
+                   rows["end"].to_pylist() if n else [], emb, vectors[adapter], adapter=adapter, thresholds=thresholds,
+                   quiet_s=DEFAULT_QUIET_S if quiet_s is None else quiet_s, top=top)

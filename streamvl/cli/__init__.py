@@ -17,6 +17,7 @@ from streamvl.cli.serve import serve
 from streamvl.cli.storage_cmds import check, repair
 from streamvl.cli.streams import serve_index, streams
 from streamvl.cli.training import evaluate, localise, rescore, train
+from streamvl.cli.watch import watch
 
 
 @click.group(cls=ErrorHandlingGroup)
@@ -32,7 +33,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 for _command in (index, search, serve, streams, serve_index, plugins, demo, train, evaluate, rescore, localise, check,
-                 repair):
+                 repair, watch):
     main.add_command(_command)
 
 __all__ = ["main"]

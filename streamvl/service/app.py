@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from streamvl.service import errors
 from streamvl.service.deps import API_SECURITY, BodyLimit, KeyGuard, ServiceState
 from streamvl.service.media import MediaLibrary
-from streamvl.service.routers import health, media, search, session, streams
+from streamvl.service.routers import health, media, search, session, streams, watches
 from streamvl.service.searching import SearchEngine
 from streamvl.service.settings import MAX_BODY_BYTES, ServiceSettings, check_settings
 
@@ -74,13 +74,25 @@ def _lifespan(state: ServiceState):
             state.indexer = IndexJob(settings.db, settings.index_args).start()
         if settings.warm:
             await run_in_threadpool(_warm, state.engine)
+        webhooks = _webhooks(state)
         try:
             yield
         finally:
+            await webhooks.stop()
             if state.indexer is not None:
                 await run_in_threadpool(state.indexer.stop)
             state.media.close()
     return lifespan
+
+
+def _webhooks(state: ServiceState):
+    """Start delivering watch events to their webhooks (an asyncio task of this process)."""
+    from streamvl.service.events import WebhookSender
+    from streamvl.storage.watches import WatchTables
+
+    store = state.engine.store
+    state.extra["webhooks"] = WebhookSender(WatchTables(store.conn, store.reader, store.writer)).start()
+    return state.extra["webhooks"]
 
 
 def _docs(app: FastAPI) -> None:
@@ -106,7 +118,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.service = state
     errors.install(app)
     api = APIRouter(prefix="/api/v1", dependencies=API_SECURITY)
-    for module in (search, streams, media, health, session):
+    for module in (search, streams, media, health, session, watches):
         api.include_router(module.router)
     app.include_router(api)
     _docs(app)

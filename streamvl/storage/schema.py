@@ -11,6 +11,8 @@ Tables (all plain Arrow types, readable by any lancedb/pyarrow client without st
   segments        one row per localised segment: stream_id, start, end, label, score, adapter
   stream_events   one row per live-stream event (reconnect, gap, restart)
   stream_requests the desired streams of a serve-index job
+  watches         one row per (standing query, adapter): its text, embedding, stream filter, threshold
+  watch_events    one row per event a watch fired: (watch, stream, first matching window) -> its span
 
 Writes are upserts on KEYS, so replaying a batch after a crash changes nothing. Model metadata
 ('streamvl.model', 'streamvl.models.weights', ...) is Arrow schema metadata, fixed when a table is
@@ -32,9 +34,12 @@ from streamvl.types import Status, StreamState
 
 FRAMES, CLIPS, STREAMS, SEGMENTS = "frames", "clips", "streams", "segments"
 STREAM_EVENTS, REQUESTS = "stream_events", "stream_requests"
+WATCHES, EVENTS, DELIVERIES = "watches", "watch_events", "watch_deliveries"
 KEYS: dict[str, list[str]] = {FRAMES: ["stream_id", "pts"], CLIPS: ["stream_id", "adapter", "start"], STREAMS: ["stream_id"],
                               SEGMENTS: ["stream_id", "adapter", "start", "end", "label"],
-                              STREAM_EVENTS: ["stream_id", "wallclock", "kind"], REQUESTS: ["stream_id"]}
+                              STREAM_EVENTS: ["stream_id", "wallclock", "kind"], REQUESTS: ["stream_id"],
+                              WATCHES: ["watch_id", "adapter"], EVENTS: ["watch_id", "stream_id", "start"],
+                              DELIVERIES: ["event_id", "webhook"]}
 EMBEDDING = "embedding"
 TAGS = "tags"  # list<string> clip column written by tagging plugins (alpro); `search --tag` filters on it
 MODEL_KEY = "streamvl.model"
@@ -130,6 +135,32 @@ def stream_requests_schema() -> pa.Schema:
     return pa.schema([_req("stream_id", pa.string()), _req("uri", pa.string()), _req("action", pa.string()),
                       pa.field("fps", pa.float64()), pa.field("transport", pa.string()),
                       _req("requested_at", pa.timestamp("us", tz="UTC"))])
+
+
+def watches_schema(dim: int) -> pa.Schema:
+    """Standing queries: one row per (watch, adapter), the text embedded by that adapter.
+    streams: the stream filter (empty: every stream); active false once removed (its events stay)."""
+    return pa.schema([_req("watch_id", pa.string()), _req("adapter", pa.string()), _req("name", pa.string()),
+                      _req("text", pa.string()), embedding_field(dim), _req("streams", pa.list_(pa.string())),
+                      _req("threshold", pa.float64()), pa.field("webhook", pa.string()), pa.field("quiet_s", pa.float64()),
+                      _req("created_at", pa.timestamp("us", tz="UTC")), _req("active", pa.bool_())])
+
+
+def events_schema() -> pa.Schema:
+    """Watch events, keyed by (watch, stream, start of the first matching window) so a replay
+    rewrites the same row. end/peak grow while later windows extend it; status open -> closed.
+    event_id is a digest of the key; opened_at (first write) orders the SSE feed."""
+    return pa.schema([_req("watch_id", pa.string()), _req("stream_id", pa.string()), _req("start", pa.float64()),
+                      _req("end", pa.float64()), _req("peak_score", pa.float64()), _req("peak_time", pa.float64()),
+                      _req("status", pa.string()), _req("event_id", pa.string()), _req("adapter", pa.string()),
+                      _req("opened_at", pa.timestamp("us", tz="UTC")), _req("updated_at", pa.timestamp("us", tz="UTC")),
+                      pa.field("wallclock", pa.float64())])
+
+
+def deliveries_schema() -> pa.Schema:
+    """Webhook deliveries that succeeded (a 2xx answer): one row per event and webhook URL."""
+    return pa.schema([_req("event_id", pa.string()), _req("webhook", pa.string()), _req("watch_id", pa.string()),
+                      _req("attempts", pa.int64()), _req("delivered_at", pa.timestamp("us", tz="UTC"))])
 
 
 # ---------------------------------------------------------------- the stream record <-> its row

@@ -26,6 +26,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import logging
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -33,10 +34,11 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 
 from streamvl.config import StoreConfig
-from streamvl.storage.schema import STREAM_EVENTS, STREAMS
+from streamvl.storage.schema import CLIPS, STREAM_EVENTS, STREAMS
 from streamvl.storage.store import Store
 from streamvl.types import StreamState
 
+log = logging.getLogger(__name__)
 SINK_CACHE_BYTES = 16 << 20  # cap of a sink's LanceDB index and metadata caches, each (between reopens)
 # Environment of a sink process (the runtime passes it as the sink actors' runtime_env):
 #   MALLOC_ARENA_MAX=1: glibc's per-thread arenas fragment under LanceDB's many write threads; with
@@ -83,12 +85,14 @@ def free_dropped_handles() -> int:
 class TableSink:
     """Writes to one table of a store and keeps it in shape (see the module docstring).
 
-    The `streams` sink also writes `stream_events` and compacts both.
+    The `streams` sink also writes `stream_events` and compacts both. The `clips` sink scores each
+    committed batch against the active watches (streamvl.search.watches.Watcher) right after its
+    commit, so events only ever describe committed rows; `watch=False` turns that off.
     """
 
     def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None, *,
                  cache_bytes: int | None = SINK_CACHE_BYTES, clock: Callable[[], float] = time.monotonic,
-                 upkeep_first: bool = False, storage: Any = None) -> None:
+                 upkeep_first: bool = False, storage: Any = None, watch: bool = True) -> None:
         """upkeep_first: also run upkeep after the first write. A sink that takes over a table (a
         replaced or restarted sink process) does not know how many writes its predecessor left
         uncompacted; without it they add to its own and the fragment count can nearly double."""
@@ -98,12 +102,30 @@ class TableSink:
         self._writes, self._last_upkeep = 0, -math.inf if upkeep_first else clock()
         self.upkeeps = 0
         self.last_upkeep: dict[str, Any] = {}
+        self.watcher = None
+        if watch and table == CLIPS:
+            from streamvl.search.watches import Watcher
+
+            self.watcher = Watcher(self.store)
 
     def write(self, data: pa.Table) -> int:
         """Upsert one batch (one commit); returns rows written."""
         rows = self.store.writer.upsert(self.table, data)
+        if self.watcher is not None and rows:
+            self._watch(data)
         self._after_write(rows)
         return rows
+
+    def _watch(self, data: pa.Table) -> None:
+        """Events of the batch just committed. A failure here must not fail the committed write:
+        it is logged, and the watcher restores its events from the table at its next call."""
+        try:
+            self.watcher.on_commit(data)
+        except Exception as exc:  # noqa: BLE001 (the rows are committed; the watcher starts over)
+            log.warning("watches: scoring a committed clips batch failed: %s", exc)
+            from streamvl.search.watches import Watcher
+
+            self.watcher = Watcher(self.store)
 
     def record_state(self, state: StreamState) -> None:
         """Write one stream's state (the `streams` sink)."""
