@@ -6,7 +6,12 @@ with the same torch thread count the encode actor uses. Prints images/s per arm 
 the ratio, the cosine of every fast-path embedding to its fp32 embedding, and shapes-world
 zero-shot metrics of the shipped model at fp32 vs the fast path (points of difference).
 
-    python bench/bench_encoder.py [--model ViT-B-32@random:0] [--precision auto] [--frames 256]
+    python bench/bench_encoder.py [--model ViT-B-32@random:0] [--paths auto,bf16,int8] [--frames 256]
+
+Every path in --paths is loaded (its probe check and, for int8, its compile run at load) and
+measured against the same fp32 eager arm in the same rounds: images/s, x fp32, cosine to fp32 on
+the real frames, and the fraction of --peak-tflops reached at --gflop-per-image. The load average
+is printed with every figure (the machine is shared).
 
 ViT-B/32 has no pretrained weights on this machine: its speed is weight-independent, and the
 cosine check on random weights exercises the same arithmetic; the shapes-world check uses the
@@ -68,23 +73,35 @@ def images_per_s(embed, model: LoadedModel, frames: np.ndarray, batch: int) -> f
     return len(frames) / (time.perf_counter() - start)
 
 
-def speed(base: LoadedModel, quick: LoadedModel, frames: np.ndarray, batches: list[int], rounds: int) -> None:
-    """Median images/s of both arms per batch size, rounds interleaved so load drifts hit both."""
-    plain_fp32(base, frames[:8]), fast(quick, frames[:8])  # warm-up (oneDNN primitive caches)
-    print(f"{'batch':>6} {'fp32 eager img/s':>17} {'fast path img/s':>16} {'ratio':>6}")
+def load_average() -> str:
+    return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def speed(base: LoadedModel, paths: dict[str, LoadedModel], frames: np.ndarray, batches: list[int], rounds: int,
+          gflop: float, peak: float) -> None:
+    """Median images/s of fp32 eager and every path per batch size, rounds interleaved so load drifts hit all."""
+    plain_fp32(base, frames[:8])
+    for quick in paths.values():
+        fast(quick, frames[:8])  # warm-up (oneDNN primitive caches)
+    print(f"{'batch':>6} {'path':<14}{'img/s':>8} {'x fp32':>7} {'TFLOP/s':>8} {'of peak':>8}  load (1/5/15 min)")
     for batch in batches:
-        a, b = [], []
+        rates: dict[str, list[float]] = {name: [] for name in ["fp32 eager", *paths]}
         for _ in range(rounds):
-            a.append(images_per_s(plain_fp32, base, frames, batch))
-            b.append(images_per_s(fast, quick, frames, batch))
-        ma, mb = statistics.median(a), statistics.median(b)
-        print(f"{batch:>6} {ma:>17.1f} {mb:>16.1f} {mb / ma:>6.2f}")
+            rates["fp32 eager"].append(images_per_s(plain_fp32, base, frames, batch))
+            for name, quick in paths.items():
+                rates[name].append(images_per_s(fast, quick, frames, batch))
+        base_rate = statistics.median(rates["fp32 eager"])
+        for name, values in rates.items():
+            rate = statistics.median(values)
+            tflops = rate * gflop / 1000
+            print(f"{batch:>6} {name:<14}{rate:>8.1f} {rate / base_rate:>7.2f} {tflops:>8.3f} {tflops / peak:>8.1%}  "
+                  f"{load_average()}")
 
 
-def cosine_report(base: LoadedModel, quick: LoadedModel, frames: np.ndarray) -> None:
+def cosine_report(base: LoadedModel, name: str, quick: LoadedModel, frames: np.ndarray) -> None:
     a, b = plain_fp32(base, frames), fast(quick, frames)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    print(f"cosine to fp32         min {min_cosine(a, b):.5f}  p1 {np.percentile(cos, 1):.5f}  "
+    print(f"cosine to fp32 {name:<14} min {min_cosine(a, b):.5f}  p1 {np.percentile(cos, 1):.5f}  "
           f"mean {cos.mean():.5f}  ({len(frames)} real frames; guard >= 0.99)")
 
 
@@ -109,7 +126,12 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32@random:0", help="model for speed and cosine")
-    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--paths", default="auto,int8", help="precisions to compare with fp32 eager, comma-separated "
+                        "(auto, bf16, int8, fp32 = streamvl's own fp32 path)")
+    parser.add_argument("--shapes-precision", default="", help="precisions for the shapes-world check (default: --paths)")
+    parser.add_argument("--gflop-per-image", type=float, default=4.4, help="model GFLOP per image (ViT-B/32 at 224: 4.4)")
+    parser.add_argument("--peak-tflops", type=float, default=4.7,
+                        help="peak to report the fraction of (default 4.7: the AMX-BF16 peak of 2 Sapphire-Rapids-class cores)")
     parser.add_argument("--videos", type=Path, default=SHARED_VIDEOS)
     parser.add_argument("--frames", type=int, default=256)
     parser.add_argument("--batches", default="16,64,256", help="batch sizes, comma-separated")
@@ -120,15 +142,32 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    base, quick = load_model(args.model), load_model(args.model, args.precision)
+    base = load_model(args.model)
+    print(f"model                  {base.name}; {load_average()}")
+    paths: dict[str, LoadedModel] = {}
+    for requested in [p for p in args.paths.split(",") if p]:
+        start = time.perf_counter()
+        try:
+            quick = load_model(args.model, requested)
+        except Exception as exc:  # a path this machine cannot run is reported, not fatal
+            print(f"path {requested:<10} unavailable: {exc}")
+            continue
+        paths[f"{requested}:{quick.precision.precision}"] = quick
+        print(f"path {requested:<10} image tower at {quick.precision.precision} ({quick.precision.reason}), "
+              f"loaded in {time.perf_counter() - start:.1f} s; {load_average()}")
     frames = real_frames(args.videos, base.image_size, args.frames)
-    print(f"model                  {base.name}, image tower at {quick.precision.precision} ({quick.precision.reason})")
     print(f"frames                 {len(frames)} real frames from {args.videos}, {base.image_size}px, "
           f"{args.threads} torch threads")
-    speed(base, quick, frames, [int(b) for b in args.batches.split(",")], args.rounds)
-    cosine_report(base, quick, frames)
+    speed(base, paths, frames, [int(b) for b in args.batches.split(",")], args.rounds, args.gflop_per_image,
+          args.peak_tflops)
+    for name, quick in paths.items():
+        cosine_report(base, name, quick, frames)
     if args.shapes_model:
-        shapes_report(args.shapes_model, args.precision, args.per_action)
+        for requested in (args.shapes_precision or args.paths).split(","):
+            try:
+                shapes_report(args.shapes_model, requested, args.per_action)
+            except Exception as exc:
+                print(f"shapes world at {requested}: unavailable: {exc}")
 
 
 if __name__ == "__main__":

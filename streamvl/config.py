@@ -123,8 +123,8 @@ class IndexConfig(BaseModel):
     storage: StorageConfig = Field(StorageConfig(), description="object store endpoint, region and keys (else the "
                                    "standard variables: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); never printed")
     model: str = "default"
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="image tower precision when indexing: auto = bf16 on CPUs with native bf16, else fp32")
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto", description="image tower precision when indexing: auto = bf16 on CPUs with native bf16, else fp32; int8 = compiled int8 tower (explicit only)")
     adapters: list[str] = Field(default_factory=lambda: ["meanpool"], min_length=1)
     adapter_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description='per-adapter options, e.g. {"prompt": {"checkpoint": "ckpt/prompt.safetensors"}}'

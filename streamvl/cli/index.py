@@ -17,7 +17,7 @@ _INDEXING_OPTIONS = (
     db_option(),
     click.option("--fps", type=float, help="frames sampled per second (default 1)"),
     click.option("--model", help="model spec: default, ARCH@TAG, ARCH@PATH, ARCH@random[:SEED]"),
-    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]),
                  help="image tower precision (default auto: bf16 where the CPU has native bf16)"),
     click.option("--adapter", "adapters", multiple=True, help="adapter name (repeatable; default meanpool)"),
     click.option("--window", type=int, help="frames per clip window (default 8)"),

@@ -93,6 +93,7 @@ class LoadedModel:
     extra_meta: dict[str, str] = field(default_factory=dict)
     precision: prec.PrecisionChoice = prec.PrecisionChoice("fp32", "default")
     visual_bf16: Any = None  # bf16 copy of the image tower when precision is bf16 (see streamvl/precision.py)
+    visual_int8: Any = None  # compiled int8 tower (pixels -> features) when precision is int8 (models/int8.py)
 
     @property
     def random_weights(self) -> bool:
@@ -131,6 +132,8 @@ class LoadedModel:
         """Preprocessed images [N, 3, S, S] -> L2-normalised float32 embeddings [N, D], at this model's precision."""
         import torch
 
+        if self.visual_int8 is not None:  # compiled graphs run under no_grad, not inference_mode
+            return torch.nn.functional.normalize(self.visual_int8(pixels), dim=-1)
         with torch.inference_mode():
             if self.visual_bf16 is None:
                 return self.model.encode_image(pixels.float(), normalize=True).float()
@@ -351,6 +354,8 @@ def load_model(spec: str = "default", precision: str = "fp32") -> LoadedModel:
 
 def with_precision(model: LoadedModel, requested: str) -> LoadedModel:
     """The same model with its image tower at `requested` precision, checked against fp32 (streamvl.models.precision)."""
+    if requested == "int8":
+        return _with_int8(model)
     towers: list[Any] = []
 
     def bf16_embed(frames: np.ndarray) -> np.ndarray:
@@ -361,6 +366,24 @@ def with_precision(model: LoadedModel, requested: str) -> LoadedModel:
                          model.image_size, model.spec.text)
     tower = towers[-1] if choice.precision == "bf16" else None
     return dataclasses.replace(model, precision=choice, visual_bf16=tower)
+
+
+def _with_int8(model: LoadedModel, flags: frozenset[str] | None = None) -> LoadedModel:
+    """The same model with a compiled int8 image tower, calibrated on the probe frames and checked against fp32."""
+    from streamvl.models import int8
+
+    towers: list[Any] = []
+
+    def int8_embed(frames: np.ndarray) -> np.ndarray:
+        import torch
+
+        pixels = model.preprocess(frames)
+        towers.append(int8.int8_tower(model.model.visual, pixels))
+        return torch.nn.functional.normalize(towers[-1](pixels), dim=-1).numpy()
+
+    choice = prec.choose_int8(int8_embed, lambda frames: model.encode_images(frames).numpy(), model.image_size,
+                              model.spec.text, flags, int8.available())
+    return dataclasses.replace(model, precision=choice, visual_int8=towers[-1])
 
 
 def wrap_model(model: Any, spec: ModelSpec, freeze: bool = True) -> LoadedModel:

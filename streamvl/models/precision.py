@@ -6,6 +6,11 @@ fp32's exponent range, so embeddings stay within a rounding error of fp32; every
 still checked against fp32 on a fixed probe batch before it is used (`MIN_COSINE`), and `auto`
 falls back to fp32 when the CPU lacks native bf16 or the check fails. Nothing is exported or
 written to disk: the bf16 tower is a cast of the loaded fp32 weights, made when the model loads.
+
+`int8` (explicit only) quantises the tower to int8 and compiles it (streamvl/models/int8.py), with
+the same probe check; `auto` does not take it: the compile costs tens of seconds per process and on
+the machine measured (AMD EPYC, AVX512-VNNI, no AMX) it was not reliably faster than bf16
+(docs/benchmarks.md, "Encoder fast paths").
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import numpy as np
 
 from streamvl.errors import ModelLoadError
 
-Precision = Literal["auto", "fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+Precision = Literal["auto", "fp32", "bf16", "int8"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
 # Lowest cosine between a bf16 and the fp32 embedding of any probe frame for bf16 to be used.
 MIN_COSINE = 0.99
 _NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
@@ -32,7 +37,7 @@ log = logging.getLogger(__name__)
 class PrecisionChoice:
     """The precision an image tower runs at, and why."""
 
-    precision: str  # "fp32" | "bf16"
+    precision: str  # "fp32" | "bf16" | "int8"
     reason: str
     probe_cosine: float | None = None  # min cosine bf16 vs fp32 on the probe batch, if it ran
 
@@ -81,10 +86,36 @@ def min_cosine(a: "np.ndarray", b: "np.ndarray") -> float:
     return float((a * b).sum(1).min())
 
 
+def native_int8(flags: frozenset[str] | None = None) -> bool:
+    """True when the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8)."""
+    from streamvl.models.int8 import INT8_FLAGS
+
+    return bool(INT8_FLAGS & (cpu_flags() if flags is None else flags))
+
+
+def choose_int8(int8_embed: Callable[[np.ndarray], np.ndarray], fp32_embed: Callable[[np.ndarray], np.ndarray],
+                size: int, spec: str = "", flags: frozenset[str] | None = None,
+                missing: str | None = None) -> PrecisionChoice:
+    """Explicit 'int8': refused (ModelLoadError) without native int8, without the int8 stack
+    (`missing` says why) or when the probe disagrees with fp32; never silently degraded."""
+    if missing:
+        raise ModelLoadError(f"model {spec!r}: precision int8 unavailable: {missing}")
+    if not native_int8(flags):
+        raise ModelLoadError(f"model {spec!r}: precision int8 needs a CPU with AVX512-VNNI, AVX-VNNI or "
+                             f"AMX-INT8; use precision auto")
+    frames = probe_frames(size)
+    cosine = min_cosine(fp32_embed(frames), int8_embed(frames))
+    if cosine < MIN_COSINE:
+        raise ModelLoadError(f"model {spec!r}: int8 image embeddings disagree with fp32 "
+                             f"(min cosine {cosine:.4f} < {MIN_COSINE}); use precision auto")
+    return PrecisionChoice("int8", f"int8: probe cosine to fp32 {cosine:.4f}", cosine)
+
+
 def choose(requested: str, fp32_embed: Callable[[np.ndarray], np.ndarray],
            bf16_embed: Callable[[np.ndarray], np.ndarray], size: int, spec: str = "",
            flags: frozenset[str] | None = None) -> PrecisionChoice:
-    """Pick the precision for `requested` ('auto' | 'fp32' | 'bf16'), checking bf16 against fp32.
+    """Pick the precision for `requested` ('auto' | 'fp32' | 'bf16'), checking bf16 against fp32
+    ('int8' goes through choose_int8).
 
     'auto' takes bf16 only on native-bf16 CPUs and when the probe agrees with fp32 (>= MIN_COSINE);
     an explicit 'bf16' is refused (ModelLoadError) if the probe disagrees, never silently degraded.
