@@ -9,6 +9,7 @@ from streamvl.types import Hit, StreamInfo
 
 if TYPE_CHECKING:
     from streamvl.runtime import IndexReport
+    from streamvl.search.sequences import SequenceResult
 
 
 def discover(inputs: Sequence[str], ids: Sequence[str] | None = None) -> list[StreamInfo]:
@@ -39,6 +40,17 @@ def search(text: str, db: str, **options) -> list[Hit]:
     from streamvl.search.query import search as _search
 
     return _search(text, db, **options)
+
+
+def search_sequence(steps: Sequence[str], db: str, *, within: float, k: int = 10, **options) -> "SequenceResult":
+    """Sequence search: clips matching steps[0], then steps[1] starting after it and at most `within`
+    seconds after its end, then steps[2] ... on the same stream. Returns SequenceResult: hits
+    (SequenceHit: stream, span, score = the weakest step's, each step's clip and score), best first,
+    and whether the top k is proven (`certified`). Options as streamvl.search.query.search, plus
+    min_score; see streamvl.search.sequences and docs/sequences.md."""
+    from streamvl.search.sequences import search_sequence as _search_sequence
+
+    return _search_sequence(list(steps), db, within=within, k=k, **options)
 
 
 def streams(db: str) -> list[dict]:
