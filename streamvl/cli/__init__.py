@@ -141,14 +141,26 @@ def index(sources, db, fps, model, precision, adapters, window, stride, adapter_
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="the adapter's trained checkpoint")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="adapter option (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print [{stream_id, uri, start, end, score}]")
-def search(text, db, k, stream_ids, start, end, adapter, rerank, tags, checkpoint, options, as_json) -> None:
+@click.option("--then", "then", multiple=True, help="sequence: a later step's TEXT, after the previous step (repeatable)")
+@click.option("--within", type=float, help="sequence: most seconds from one step's clip end to the next step's start")
+def search(text, db, k, stream_ids, start, end, adapter, rerank, tags, checkpoint, options, as_json, then, within) -> None:
     """Search indexed clips by TEXT; adjacent matching windows merge into one segment.
 
-    Use the adapter options (--checkpoint) the index was built with."""
+    With --then B [--then C] --within S: streams where TEXT is seen, then B within S seconds, ...
+    (docs/sequences.md). Use the adapter options (--checkpoint) the index was built with."""
     from streamvl.storage.store import Store
 
     try:
         _warn(Store(db).meta().get("streamvl.warning"))
+        if then or within is not None:
+            res = api.search_sequence([text, *then], db, within=within, k=k, adapter=adapter, rerank=rerank,
+                                      stream_ids=list(stream_ids) or None, start=start, end=end, tags=list(tags) or None,
+                                      adapter_options=_options(options, checkpoint))
+            _warn(None if res.certified else "candidate lists hit their cap: the top hits may be incomplete")
+            click.echo(json.dumps([h.as_dict() for h in res.hits], indent=2) if as_json else "\n".join(
+                f"{h.score:7.4f}  {h.stream_id}  {h.start:8.2f}-{h.end:<8.2f} {h.uri}  steps "
+                + " > ".join(f"{s.start:.2f}-{s.end:.2f} ({s.score:.3f})" for s in h.steps) for h in res.hits))
+            return
         hits = api.search(text, db, k=k, adapter=adapter, stream_ids=list(stream_ids) or None,
                           start=start, end=end, rerank=rerank, tags=list(tags) or None,
                           adapter_options=_options(options, checkpoint))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -305,3 +306,67 @@ def test_api_search_sequence_errors(store, plugins, tmp_path):
         api.search_sequence(["object 0", "object 1"], store.uri, within=4, adapter="nope", plugins=plugins)
     with pytest.raises(ConfigError, match="at least two"):
         api.search_sequence(["object 0"], store.uri, within=4, plugins=plugins)
+
+
+# ---------------------------------------------------------------- the CLI: search --then --within
+
+
+@pytest.fixture(scope="module")
+def cli_db(tmp_path_factory):
+    """Two streams of 20 random frames indexed by the real encode stage and the tiny random model."""
+    from streamvl.config import IndexConfig
+    from streamvl.pipeline.encode import EncodeStage
+    from streamvl.storage.store import FRAMES
+    from streamvl.types import FrameBatch
+
+    path = str(tmp_path_factory.mktemp("seq-cli") / "db")
+    stage = EncodeStage(IndexConfig(db=path, model="streamvl-tiny@random:0"))
+    store = Store(path)
+    rng = np.random.default_rng(0)
+    for sid in ("cam-a", "cam-b"):
+        batch = FrameBatch(sid, f"/videos/{sid}.mp4", np.arange(20, dtype=np.float64),
+                           rng.integers(0, 255, (20, 64, 64, 3), dtype=np.uint8), final=True)
+        f, clips, _ = stage.process([batch])
+        store.upsert(FRAMES, f)
+        store.upsert(CLIPS, clips)
+        store.record_stream(sid, batch.uri, "done", frames_indexed=20, last_committed_pts=19.0, model=stage.model.name)
+    return path
+
+
+def invoke(*args):
+    from click.testing import CliRunner
+
+    from streamvl.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_sequence_json_and_text(cli_db):
+    result = invoke("search", "a dog", "--then", "a cat", "--then", "a bird", "--within", "3", "--db", cli_db,
+                    "--k", "4", "--json")
+    assert result.exit_code == 0, result.stderr
+    hits = json.loads(result.stdout)
+    assert 0 < len(hits) <= 4
+    for h in hits:
+        steps = h["steps"]
+        assert [s["text"] for s in steps] == ["a dog", "a cat", "a bird"]
+        assert h["start"] == steps[0]["start"] and h["end"] == steps[-1]["end"]
+        assert h["score"] == pytest.approx(min(s["score"] for s in steps))
+        for a, b in zip(steps, steps[1:]):
+            assert a["start"] < b["start"] <= a["end"] + 3
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    text = invoke("search", "a dog", "--then", "a cat", "--within", "3", "--db", cli_db, "--k", "1").stdout
+    assert "/videos/cam-" in text and " > " in text
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--then", "a cat"], "needs --within"),
+    (["--then", "a cat", "--within", "0"], "positive"),
+    (["--then", "a cat", "--within", "-2"], "positive"),
+    (["--within", "5"], "at least two steps"),
+    (["--then", "a cat", "--within", "5", "--rerank", "x"], "not supported"),
+])
+def test_cli_sequence_usage_errors_exit_2(cli_db, args, match):
+    result = invoke("search", "a dog", "--db", cli_db, *args)
+    assert result.exit_code == 2 and "ConfigError" in result.stderr and match in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2  # one line (plus the random-weights warning)
