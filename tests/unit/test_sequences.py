@@ -214,6 +214,14 @@ def test_widening_reaches_the_exact_join(store):
     assert [h.score for h in res.hits] == pytest.approx([ch.score for ch in exact], abs=1e-5)
 
 
+def test_min_score_stops_the_widening_early(store):
+    vectors = [axis(0), axis(1)]
+    full = sequence_vectors(store, vectors, within=4, k=5, width=4)
+    res = sequence_vectors(store, vectors, within=4, k=5, width=4, min_score=0.8)
+    assert res.certified and res.rounds < full.rounds
+    assert [h.stream_id for h in res.hits] == ["ab"] and res.hits[0] == full.hits[0]
+
+
 def test_a_width_cap_is_reported_as_not_certified(store):
     res = sequence_vectors(store, [axis(0), axis(1)], within=4, k=5, width=4, max_width=8)
     assert not res.certified and max(res.widths) == 8
