@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -292,7 +293,7 @@ class FakePlugin:
 
 @pytest.fixture
 def plugins(monkeypatch) -> Plugins:
-    monkeypatch.setattr(streamvl.models.loading, "load_model", lambda spec: f"model:{spec}")
+    monkeypatch.setattr(streamvl.models.loading, "load_model", lambda spec: SimpleNamespace(name=spec, tokenizer=None))
     FakeAdapter.calls = []
     return Plugins(build_plugin_manager(extra=[FakePlugin()], entry_points=False))
 
