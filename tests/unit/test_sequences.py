@@ -272,6 +272,7 @@ class FakeTensor:
 class FakeAdapter:
     """Text 'object N' -> axis N; counts its text calls."""
 
+    name = "meanpool"
     calls: list[list[str]] = []
 
     def __init__(self, model, options):
