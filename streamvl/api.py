@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from streamvl.sources.discover import Discovery, FailedInput
     from streamvl.storage.check import CheckReport
     from streamvl.storage.repair import RepairReport
+    from streamvl.search.sequences import SequenceResult
 
 
 def discover(inputs: Sequence[str], ids: Sequence[str] | None = None) -> list[StreamInfo]:
@@ -134,6 +135,20 @@ def search(text: str, db: str, **options) -> list[Hit]:
     if warning:
         warnings.warn(warning, checks.InputWarning, stacklevel=2)
     return _search(text, db, **options)
+
+
+def search_sequence(steps: Sequence[str], db: str, *, within: float, k: int = 10, **options) -> "SequenceResult":
+    """Sequence search: clips matching steps[0], then steps[1] starting after it and at most `within`
+    seconds after its end, then steps[2] ... on the same stream. Returns SequenceResult: hits
+    (SequenceHit: stream, span, score = the weakest step's, each step's clip and score), best first,
+    and whether the top k is proven (`certified`). Options as streamvl.search.query.search, plus
+    min_score; see streamvl.search.sequences and docs/sequences.md."""
+    from streamvl.search.sequences import search_sequence as _search_sequence
+
+    checks.existing_db(db)
+    checks.search_k(k)
+    steps = [checks.search_text(s) for s in steps]
+    return _search_sequence(steps, db, within=within, k=k, **options)
 
 
 def streams(db: str) -> list[StreamState]:

@@ -155,6 +155,18 @@ class _QueryEncoder:
             self._cache.move_to_end(text)
         return vec
 
+    def encode_many(self, texts: list[str]) -> list[np.ndarray]:
+        """Like encode, for several texts: the ones not cached go through the adapter in one call."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            for text, vec in zip(missing, _as_vector(self.adapter.encode_text(missing))):
+                vec = vec.copy()
+                vec.setflags(write=False)
+                self._cache[text] = vec
+            while len(self._cache) > max(TEXT_CACHE_SIZE, len(missing)):
+                self._cache.popitem(last=False)
+        return [self.encode(t) for t in texts]  # all cached now: moves them to the recent end
+
 
 _ENCODERS: OrderedDict[tuple[Any, ...], _QueryEncoder] = OrderedDict()
 _MAX_ENCODERS = 8
