@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_queries import ADAPTER, MODEL, ensure_table, in_process, pct, peak_rss_mib, texts, unit  # noqa: E402
-from streamvl.storage.store import CLIPS, EMBEDDING, Store, sql_str  # noqa: E402
+from streamvl.storage.store import CLIPS, Store  # noqa: E402
+from streamvl.storage.schema import EMBEDDING, sql_str
 
 
 # ---------------------------------------------------------------- queries
@@ -47,7 +48,7 @@ from streamvl.storage.store import CLIPS, EMBEDDING, Store, sql_str  # noqa: E40
 
 def sequence_queries(db: Path, n: int, args: argparse.Namespace, seed: int) -> tuple[np.ndarray, list[tuple[str, float]]]:
     """n (A, B) vector pairs [n, 2, dim]: clips i and i + gap of a random stream, each perturbed."""
-    handle = Store(db)._open(CLIPS)
+    handle = Store(db).table(CLIPS)
     rng = np.random.default_rng(seed)
     per_stream = -(-args.rows // args.streams)
     out, where = [], []
@@ -145,7 +146,7 @@ def all_scores(db: Path, queries: np.ndarray, args: argparse.Namespace, batch_ro
     per_stream = -(-args.rows // args.streams)
     q = unit(queries)
     out = np.full((len(q), args.streams, per_stream), -np.inf, np.float32)
-    handle = Store(db)._open(CLIPS)
+    handle = Store(db).table(CLIPS)
     for batch in handle.search().select(["stream_id", "start", EMBEDDING]).limit(None).to_batches(batch_rows):
         emb = unit(batch.column(EMBEDDING).flatten().to_numpy().reshape(batch.num_rows, -1))
         s_idx = np.array([int(s[3:]) for s in batch.column("stream_id").to_pylist()])

@@ -17,7 +17,8 @@ from streamvl.plugins.contract import AdapterSpec
 from streamvl.plugins.hookspecs import hookimpl
 from streamvl.plugins.manager import Plugins, build_plugin_manager
 from streamvl.search.sequences import Clip, _stream_chains, join, proven, sequence_vectors
-from streamvl.storage.store import CLIPS, Store, clips_schema
+from streamvl.storage.store import CLIPS, Store
+from streamvl.storage.schema import clips_schema
 
 D = 8
 SPEC = "tiny@random:0"
@@ -189,7 +190,7 @@ def store(tmp_path) -> Store:
 
 def exact_chains(store: Store, vectors, within: float, k: int):
     """The join over every clip of the table (the definition the candidate lists must reproduce)."""
-    rows = store._open(CLIPS).to_arrow().to_pylist()
+    rows = store.table(CLIPS).to_arrow().to_pylist()
     steps = [[Clip(r["stream_id"], r["start"], r["end"], float(unit(r["embedding"]) @ unit(v))) for r in rows]
              for v in vectors]
     return join(steps, within, k)
