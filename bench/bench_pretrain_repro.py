@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamvl.models import loading as models  # noqa: E402
-from streamvl.lab.pretrain import PretrainConfig, export, train  # noqa: E402
+from streamvl.lab.pretrain import PretrainConfig, train  # noqa: E402
+from streamvl.lab.pretrain_export import export  # noqa: E402
 from streamvl.lab.zeroshot import EvalConfig, evaluate_static  # noqa: E402
 
 SPEC = models.DEFAULT_SPEC

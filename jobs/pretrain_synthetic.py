@@ -19,7 +19,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from streamvl.lab.pretrain import PretrainConfig, export, train
+from streamvl.lab.pretrain import PretrainConfig, train
+from streamvl.lab.pretrain_export import export
 
 
 def parse(argv: list[str]) -> tuple[PretrainConfig, Path, bool]:

@@ -13,7 +13,8 @@ import torch
 from streamvl.models import loading as models
 
 from streamvl.models import weights
-from streamvl.lab.pretrain import ABOUT, PretrainConfig, about, _motion, build_model, pose_variant, initial_model, check_token_rows, export, lr_at, param_groups, sample_batch, train
+from streamvl.lab.pretrain_export import check_token_rows, export
+from streamvl.lab.pretrain import ABOUT, PretrainConfig, about, _motion, build_model, pose_variant, initial_model, lr_at, param_groups, sample_batch, train
 from streamvl.lab.synthetic import COLOURS, HELD_OUT_COMBOS, MOTION_WORDS, pose_name, reverse_action, reverse_clip, sample_still_scene, tilt
 from streamvl.lab.synthetic.world import BACKGROUND_WORDS, HELD_OUT_BACKGROUND
 

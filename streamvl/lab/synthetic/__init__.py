@@ -16,6 +16,7 @@ from streamvl.lab.synthetic.actions import (
     sample_event,
 )
 from streamvl.lab.synthetic.captions import MOTION_WORDS, action_phrase, event_captions, sequence_captions, short_static_caption, static_caption
+from streamvl.lab.synthetic.files import clip_metadata, write_clip, write_video
 from streamvl.lab.synthetic.clips import (
     EXPOSURE_DECAY,
     EXPOSURE_FRAMES,
@@ -24,7 +25,6 @@ from streamvl.lab.synthetic.clips import (
     RenderConfig,
     Timeline,
     clip_captions,
-    clip_metadata,
     clip_states,
     frame_times,
     iter_frames,
@@ -39,8 +39,6 @@ from streamvl.lab.synthetic.clips import (
     sample_still,
     sample_stream,
     segments,
-    write_clip,
-    write_video,
 )
 from streamvl.lab.synthetic.splits import FEW_SHOT_K, SPLITS, Split, SplitItem, item_seed, make_split, open_set_classes
 from streamvl.lab.synthetic.world import (
