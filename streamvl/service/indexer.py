@@ -35,13 +35,16 @@ class IndexJob:
 
     def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM, wait for the job to commit and exit; SIGKILL after timeout_s. Returns its exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return None if self.proc is None else stop_process(self.proc, timeout_s)
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float) -> int:
+    """SIGTERM, wait up to timeout_s for a clean exit, then SIGKILL. Returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

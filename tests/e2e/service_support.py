@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import httpx
 import numpy as np
 
 from streamvl.config import IndexConfig
+from streamvl.service.indexer import stop_process
 from streamvl.storage.store import CLIPS, FRAMES, Store
 from streamvl.types import StreamInfo
 
@@ -107,13 +107,7 @@ class Server:
     def stop(self, timeout_s: float = 30.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout_s)
         if self.log is not None:
             self.log.write_text("".join(self.output))
         return self.proc.returncode
