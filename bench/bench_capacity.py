@@ -109,7 +109,7 @@ def run(args, urls: list[str], work: Path) -> tuple[dict, dict, dict[str, float]
 
     from streamvl.runtime.driver import IndexRun
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     config = IndexConfig(db=str(work / "db"), model=args.model, precision=args.precision,
                          sampling={"fps": args.fps, "decode": args.decode}, store_frames=True,
                          runtime={"decode_cpus": 0.01, "sink_cpus": 0.01, "encode_batch": 64})

@@ -218,7 +218,7 @@ def run_live(args, work: Path, urls: list[str]) -> tuple[SimpleNamespace, dict, 
 
     from streamvl.runtime.driver import IndexRun
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     config = IndexConfig(db=str(work / "db"), model=args.model, sampling={"fps": args.fps},
                          live={"rtsp_transport": "udp"}, store={"index_min_rows": args.index_min_rows},
                          runtime={"sink_recycle_s": args.sink_recycle_s})

@@ -148,7 +148,7 @@ def ray_local():
     """A private local Ray instance per test module (never a `ray start` cluster that may be running)."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()
 
