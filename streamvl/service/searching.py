@@ -29,8 +29,9 @@ def stream_path(stream_id: str) -> str:
 class SearchEngine:
     """Answers SearchRequests against one database; safe to call from many threads."""
 
-    def __init__(self, db: str, media: MediaLibrary) -> None:
+    def __init__(self, db: str, media: MediaLibrary, recordings=None) -> None:
         self.db = db
+        self.recordings = recordings  # streamvl.service.recordings.Recordings with --record, else None
         self.store: Store = open_store(db)
         self.frames = FrameReader(self.store)
         self.media = media
@@ -117,12 +118,13 @@ class SearchEngine:
             uri, live = info.get(s.stream_id, ("", False))
             base = stream_path(s.stream_id)
             tags = s.best.get("tags")
+            wallclock = self.frames.wallclock_at(s.stream_id, s.start) if live else None
             hits.append(HitOut(stream_id=s.stream_id, uri=uri, start=s.start, end=s.end, score=s.score,
                                rank=ranked + i + 1, peak=s.peak,
                                thumbnail_url=f"{base}/thumbnail.jpg?t={(s.peak[0] + s.peak[1]) / 2:.2f}",
                                strip_url=f"{base}/strip.jpg?start={s.start:.2f}&end={s.end:.2f}",
-                               video_url=self._video_url(base, uri, s),
-                               wallclock=self.frames.wallclock_at(s.stream_id, s.start) if live else None,
+                               video_url=self._recorded_url(base, s, wallclock) if live else self._video_url(base, uri, s),
+                               wallclock=wallclock,
                                tags=list(tags) if tags else None))
         return hits
 
@@ -134,6 +136,19 @@ class SearchEngine:
         if video.mime:
             return f"{base}/video#t={s.start:.2f},{s.end:.2f}"
         return f"{base}/clip.mp4?start={s.start:.2f}&end={s.end:.2f}"
+
+    def _recorded_url(self, base: str, s: Segment, wallclock: float | None) -> str | None:
+        """A live hit's cut of the recording (--record), or None when the recording does not cover it."""
+        from streamvl.service.recordings import NotRecorded
+
+        if self.recordings is None or wallclock is None:
+            return None
+        try:
+            self.recordings.covering(s.stream_id, wallclock, wallclock + (s.end - s.start))
+        except NotRecorded:
+            return None
+        return f"{base}/clip.mp4?start={s.start:.2f}&end={s.end:.2f}"
+
 
 def _memo(fetch: FetchRows) -> FetchRows:
     """The same fetch size is asked for more than once per request (margin, threshold, page)."""
