@@ -9,7 +9,7 @@ import threading
 from typing import Any
 from urllib.parse import quote
 
-from streamvl.search.query import open_store, query_vector
+from streamvl.search.query import clip_fetcher, memo, open_store, query_vector
 from streamvl.service.frames import FrameReader
 from streamvl.service.media import MediaLibrary
 from streamvl.service.paging import (Cursor, FetchRows, FieldProblem, Segment, merge_margin, query_digest,
@@ -17,7 +17,6 @@ from streamvl.service.paging import (Cursor, FetchRows, FieldProblem, Segment, m
 from streamvl.service.schemas import HitOut, SearchRequest, SearchResponse
 from streamvl.storage.store import CLIPS, Store
 from streamvl.storage.schema import MODEL_KEY, TAGS
-from streamvl.storage.reader import REFINE_CANDIDATES
 
 API = "/api/v1"
 
@@ -59,7 +58,7 @@ class SearchEngine:
             raise FieldProblem("tag", "this index has no tags (index with a tagging adapter plugin, e.g. streamvl-alpro)")
         digest = query_digest(req.model_dump(exclude={"cursor"}))
         after = Cursor.decode(req.cursor, req.sort, digest) if req.cursor else None
-        fetch = _memo(self._fetcher(req, self.embed(req.q, req.adapter)))
+        fetch = memo(self._fetcher(req, self.embed(req.q, req.adapter)))
         delta = after.d if after else merge_margin(fetch, req.k)
         if req.sort == "score":
             segments, state, ranked = score_page(fetch, req.k, after, delta)
@@ -74,27 +73,18 @@ class SearchEngine:
     # -- filters -> the prefiltered vector search
 
     def _fetcher(self, req: SearchRequest, vector) -> FetchRows:
-        """n -> the n best clips under the request's filters. ISO instants become each live
-        stream's own time range; then every stream is searched apart and the rows merged."""
+        """n -> the n best clips under the request's filters (streamvl.search.query.clip_fetcher, as
+        api.search). ISO instants become each live stream's own time range; then every stream is
+        searched apart and the rows merged."""
         base = dict(adapter=req.adapter, tags=req.tag or None)
-        first = None
-
-        def candidates(n: int) -> int:  # keep the first fetch's exact re-rank budget when widening
-            nonlocal first
-            first = first or n
-            return max(n, REFINE_CANDIDATES * first)
-
         if not isinstance(req.start, dt.datetime) and not isinstance(req.end, dt.datetime):
-            def fetch(n: int) -> list[dict[str, Any]]:
-                return self.store.search_clips(vector, n, stream_ids=req.stream, start=req.start, end=req.end,
-                                               candidates=candidates(n), **base)
-            return fetch
+            return clip_fetcher(self.store, vector, stream_ids=req.stream, start=req.start, end=req.end, **base)
         ranges = self._live_ranges(req.stream, req.start, req.end)
+        fetchers = [clip_fetcher(self.store, vector, stream_ids=[sid], start=t0, end=t1, **base)
+                    for sid, (t0, t1) in ranges.items()]
 
         def fetch_live(n: int) -> list[dict[str, Any]]:
-            rows = [r for sid, (t0, t1) in ranges.items()
-                    for r in self.store.search_clips(vector, n, stream_ids=[sid], start=t0, end=t1,
-                                                     candidates=candidates(n), **base)]
+            rows = [r for fetch in fetchers for r in fetch(n)]
             rows.sort(key=lambda r: (-r["score"], r["stream_id"], r["start"]))
             return rows[:n]
         return fetch_live
@@ -148,14 +138,3 @@ class SearchEngine:
         except NotRecorded:
             return None
         return f"{base}/clip.mp4?start={s.start:.2f}&end={s.end:.2f}"
-
-
-def _memo(fetch: FetchRows) -> FetchRows:
-    """The same fetch size is asked for more than once per request (margin, threshold, page)."""
-    seen: dict[int, list[dict[str, Any]]] = {}
-
-    def cached(n: int) -> list[dict[str, Any]]:
-        if n not in seen:
-            seen[n] = fetch(n)
-        return seen[n]
-    return cached
