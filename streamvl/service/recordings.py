@@ -11,6 +11,7 @@ that is the one clock the recorder (its own connection) and the index (frames.wa
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import tempfile
@@ -128,7 +129,8 @@ def join_segments(segments: list[Segment], out: Path) -> float:
     """Stream-copy consecutive segments into one file on one timeline (each placed at its UTC
     start, so a hole stays a hole); returns the UTC time of the file's t=0."""
     origin = segments[0].start
-    try:
+    last_dts = -math.inf  # seconds on the joined timeline: segments whose estimated starts overlap by a
+    try:                  # few ms are pushed just past the previous one (dts must increase)
         with av.open(str(out), "w") as dst:
             ostream = None
             for seg in segments:
@@ -137,15 +139,18 @@ def join_segments(segments: list[Segment], out: Path) -> float:
                     if ostream is None:
                         ostream = dst.add_stream_from_template(stream)
                     tb = stream.time_base
-                    first = None
-                    shift = int(round((seg.start - origin) / tb))
+                    first = shift = None
                     for packet in src.demux(stream):
-                        if packet.dts is None and packet.pts is None:
+                        if packet.dts is None or packet.pts is None:
                             continue
                         if first is None:
-                            first = packet.pts if packet.pts is not None else packet.dts
-                        packet.pts = None if packet.pts is None else packet.pts - first + shift
-                        packet.dts = None if packet.dts is None else packet.dts - first + shift
+                            first = packet.pts
+                            shift = int(round((seg.start - origin) / tb))
+                            behind = last_dts - float((packet.dts - first + shift) * tb)
+                            if behind >= 0:
+                                shift += int(behind / tb) + 1
+                        packet.pts, packet.dts = packet.pts - first + shift, packet.dts - first + shift
+                        last_dts = max(last_dts, float(packet.dts * tb))
                         packet.stream = ostream
                         dst.mux(packet)
     except (av.error.FFmpegError, OSError, IndexError) as exc:

@@ -203,3 +203,16 @@ def test_the_recorder_follows_the_live_streams_of_the_index(tmp_path, camera):
     finally:
         recorder.stop()
     assert recorder.recorders == {}
+
+
+def test_segments_whose_estimated_starts_overlap_a_little_still_join(tmp_path, camera):
+    """Two segments' UTC starts are estimates: the later may start a little (here more than a frame) before the earlier ends."""
+    rec = Recordings(tmp_path / "rec")
+    record(camera.path, rec, "cam", 4.0)
+    second = rec.segments("cam")[1]
+    second.path.rename(second.path.with_name(segment_name(second.start - 0.06, second.end - 0.06, "mp4")))
+    out = tmp_path / "cut.mp4"
+    assert rec.cut("cam", T0 + 2.0, T0 + 6.0, out) == "remux"
+    frames, _ = decoded(out)
+    assert len(frames) == pytest.approx(4 * FPS, abs=1)
+    assert index_mod_period(frames[0].to_ndarray(format="rgb24")) == (2 * FPS) % 50
