@@ -80,13 +80,12 @@ class Recordings:
         if not have:
             raise NotRecorded("no recording of this stream (not a live stream, or --record was off)")
         first, last = have[0].start, have[-1].end
-        if end <= first + EDGE_S or start >= last - EDGE_S:
-            raise NotRecorded(f"outside the recording, which spans {_utc(first)} to {_utc(last)} "
-                              "(older parts deleted by retention; the newest segment is not closed yet)")
         if start < first - EDGE_S:
-            raise NotRecorded(f"starts before the recording ({_utc(first)}; older parts deleted by retention)")
+            raise NotRecorded(f"starts before the recording, which begins at {_utc(first)} (older parts deleted "
+                              "by retention, or the recording began later)")
         if end > last + EDGE_S:
-            raise NotRecorded(f"ends after the last closed segment ({_utc(last)}): try again when it closes")
+            raise NotRecorded(f"ends after the last closed segment ({_utc(last)}): the newest segment is still "
+                              "being written, or the recording stopped")
         picked = [s for s in have if s.end > start and s.start < end]
         for a, b in zip(picked, picked[1:]):
             if b.start - a.end > MAX_GAP_S:

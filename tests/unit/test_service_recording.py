@@ -105,7 +105,7 @@ def test_what_the_recording_does_not_cover_is_refused_with_the_reason(tmp_path, 
     assert [round(s.start - T0) for s in rec.covering("cam", T0 + 3, T0 + 9)] == [0, 4, 8]
     with pytest.raises(NotRecorded, match="gap"):
         rec.covering("cam", T0 + 11, T0 + 21)
-    with pytest.raises(NotRecorded, match="outside the recording"):
+    with pytest.raises(NotRecorded, match="ends after the last closed segment"):
         rec.covering("cam", T0 + 40, T0 + 42)
     with pytest.raises(NotRecorded, match="starts before"):
         rec.covering("cam", T0 - 5, T0 + 2)
