@@ -22,6 +22,7 @@ from pathlib import Path
 
 import av
 
+from streamvl.errors import SourceError
 from streamvl.service.recordings import Recordings, Segment, segment_name
 
 log = logging.getLogger("streamvl.service.recorder")
@@ -162,6 +163,8 @@ class StreamRecorder:
         got = False
         with open_container(self.uri, self.open_timeout_s, stream_id=self.stream_id,
                             read_timeout=self.stall_timeout_s) as container:
+            if not container.streams.video:
+                raise SourceError("no video stream", stream_id=self.stream_id, uri=self.uri)
             stream = container.streams.video[0]
             self.status.connected = True
             for packet in container.demux(stream):
@@ -170,7 +173,7 @@ class StreamRecorder:
                 writer.write(packet, self.clock())
                 got = True
         if not self._stop.is_set():
-            self._error(RuntimeError("the stream ended"))
+            self._error(SourceError("the stream ended", stream_id=self.stream_id, uri=self.uri))
         return got
 
     def _error(self, exc: BaseException) -> None:
