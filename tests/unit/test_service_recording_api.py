@@ -30,7 +30,7 @@ def app(tmp_path):
     db = str(tmp_path / "db")
     store = Store(db)
     pts = np.arange(0.0, 20.0, 0.5)
-    wall = T0 + LAG + pts + 0.01 * (np.arange(len(pts)) % 3)  # arrival jitter of a few ms
+    wall = T0 + LAG + pts + 0.15 * (np.arange(len(pts)) % 3)  # frames arrive up to 0.3 s late (a busy decoder)
     store.upsert(FRAMES, pa.table({"stream_id": ["cam"] * len(pts), "pts": pts, "wallclock": wall,
                                    "embedding": pa.FixedSizeListArray.from_arrays(
                                        pa.array(np.zeros(len(pts) * D, np.float32)), D),
@@ -58,7 +58,7 @@ def test_a_live_clip_shows_the_frames_recorded_at_that_time(app, start, end, cut
     assert r.headers["content-type"] == "video/mp4" and r.headers["x-streamvl-cut"] == cut
     frames = frames_of(r.content)
     assert len(frames) == pytest.approx((end - start) * FPS, abs=1)
-    # timeline t is camera second t - REC_AT of the recording (the nearest frame's arrival, jitter <= 20 ms)
+    # timeline t is camera second t - REC_AT of the recording: the least-delayed frame places it
     first = int((start - REC_AT) * FPS + 1e-9)
     assert abs(index_mod_period(frames[0]) - first % 50) <= 1
 
@@ -67,7 +67,7 @@ def test_live_hits_link_a_cut_only_where_the_recording_covers_them(app):
     hits = {h["start"]: h for h in app.get("/api/v1/search", params={"q": "x", "k": 5}).json()["hits"]}
     assert set(hits) == {0.0, 5.0}
     assert hits[5.0]["video_url"] == "/api/v1/streams/cam/clip.mp4?start=5.00&end=6.00"
-    assert hits[5.0]["wallclock"] == pytest.approx(T0 + LAG + 5.0, abs=0.02)
+    assert hits[5.0]["wallclock"] == pytest.approx(T0 + LAG + 5.0, abs=1e-3)  # the delays do not shift it
     assert hits[0.0]["video_url"] is None  # indexed before the recording began
     assert app.get(hits[5.0]["video_url"]).status_code == 200
 
