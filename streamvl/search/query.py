@@ -1,7 +1,8 @@
 """Text search: text -> adapter text embedding -> filtered vector search on clips -> segments -> rerank.
 
-`search` is the whole path for the CLI; `search_vectors` starts from a vector (no model), and
-`merge_segments` joins adjacent clips of one stream into one time range.
+`search` is the whole path for the CLI; `search_vectors` starts from a vector (no model) and groups
+the best clips into hits with streamvl.search.grouping, the grouping the service pages with;
+`merge_segments` (kept for callers that want plain unions) joins touching clips of one stream.
 
 A process that searches many times (a server, a notebook, bench/bench_queries.py) keeps per
 process: one Store per database (its connection, table handles and LanceDB's index cache stay
@@ -25,13 +26,13 @@ from streamvl.models import loading as models
 from streamvl.plugins.contract import AdapterSpec, RerankContext
 from streamvl.errors import PluginError, StoreError
 from streamvl.plugins.manager import Plugins
+from streamvl.search.grouping import FetchRows, Segment, merge_margin, top_hits
 from streamvl.storage.reader import REFINE_CANDIDATES
 from streamvl.storage.schema import MODEL_KEY
 from streamvl.storage.store import Store
 from streamvl.types import Hit
 
 _ROW_FIELDS = ("stream_id", "start", "end", "adapter", "score")
-_MAX_ROUNDS = 4  # candidate widenings when merging leaves fewer than k segments
 TEXT_CACHE_SIZE = 1024  # text embeddings kept per adapter (512-d: 2 KiB each)
 
 
@@ -70,29 +71,52 @@ def _to_hit(row: dict[str, Any], uris: dict[str, str]) -> Hit:
                score=float(row["score"]), adapter=row["adapter"], extra=extra, peak=(start, end))
 
 
+def clip_fetcher(store: Store, vector: np.ndarray, *, adapter: str = "meanpool",
+                 stream_ids: Sequence[str] | None = None, start: float | None = None, end: float | None = None,
+                 tags: Sequence[str] | None = None) -> FetchRows:
+    """n -> the n best clips under these filters (the vector search's prefilter), best first.
+
+    A widened fetch keeps the first fetch's exact re-rank budget instead of growing it too: the top
+    hits come from the best clips, which the first budget already ranks exactly (with an ANN index;
+    see Store.search_clips)."""
+    first: int | None = None
+
+    def fetch(n: int) -> list[dict[str, Any]]:
+        nonlocal first
+        first = first or n
+        return store.search_clips(vector, n, adapter=adapter, stream_ids=stream_ids, start=start, end=end, tags=tags,
+                                  candidates=max(n, REFINE_CANDIDATES * first))
+    return fetch
+
+
+def hits_of(fetch: FetchRows, k: int) -> list[Segment]:
+    """The top k hits (streamvl.search.grouping) of the clips `fetch` ranks: what the service's first page shows."""
+    return top_hits(fetch, k, merge_margin(fetch, k))[0]
+
+
 def search_vectors(store: Store, vector: np.ndarray, *, k: int = 10, adapter: str = "meanpool",
                    stream_ids: Sequence[str] | None = None, start: float | None = None,
                    end: float | None = None, tags: Sequence[str] | None = None) -> list[Hit]:
-    """vector search on clips (fetch enough candidates, e.g. max(4k, 50), so merging still leaves k),
-    merge_segments, fill Hit.uri of the top k from the streams table. tags: clips must carry all of them.
-
-    A widened fetch (4x per round: long runs of similar clips merge into few segments) keeps the
-    first fetch's exact re-rank budget instead of growing it 4x too: the top k segments come from the
-    best clips, which the first budget already ranks exactly (with an ANN index; see Store.search_clips)."""
+    """The top k hits for a query vector: the best clips under the filters (tags: clips must carry all
+    of them) grouped into hits (streamvl.search.grouping, as the service's pages are), with Hit.uri
+    from the streams table. A hit's score, extra fields and peak are its best clip's."""
     if k <= 0:
         return []
-    fetch = max(4 * k, 50)
-    refine = REFINE_CANDIDATES * fetch  # exact re-rank budget of the first fetch, kept when widening
-    for _ in range(_MAX_ROUNDS):
-        rows = store.search_clips(vector, fetch, adapter=adapter, stream_ids=stream_ids, start=start, end=end, tags=tags,
-                                  candidates=max(fetch, refine))
-        merged = merge_segments([_to_hit(r, {}) for r in rows])
-        if len(merged) >= k or len(rows) < fetch:  # enough segments, or every matching clip fetched
-            break
-        fetch *= 4
-    top = merged[:k]
-    uris = store.stream_uris({h.stream_id for h in top})  # only the streams shown, not the whole table
-    return [replace(h, uri=uris.get(h.stream_id, "")) for h in top]
+    segments = hits_of(memo(clip_fetcher(store, vector, adapter=adapter, stream_ids=stream_ids, start=start, end=end,
+                                         tags=tags)), k)
+    uris = store.stream_uris({s.stream_id for s in segments})  # only the streams shown, not the whole table
+    return [replace(_to_hit(s.best, uris), start=s.start, end=s.end) for s in segments]
+
+
+def memo(fetch: FetchRows) -> FetchRows:
+    """One search per fetch size: the margin and the page ask for the same size more than once."""
+    seen: dict[int, list[dict[str, Any]]] = {}
+
+    def cached(n: int) -> list[dict[str, Any]]:
+        if n not in seen:
+            seen[n] = fetch(n)
+        return seen[n]
+    return cached
 
 
 def _as_vector(x: Any) -> np.ndarray:

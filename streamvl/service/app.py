@@ -75,10 +75,13 @@ def _lifespan(state: ServiceState):
         if settings.warm:
             await run_in_threadpool(_warm, state.engine)
         webhooks = _webhooks(state)
+        recorder = _recorder(state)
         try:
             yield
         finally:
             await webhooks.stop()
+            if recorder is not None:
+                await run_in_threadpool(recorder.stop)
             if state.indexer is not None:
                 await run_in_threadpool(state.indexer.stop)
             state.media.close()
@@ -93,6 +96,28 @@ def _webhooks(state: ServiceState):
     store = state.engine.store
     state.extra["webhooks"] = WebhookSender(WatchTables(store.conn, store.reader, store.writer)).start()
     return state.extra["webhooks"]
+
+
+def _recorder(state: ServiceState):
+    """With --record: start recording every live stream of the streams table (threads of this process)."""
+    settings = state.settings
+    if state.recordings is None:
+        return None
+    from streamvl.service.recorder import Recorder
+
+    store = state.engine.store
+    state.recorder = Recorder(state.recordings, lambda: live_streams(store), settings.record_segment_s).start()
+    return state.recorder
+
+
+def live_streams(store) -> dict[str, str]:
+    """{stream_id: uri} of the live streams being indexed (queued, running or reconnecting)."""
+    from streamvl.sources.decode import is_url
+    from streamvl.types import Status
+
+    active = (Status.QUEUED, Status.RUNNING, Status.RECONNECTING)
+    return {s.stream_id: s.uri for s in store.stream_states()
+            if s.status in active and (s.live or (s.live is None and is_url(s.uri)))}
 
 
 def _docs(app: FastAPI) -> None:
@@ -112,7 +137,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     """The service for settings.db (check_settings first: refuses unsafe host/key combinations)."""
     check_settings(settings)
     media_lib = MediaLibrary()
-    state = ServiceState(settings=settings, engine=SearchEngine(settings.db, media_lib), media=media_lib)
+    recordings = None
+    if settings.record_dir is not None:
+        from streamvl.service.recordings import Recordings
+
+        recordings = Recordings(settings.record_dir, settings.record_keep_s, settings.record_max_bytes)
+    state = ServiceState(settings=settings, engine=SearchEngine(settings.db, media_lib, recordings), media=media_lib,
+                         recordings=recordings)
     app = FastAPI(title="streamvl", summary="Search indexed video by text; see and play every hit.",
                   version="1", docs_url=None, redoc_url=None, lifespan=_lifespan(state))
     app.state.service = state

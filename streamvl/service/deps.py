@@ -37,6 +37,8 @@ class ServiceState:
     engine: Any
     media: Any
     indexer: Any = None
+    recordings: Any = None  # the --record folder (streamvl.service.recordings.Recordings), else None
+    recorder: Any = None  # the threads that record live streams into it
     started: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 

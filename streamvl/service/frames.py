@@ -68,15 +68,17 @@ class FrameReader:
         return pts[keep][order], wall[keep][order]
 
     def wallclock_at(self, stream_id: str, t: float) -> float | None:
-        """UTC epoch seconds at stream time t (from the nearest committed frame within NEAR_S), None for files."""
+        """UTC epoch seconds at stream time t, None for files (no committed frame within NEAR_S).
+
+        Frames carry their arrival time, which runs late by whatever delayed them (network, a busy
+        decoder), never early; the live timeline advances with the stream's own clock. So the
+        least-delayed frame near t places it best: t + min(wallclock - pts) over those frames (the
+        estimate the recorder uses for its segments, so both sides agree)."""
         where = (f"stream_id = {sql_str(stream_id)} AND wallclock IS NOT NULL AND pts >= {sql_float(max(0.0, t - NEAR_S))} "
                  f"AND pts <= {sql_float(t + NEAR_S)}")
         rows = self._rows(where, ["pts", "wallclock"])
-        pairs = [(float(p), float(w)) for p, w in zip(rows["pts"], rows["wallclock"]) if w is not None and w == w]
-        if not pairs:
-            return None
-        p, w = min(pairs, key=lambda pw: abs(pw[0] - t))
-        return w + (t - p)
+        offsets = [float(w) - float(p) for p, w in zip(rows["pts"], rows["wallclock"]) if w is not None and w == w]
+        return t + min(offsets) if offsets else None
 
     def stream_info(self, stream_ids: set[str]) -> dict[str, tuple[str, bool]]:
         """{stream_id: (uri, live)} of these streams, in one read of their streams rows."""

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -75,7 +76,13 @@ class MediaLibrary:
     def clip(self, video: VideoFile, start: float, end: float) -> tuple[Path, str]:
         """An mp4 of [start, end] of the file, and how it was made ("remux" or "transcode")."""
         st = video.path.stat()
-        key = hashlib.sha256(f"{video.path}|{st.st_mtime_ns}|{st.st_size}|{start:.3f}|{end:.3f}".encode()).hexdigest()[:24]
+        key = f"{video.path}|{st.st_mtime_ns}|{st.st_size}|{start:.3f}|{end:.3f}"
+        return self.cached(key, lambda out: cut_clip(video.path, start, end, out))
+
+    def cached(self, what: str, make: Callable[[Path], str]) -> tuple[Path, str]:
+        """The cut named by `what` (any string that changes when its source does): made once by
+        make(out) -> "remux" | "transcode", kept in the cache, shared by concurrent requests."""
+        key = hashlib.sha256(what.encode()).hexdigest()[:24]
         with self._lock:
             cutting = self._cutting.setdefault(key, threading.Lock())
         with cutting:  # one cut per key at a time; the others wait for it and reuse it
@@ -85,7 +92,11 @@ class MediaLibrary:
                     self._clips.move_to_end(key)
                     return done, done.suffixes[-2].lstrip(".")
             tmp = self._dir / f"{key}.part.mp4"
-            how = cut_clip(video.path, start, end, tmp)
+            try:
+                how = make(tmp)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             final = self._dir / f"{key}.{how}.mp4"
             os.replace(tmp, final)
             with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Annotated, Literal
+from typing import Any, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -126,6 +126,8 @@ class Health(BaseModel):
     indexing: str | None = Field(description="the --index job: running, exited N, or null without --index")
     auth: bool = Field(description="whether an API key is required")
     uptime_s: float
+    recording: dict[str, Any] | None = Field(None, description="with --record: per live stream, segments written, "
+                                             "errors, the last error (one line), connected; and bytes kept")
 
 
 class ErrorOut(BaseModel):

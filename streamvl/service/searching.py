@@ -9,7 +9,7 @@ import threading
 from typing import Any
 from urllib.parse import quote
 
-from streamvl.search.query import open_store, query_vector
+from streamvl.search.query import clip_fetcher, memo, open_store, query_vector
 from streamvl.service.frames import FrameReader
 from streamvl.service.media import MediaLibrary
 from streamvl.service.paging import (Cursor, FetchRows, FieldProblem, Segment, merge_margin, query_digest,
@@ -17,7 +17,6 @@ from streamvl.service.paging import (Cursor, FetchRows, FieldProblem, Segment, m
 from streamvl.service.schemas import HitOut, SearchRequest, SearchResponse
 from streamvl.storage.store import CLIPS, Store
 from streamvl.storage.schema import MODEL_KEY, TAGS
-from streamvl.storage.reader import REFINE_CANDIDATES
 
 API = "/api/v1"
 
@@ -29,8 +28,9 @@ def stream_path(stream_id: str) -> str:
 class SearchEngine:
     """Answers SearchRequests against one database; safe to call from many threads."""
 
-    def __init__(self, db: str, media: MediaLibrary) -> None:
+    def __init__(self, db: str, media: MediaLibrary, recordings=None) -> None:
         self.db = db
+        self.recordings = recordings  # streamvl.service.recordings.Recordings with --record, else None
         self.store: Store = open_store(db)
         self.frames = FrameReader(self.store)
         self.media = media
@@ -58,7 +58,7 @@ class SearchEngine:
             raise FieldProblem("tag", "this index has no tags (index with a tagging adapter plugin, e.g. streamvl-alpro)")
         digest = query_digest(req.model_dump(exclude={"cursor"}))
         after = Cursor.decode(req.cursor, req.sort, digest) if req.cursor else None
-        fetch = _memo(self._fetcher(req, self.embed(req.q, req.adapter)))
+        fetch = memo(self._fetcher(req, self.embed(req.q, req.adapter)))
         delta = after.d if after else merge_margin(fetch, req.k)
         if req.sort == "score":
             segments, state, ranked = score_page(fetch, req.k, after, delta)
@@ -73,27 +73,18 @@ class SearchEngine:
     # -- filters -> the prefiltered vector search
 
     def _fetcher(self, req: SearchRequest, vector) -> FetchRows:
-        """n -> the n best clips under the request's filters. ISO instants become each live
-        stream's own time range; then every stream is searched apart and the rows merged."""
+        """n -> the n best clips under the request's filters (streamvl.search.query.clip_fetcher, as
+        api.search). ISO instants become each live stream's own time range; then every stream is
+        searched apart and the rows merged."""
         base = dict(adapter=req.adapter, tags=req.tag or None)
-        first = None
-
-        def candidates(n: int) -> int:  # keep the first fetch's exact re-rank budget when widening
-            nonlocal first
-            first = first or n
-            return max(n, REFINE_CANDIDATES * first)
-
         if not isinstance(req.start, dt.datetime) and not isinstance(req.end, dt.datetime):
-            def fetch(n: int) -> list[dict[str, Any]]:
-                return self.store.search_clips(vector, n, stream_ids=req.stream, start=req.start, end=req.end,
-                                               candidates=candidates(n), **base)
-            return fetch
+            return clip_fetcher(self.store, vector, stream_ids=req.stream, start=req.start, end=req.end, **base)
         ranges = self._live_ranges(req.stream, req.start, req.end)
+        fetchers = [clip_fetcher(self.store, vector, stream_ids=[sid], start=t0, end=t1, **base)
+                    for sid, (t0, t1) in ranges.items()]
 
         def fetch_live(n: int) -> list[dict[str, Any]]:
-            rows = [r for sid, (t0, t1) in ranges.items()
-                    for r in self.store.search_clips(vector, n, stream_ids=[sid], start=t0, end=t1,
-                                                     candidates=candidates(n), **base)]
+            rows = [r for fetch in fetchers for r in fetch(n)]
             rows.sort(key=lambda r: (-r["score"], r["stream_id"], r["start"]))
             return rows[:n]
         return fetch_live
@@ -117,12 +108,13 @@ class SearchEngine:
             uri, live = info.get(s.stream_id, ("", False))
             base = stream_path(s.stream_id)
             tags = s.best.get("tags")
+            wallclock = self.frames.wallclock_at(s.stream_id, s.start) if live else None
             hits.append(HitOut(stream_id=s.stream_id, uri=uri, start=s.start, end=s.end, score=s.score,
                                rank=ranked + i + 1, peak=s.peak,
                                thumbnail_url=f"{base}/thumbnail.jpg?t={(s.peak[0] + s.peak[1]) / 2:.2f}",
                                strip_url=f"{base}/strip.jpg?start={s.start:.2f}&end={s.end:.2f}",
-                               video_url=self._video_url(base, uri, s),
-                               wallclock=self.frames.wallclock_at(s.stream_id, s.start) if live else None,
+                               video_url=self._recorded_url(base, s, wallclock) if live else self._video_url(base, uri, s),
+                               wallclock=wallclock,
                                tags=list(tags) if tags else None))
         return hits
 
@@ -135,12 +127,14 @@ class SearchEngine:
             return f"{base}/video#t={s.start:.2f},{s.end:.2f}"
         return f"{base}/clip.mp4?start={s.start:.2f}&end={s.end:.2f}"
 
-def _memo(fetch: FetchRows) -> FetchRows:
-    """The same fetch size is asked for more than once per request (margin, threshold, page)."""
-    seen: dict[int, list[dict[str, Any]]] = {}
+    def _recorded_url(self, base: str, s: Segment, wallclock: float | None) -> str | None:
+        """A live hit's cut of the recording (--record), or None when the recording does not cover it."""
+        from streamvl.service.recordings import NotRecorded
 
-    def cached(n: int) -> list[dict[str, Any]]:
-        if n not in seen:
-            seen[n] = fetch(n)
-        return seen[n]
-    return cached
+        if self.recordings is None or wallclock is None:
+            return None
+        try:
+            self.recordings.covering(s.stream_id, wallclock, wallclock + (s.end - s.start))
+        except NotRecorded:
+            return None
+        return f"{base}/clip.mp4?start={s.start:.2f}&end={s.end:.2f}"

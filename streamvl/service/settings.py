@@ -32,6 +32,10 @@ class ServiceSettings(BaseModel):
     index_args: tuple[str, ...] = ()  # extra `serve-index` options (e.g. --config, --fps)
     media_roots: tuple[str, ...] = ()  # folders whose files POST /streams may add (none: URLs only)
     warm: bool = True  # load the model and embed one query at start-up
+    record_dir: str | None = None  # record live streams here (None: no recording)
+    record_segment_s: float = Field(10.0, ge=1.0, le=600.0)  # segment length (cut at the next keyframe)
+    record_keep_s: float | None = Field(24 * 3600.0, gt=0)  # delete segments older than this (None: keep)
+    record_max_bytes: int | None = Field(None, gt=0)  # ... and the oldest while all exceed this (None: no cap)
 
     def key_value(self) -> str | None:
         return None if self.api_key is None else self.api_key.get_secret_value()
@@ -71,6 +75,8 @@ def check_settings(settings: ServiceSettings) -> None:
                           f"({API_KEY_ENV} or --api-key-file) or bind 127.0.0.1")
     if key is not None and len(key) < 16:
         raise ConfigError("the API key must have at least 16 characters")
+    if settings.record_dir is not None and Path(settings.record_dir).exists() and not Path(settings.record_dir).is_dir():
+        raise ConfigError(f"--record {settings.record_dir!r} is not a folder")
     for root in settings.media_roots:
         if not Path(root).is_dir():
             raise ConfigError(f"--media-root {root!r} is not a folder")

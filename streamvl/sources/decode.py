@@ -36,6 +36,8 @@ TRUNCATED_SECONDS = 1.0
 
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
+ARRIVALS_KEPT = 512  # packets a live decoder may hold before their frames come out
+
 
 def url_scheme(uri: str) -> str | None:
     """Lower-case scheme of a `scheme://...` URI, else None."""
@@ -231,6 +233,8 @@ class VideoReader:
         # FFmpeg saw (past the B-frames after an RTSP session's first IDR), and frames before it follow.
         self.origin: int | None = None if self.live else stream.start_time
         self.frames_decoded = 0
+        self._arrived: dict[int, float] = {}  # live: pts -> when its packet arrived (a frame's wallclock)
+        self._last_wall = 0.0
         self.last_t: float | None = None  # time of the last frame decoded successfully
         self._last_end: float | None = None  # ... plus its duration
         rate = stream.average_rate or stream.guessed_rate
@@ -258,6 +262,10 @@ class VideoReader:
                 break
             except AV_ERRORS as exc:
                 raise self._error(f"reading failed after t={self._at()}: {_describe(exc)}") from exc
+            if self.live and packet.pts is not None:  # stamp arrival now: decoders hold frames back a few packets
+                self._arrived[packet.pts] = time.time()
+                if len(self._arrived) > ARRIVALS_KEPT:
+                    del self._arrived[next(iter(self._arrived))]
             if self.keyframes_only and packet.pts is not None and self.origin is not None:
                 end = self._time_of(packet.pts) + float((packet.duration or 0) * self.time_base)
                 self._demuxed_end = end if self._demuxed_end is None else max(self._demuxed_end, end)
@@ -337,7 +345,12 @@ class VideoReader:
         self.last_t = t
         dur = frame.duration * self.time_base.numerator / self.time_base.denominator if frame.duration else 0.0
         self._last_end = t + dur
-        return DecodedFrame(t=t, frame=frame, wallclock=time.time() if self.live else None)
+        wallclock = None
+        if self.live:  # when its packet, and every earlier frame's, had arrived: monotonic despite reordering
+            arrived = self._arrived.pop(frame.pts, None) if frame.pts is not None else None
+            wallclock = max(time.time() if arrived is None else arrived, self._last_wall)
+            self._last_wall = wallclock
+        return DecodedFrame(t=t, frame=frame, wallclock=wallclock)
 
     def _tail(self, packets: Iterator[av.Packet]) -> list[av.VideoFrame] | None:
         """After a decode error: None if more data follows; else the frames the decoder still

@@ -115,15 +115,28 @@ def tilted(angle: float, towards: int = 1) -> np.ndarray:
     return np.cos(angle) * axis(0) + np.sin(angle) * axis(towards)
 
 
-def test_search_vectors_widens_when_merging_leaves_too_few(tmp_path):
+def test_search_vectors_widens_when_grouping_leaves_too_few(tmp_path):
     s = Store(str(tmp_path / "db"))
     angles = np.linspace(0.1, 0.7, 60)  # score falls with start: the 50 best clips are one run
     add_clips(s, "long", np.arange(0, 120, 2.0), [tilted(a) for a in angles])
     add_clips(s, "other", [0], [tilted(1.0, towards=2)])
-    one = search_vectors(s, axis(0), k=1)  # enough after one fetch: the run is cut at the 50th clip
-    assert [(h.stream_id, h.start, h.end) for h in one] == [("long", 0.0, 100.0)]
-    hits = search_vectors(s, axis(0), k=2)  # the first fetch (50) merges into one segment: widen
-    assert [(h.stream_id, h.start, h.end) for h in hits] == [("long", 0.0, 120.0), ("other", 0.0, 2.0)]
+    pool = s.search_clips(axis(0), 50, adapter="meanpool")  # the first page's clip pool (k <= 12)
+    margin = 0.25 * (pool[0]["score"] - pool[-1]["score"])
+    # the run's best clip opens the hit; the touching clips within the margin of it widen it
+    close = [r for r in s.search_clips(axis(0), 100, adapter="meanpool", stream_ids=["long"])
+             if r["score"] >= pool[0]["score"] - margin]
+    want_end = max(r["end"] for r in close)
+    assert 4.0 < want_end < 100.0  # the margin stops the widening inside the run
+    one = search_vectors(s, axis(0), k=1)
+    assert [(h.stream_id, h.start, h.end) for h in one] == [("long", 0.0, want_end)]
+    two = search_vectors(s, axis(0), k=2)  # the next clip not touching hit 1 opens hit 2
+    assert [(h.stream_id, h.start) for h in two] == [("long", 0.0), ("long", want_end + 2.0)]
+    hits = search_vectors(s, axis(0), k=12)  # past the first 50 clips: the fetch widens until "other" is grouped
+    assert hits[-1].stream_id == "other" and (hits[-1].start, hits[-1].end) == (0.0, 2.0)
+    spans = sorted((h.start, h.end) for h in hits if h.stream_id == "long")
+    assert spans[0][0] == 0.0 and spans[-1][1] == 120.0  # the whole run, in hits that do not overlap
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
 # ---------------------------------------------------------------- search (text path, fakes)

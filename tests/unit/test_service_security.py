@@ -80,6 +80,39 @@ def test_the_media_cookie_opens_media_reads_only(keyed):
     assert keyed.get("/api/v1/streams/a/thumbnail.jpg?t=1").status_code == 401
 
 
+def test_the_media_cookie_is_httponly_strict_path_limited_and_not_the_key(keyed, tmp_path):
+    assert keyed.post("/api/v1/session").status_code == 401  # the cookie is only traded for the key
+    r = keyed.post("/api/v1/session", headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 204
+    cookie = r.headers["set-cookie"]
+    attrs = {a.strip().split("=")[0].lower(): a.strip() for a in cookie.split(";")[1:]}
+    value = cookie.split(";")[0].split("=", 1)[1]
+    assert cookie.startswith(f"{MEDIA_COOKIE}=") and value == media_token(KEY)
+    assert KEY not in cookie and len(value) == 64  # a derived token (HMAC-SHA256), not the key
+    assert "httponly" in attrs and attrs["samesite"].lower() == "samesite=strict"
+    assert attrs["path"] == "Path=/api/v1/streams"
+    assert "max-age" not in attrs and "expires" not in attrs  # gone when the browser session ends
+    assert "secure" not in attrs  # plain http on 127.0.0.1; over https it is Secure (below)
+    keyed.cookies.clear()
+    assert keyed.get("/api/v1/streams/a/clip.mp4?start=0&end=1").status_code == 401
+    keyed.cookies.set(MEDIA_COOKIE, value, path="/api/v1/streams")
+    for path in ("thumbnail.jpg?t=1", "strip.jpg?start=0&end=1", "video", "clip.mp4?start=0&end=1"):
+        assert keyed.get(f"/api/v1/streams/a/{path}").status_code == 404, path  # past the guard: no such stream
+        assert keyed.head(f"/api/v1/streams/a/{path}").status_code in (404, 405), path
+    for method, path in [("POST", "/api/v1/search"), ("GET", "/api/v1/search?q=x"), ("GET", "/api/v1/streams"),
+                         ("POST", "/api/v1/streams"), ("DELETE", "/api/v1/streams/a"), ("GET", "/api/v1/health"),
+                         ("POST", "/api/v1/streams/a/clip.mp4"), ("GET", "/api/v1/streams/a/clip.mp4/x"),
+                         ("GET", "/api/v1/watches")]:
+        assert keyed.request(method, path).status_code == 401, (method, path)
+    with TestClient(keyed.app, base_url="https://testserver") as tls:
+        secure = tls.post("/api/v1/session", headers={"X-API-Key": KEY}).headers["set-cookie"]
+        assert "secure" in secure.lower()
+    open_app = create_app(ServiceSettings(db=str(tmp_path / "open"), warm=False))
+    with TestClient(open_app) as client:  # no key configured: nothing to derive, no cookie
+        r = client.post("/api/v1/session")
+        assert r.status_code == 204 and "set-cookie" not in r.headers
+
+
 def test_bodies_are_bounded_even_without_a_length(tmp_path):
     app = create_app(ServiceSettings(db=str(tmp_path / "db"), warm=False))
     with TestClient(app) as client:

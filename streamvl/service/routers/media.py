@@ -96,6 +96,23 @@ def _check_range(start: float, end: float) -> None:
         raise field_error("end", f"a cut is at most {MAX_CLIP_S:.0f} s long")
 
 
+def _recorded(state: ServiceState, stream_id: str, start: float, end: float):
+    """[start, end] (index times) of a live stream, cut from its recording: the index's frames give the
+    UTC time of start (frames.wallclock), the clip lasts end - start (the live timeline runs with the wall clock)."""
+    from streamvl.service.recordings import NotRecorded
+
+    t0 = state.engine.frames.wallclock_at(stream_id, start)
+    if t0 is None:
+        raise HTTPException(404, f"no indexed frames of {stream_id!r} near t={start:.2f}s to place it in time")
+    t1 = t0 + (end - start)
+    try:
+        segments = state.recordings.covering(stream_id, t0, t1)
+        what = "|".join([stream_id, f"{t0:.3f}", f"{t1:.3f}", *(s.path.name for s in segments)])
+        return state.media.cached(what, lambda out: state.recordings.cut(stream_id, t0, t1, out))
+    except NotRecorded as exc:
+        raise HTTPException(404, f"no recording of {stream_id!r} for {start:.2f}-{end:.2f}s: {exc}") from exc
+
+
 @router.get("/thumbnail.jpg", response_class=Response, summary="The frame at t seconds (JPEG)",
             responses={200: {"content": {"image/jpeg": {}}}})
 async def thumbnail(stream_id: str = StreamIdParam, t: float = Query(0.0, ge=0, le=MAX_T),
@@ -139,10 +156,15 @@ async def clip(stream_id: str = StreamIdParam, start: float = Query(ge=0, le=MAX
     _check_range(start, end)
     row = await run_in_threadpool(_row, state, stream_id)
     file = await run_in_threadpool(state.media.file_of, row)
-    if file is None:  # a live stream (no recording yet) or a file that moved
-        raise HTTPException(404, f"no video of {stream_id!r} for {start:.2f}-{end:.2f}s")
     try:
-        path, how = await run_in_threadpool(state.media.clip, file, start, end)
+        if file is not None:
+            path, how = await run_in_threadpool(state.media.clip, file, start, end)
+        elif row.get("live") and state.recordings is not None:
+            path, how = await run_in_threadpool(_recorded, state, stream_id, start, end)
+        else:  # a URL without a recording, or a file that moved
+            why = "a live stream, and this server does not record (--record DIR)" if row.get("live") else \
+                "its file is gone or not a video"
+            raise HTTPException(404, f"no video of {stream_id!r} for {start:.2f}-{end:.2f}s: {why}")
     except SourceError as exc:
         raise HTTPException(500, str(exc)) from exc
     return FileResponse(path, media_type="video/mp4", headers={"X-Streamvl-Cut": how, "Cache-Control": "private, max-age=600"})

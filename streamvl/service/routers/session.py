@@ -3,7 +3,7 @@ and <video> elements, which cannot send headers, load thumbnails and video; DELE
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from streamvl.service.deps import MEDIA_COOKIE, ServiceState, get_state, media_token
 
@@ -11,11 +11,12 @@ router = APIRouter(prefix="/session", tags=["session"])
 
 
 @router.post("", status_code=204, summary="Set the media cookie (needs the key when one is configured)")
-async def start(response: Response, state: ServiceState = Depends(get_state)) -> Response:
+async def start(request: Request, response: Response, state: ServiceState = Depends(get_state)) -> Response:
     key = state.settings.key_value()
     response.status_code = 204
     if key is not None:  # a browser-session cookie (no Max-Age), sent only to this origin's media paths
-        response.set_cookie(MEDIA_COOKIE, media_token(key), httponly=True, samesite="strict", path="/api/v1/streams")
+        response.set_cookie(MEDIA_COOKIE, media_token(key), httponly=True, samesite="strict", path="/api/v1/streams",
+                            secure=request.url.scheme == "https")  # over TLS, never sent back in the clear
     return response
 
 
