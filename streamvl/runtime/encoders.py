@@ -88,7 +88,7 @@ class EncoderPool:
                         self._drop(key, "its node died")
                         break
                     time.sleep(min(0.5, max(left, 0)))
-                except ray.exceptions.RayActorError as exc:  # dead for good
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError) as exc:  # dead for good
                     self._drop(key, type(exc).__name__)
                     break
 

@@ -10,7 +10,8 @@ failures; the encoder comes back empty (as Ray restarts it), the sinks keep the 
 land=True the writes queued on a killed sink land but are reported failed), decoders stay dead.
 With encoders=N each encoder stands for a node (runtime.encoders = "per-node"): decoders are
 placed beside the encoder they are started for, and kill_node() ends an encoder for good with
-every decoder on its node, as a node that dies does. It also measures what the run keeps in
+every decoder on its node, as a node that dies does; like Ray, the backend lists that encoder
+until the run waits for restarts (await_restarts), which finds it gone. It also measures what the run keeps in
 flight, independently of the run's own counters.
 """
 
@@ -58,7 +59,8 @@ class MemoryBackend:
         self.rng, self.progress, self.swap_every = random.Random(seed), progress, swap_sinks_every
         keys = ["encoder"] if encoders == 1 else [f"encoder:{i}" for i in range(encoders)]
         self.fakes = {key: FakeEncoder(window, stride) for key in keys}  # encoder key -> its fake (one per node)
-        self.gone: set[str] = set()  # encoders whose node died
+        self.gone: set[str] = set()  # encoders whose node died, once the run has noticed (await_restarts)
+        self.dying: set[str] = set()  # encoders whose node died
         self.placed: dict[str, str] = {}  # decoder -> the encoder (node) it was started beside
         self.decoders_of: dict[str, str] = {}  # decoder -> its stream (also once it is dead)
         self.encoded: Counter[str] = Counter()  # frames each encoder embedded
@@ -128,7 +130,7 @@ class MemoryBackend:
 
     def kill_node(self, encoder: str) -> None:
         """The node of this encoder dies: the encoder is gone for good, and so is every decoder placed there."""
-        self.gone.add(encoder)
+        self.dying.add(encoder)
         self.dead.add(encoder)
         self.kill(encoder)
         for decoder in [d for d, e in self.placed.items() if e == encoder and d in self.decoders]:
@@ -223,7 +225,10 @@ class MemoryBackend:
         pass
 
     def await_restarts(self) -> None:
-        pass  # the fake encoder and sinks are back at once
+        """The fake encoders and sinks are back at once; those on a dead node are found gone (never the last)."""
+        for key in sorted(self.dying - self.gone):
+            if len(self.encoders()) > 1:
+                self.gone.add(key)
 
     def sinks_due(self) -> bool:
         return bool(self.swap_every) and self._writes_since_swap >= self.swap_every

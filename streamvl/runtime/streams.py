@@ -133,6 +133,8 @@ class StreamControl:
         try:
             meta: BatchMeta = self.backend.get(meta_ref)
         except TaskFailed as exc:
+            if exc.system:  # its node may be gone: let the backend drop that node's encoder before the replay
+                self.backend.await_restarts()
             self.rewind(state, f"decode actor failed: {exc.message}")
             return None
         state.batch = batch_ref
