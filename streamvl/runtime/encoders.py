@@ -98,8 +98,8 @@ class EncoderPool:
 
     def _drop(self, key: str, why: str) -> None:
         if len(self.keys()) > 1:
-            log.warning("%s is gone (%s): its streams continue on %s", key, why, ", ".join(self.keys()))
             self.gone.add(key)
+            log.warning("%s is gone (%s): its streams continue on %s", key, why, ", ".join(self.keys()))
 
     def all(self) -> list[Any]:
         return list(self.actors.values())
