@@ -192,12 +192,14 @@ class NetnsCluster:
     def _ray_start(self, ns: str, *args: str, temp: Path, env: Mapping[str, str] | None = None) -> None:
         """`ray start` in ns. It gives up after 30 s without the GCS registering its node (hard-coded
         in Ray) or its dashboard answering, which a heavily loaded machine can exceed: then what it
-        left in the namespace is killed and it is tried once more, in a fresh temp dir."""
-        try:
-            self._ray_start_once(ns, *args, temp=temp, env=env)
-        except RuntimeError:
-            self.kill_node(ns)
-            self._ray_start_once(ns, *args, temp=temp.with_name(temp.name + "-again"), env=env)
+        left in the namespace is killed and it is tried again (3 attempts), in a fresh temp dir."""
+        for attempt in range(3):
+            try:
+                return self._ray_start_once(ns, *args, temp=temp.with_name(f"{temp.name}-{attempt}"), env=env)
+            except RuntimeError:
+                self.kill_node(ns)
+                if attempt == 2:
+                    raise
 
     def _ray_start_once(self, ns: str, *args: str, temp: Path, env: Mapping[str, str] | None = None) -> None:
         temp.mkdir(parents=True)
