@@ -1,6 +1,8 @@
-"""Scale-out costs, in one run: the same Arrow batches committed to a local directory and to S3.
+"""Scale-out costs, in one run: the same Arrow batches committed to a local directory and to S3,
+and the same streams indexed on one Ray node and on two.
 
     python bench/bench_scale.py [--commits 100] [--rows 64] [--dim 512] [--latency-ms 20] [--modes append,upsert]
+                                [--streams 4] [--seconds 60] [--no-nodes]
 
 Targets (each a fresh database):
   local        a directory under /tmp (the baseline)
@@ -16,13 +18,17 @@ Per commit: p50/p99 latency, bytes uploaded (S3) or added on disk (local), S3 re
 After the commits: one Store.maintain (compaction), its time and requests. The first commit
 creates the table and is reported apart. Figures only; nothing is asserted.
 
-To come (issue 41): frames/s of the same streams indexed on one node and on two (the network
-namespace cluster of tests/e2e/netns_cluster.py); not measured by this script yet.
+Nodes (root only; --no-nodes skips it): the network-namespace cluster of tests/e2e/netns_cluster.py
+(two Ray nodes of one Ray CPU each). `jobs/index.py` is submitted with runtime.encoders = "per-node"
+over the same generated streams twice, into fresh local databases: with both nodes up (an encoder
+and decoders on each), then after the worker node is stopped (the head alone). frames/s is the
+run report's frames over its seconds (actor start-up and model load excluded).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -42,6 +48,17 @@ from streamvl.storage.objectstore import resolve  # noqa: E402
 from streamvl.storage.store import CLIPS, Store  # noqa: E402
 from streamvl.storage.schema import clips_schema
 from tests.e2e.s3_server import MotoS3  # noqa: E402
+
+NODE_TOML = """
+[runtime]
+encoders = "per-node"
+encode_cpus = 0.4
+decode_cpus = 0.1
+sink_cpus = 0.05
+torch_threads = 1
+max_active_streams = 8
+"""
+NODE_ARGS = ["--model", "streamvl-tiny@random:0", "--fps", "8", "--window", "8", "--stride", "4", "--json"]
 
 
 def batches(commits: int, rows: int, dim: int, seed: int = 0) -> list[pa.Table]:
@@ -121,6 +138,71 @@ def run(target: Target, mode: str, data: list[pa.Table]) -> dict:
             "upkeep_requests": dict(sorted(upkeep_calls.items())), "fragments": upkeep["fragments"], "rows": upkeep["rows"]}
 
 
+def job_report(logs: str) -> dict:
+    """The `index --json` report at the end of a job's logs."""
+    start = logs.rfind('{\n  "model"')
+    return json.JSONDecoder().raw_decode(logs[start:])[0]
+
+
+def index_on(cluster, job_dir: Path, videos: list[Path], db: Path) -> dict:
+    """Submit jobs/index.py over the videos into db; frames, seconds and frames/s of its report."""
+    ids = [a for i in range(len(videos)) for a in ("--id", f"cam{i}")]
+    logs = cluster.submit(job_dir, "python", "index.py", *map(str, videos), *ids, "--db", str(db), "--config",
+                          "index.toml", *NODE_ARGS, env_vars={"OMP_NUM_THREADS": "1"})
+    report = job_report(logs)
+    frames = sum(s["frames"] for s in report["streams"])
+    assert all(s["status"] == "done" for s in report["streams"]), report["streams"]
+    return {"frames": frames, "seconds": report["seconds"], "fps": frames / report["seconds"]}
+
+
+def head_alone(cluster, timeout: float = 60.0) -> None:
+    """Stop the worker node and wait until the head reports it dead (per-node encoders go only to alive nodes)."""
+    cluster.kill_node(cluster.worker_ns)
+    deadline = time.monotonic() + timeout
+    while cluster.alive_ips() != {cluster.head_ip}:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker node is still reported alive {timeout:.0f}s after it was stopped")
+        time.sleep(0.5)
+
+
+def nodes_table(streams: int, seconds: float) -> None:
+    """frames/s of the same streams indexed on two nodes, then on the head alone (see the module doc)."""
+    from tests.e2e.netns_cluster import NetnsCluster, netns_unavailable
+    from tests.videos import make_video
+
+    reason = netns_unavailable()
+    if reason:
+        print(f"\none node vs two: skipped ({reason})")
+        return
+    work = Path(tempfile.mkdtemp(prefix="bench-nodes-"))  # both namespaces share the filesystem
+    videos = [make_video(work / f"cam{i}.mp4", seconds=seconds, fps=8, pattern="noise", size=(128, 96)).path
+              for i in range(streams)]
+    job_dir = work / "job"
+    job_dir.mkdir()
+    (job_dir / "index.py").write_text((ROOT / "jobs" / "index.py").read_text())
+    (job_dir / "index.toml").write_text(NODE_TOML)
+    cluster = NetnsCluster().start()
+    try:
+        print(f"\none node vs two: {streams} streams x {seconds:g} s at 8 frames/s, jobs/index.py by job submission, "
+              f"runtime.encoders = per-node, local-disk tables")
+        print(f"{'nodes':<6} {'frames':>7} {'seconds':>8} {'frames/s':>9} {'ratio':>6}  load average (1, 5, 15 min)")
+        rows = [("2", lambda: index_on(cluster, job_dir, videos, work / "db2"))]
+        rows.append(("1", lambda: (head_alone(cluster), index_on(cluster, job_dir, videos, work / "db1"))[1]))
+        base = None
+        for name, measure in rows:
+            r = measure()
+            base = base or r["fps"]
+            load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+            print(f"{name:<6} {r['frames']:>7} {r['seconds']:>8.1f} {r['fps']:>9.1f} {r['fps'] / base:>6.2f}  {load}")
+        print("Two nodes of one Ray CPU each here are two network namespaces on one 2-core machine shared with other "
+              "work: they show that decoding and encoding run on both nodes and what the cross-node traffic and "
+              "per-node encoders cost, not how throughput scales with real hosts; a ratio near 1 (or below) means "
+              "the two cores were already busy, not that a second host would not help.")
+    finally:
+        cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def fmt_requests(per: dict) -> str:
     return " ".join(f"{k} {v:.1f}" for k, v in per.items()) if per else "-"
 
@@ -132,7 +214,11 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512, help="embedding dimension (ViT-B/32: 512; the shipped tiny model: 128)")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="added per S3 request in the modelled remote target (0: skip it)")
     parser.add_argument("--modes", default="append,upsert")
+    parser.add_argument("--streams", type=int, default=4, help="streams of the one- vs two-node runs")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each of those streams")
+    parser.add_argument("--no-nodes", action="store_true", help="skip the one- vs two-node runs (they need root)")
     args = parser.parse_args()
+    print(f"load average (1, 5, 15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
     data = batches(args.commits + 1, args.rows, args.dim)
     arrow_bytes = data[0].nbytes
@@ -166,6 +252,9 @@ def main() -> None:
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(work, ignore_errors=True)
+    print(f"load average (1, 5, 15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if not args.no_nodes:
+        nodes_table(args.streams, args.seconds)
 
 
 if __name__ == "__main__":

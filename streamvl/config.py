@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamvl.errors import ConfigError
 from streamvl.storage.objectstore import StorageConfig
@@ -78,7 +78,18 @@ class RuntimeConfig(BaseModel):
     placement: Literal["DEFAULT", "SPREAD"] = Field(
         "DEFAULT", description="Ray scheduling of the decode and encode actors: SPREAD places them over the cluster's "
                                "nodes (multi-node indexing); DEFAULT packs them where Ray likes (one machine)")
+    encoders: int | Literal["per-node"] = Field(
+        1, description="encode actors of a run: a count (placed by `placement`), or \"per-node\": one on every alive "
+                       "node with encode_cpus free, each stream's decoder beside its encoder; a stream whose node dies "
+                       "is replayed on a surviving node from its last committed position")
     resume: bool = Field(True, description="continue each stream from its committed checkpoint; done streams are skipped")
+
+    @field_validator("encoders")
+    @classmethod
+    def _some_encoders(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"runtime.encoders must be at least 1 or \"per-node\", not {value}")
+        return value
 
 
 class LiveConfig(BaseModel):

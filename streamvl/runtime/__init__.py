@@ -2,9 +2,10 @@
 
 Plain Python (unit-tested without Ray): engine (the run loop), scheduler (admission,
 backpressure), commit (encoder calls and write groups), streams (start, replay, end),
-recorder (the `streams` table), report, backend (the Backend protocol), and testing +
-memory_backend (an in-memory Backend for tests). Ray: driver (ray.init, run_index,
-serve_index), ray_backend, sinks and actors. See docs/runtime.md. The package names below load lazily, so importing a plain module never
+routing (which encoder a stream's batches go to), recorder (the `streams` table), report,
+backend (the Backend protocol), and testing + memory_backend (an in-memory Backend for tests).
+Ray: driver (ray.init, run_index, serve_index), ray_backend, encoders (one, N or one per node),
+sinks and actors. See docs/runtime.md. The package names below load lazily, so importing a plain module never
 imports Ray.
 """
 

@@ -2,7 +2,7 @@
 
 The loop (streamvl.runtime.engine.Run) decides what to decode, encode, write and checkpoint; a
 Backend does it and says when results are ready. RayBackend (streamvl.runtime.ray_backend) runs
-the decoders, the encoder and the sinks as Ray actors; MemoryBackend (streamvl.runtime.testing)
+the decoders, the encoders and the sinks as Ray actors; MemoryBackend (streamvl.runtime.testing)
 runs them in memory, so the loop is unit-tested without Ray. Results are opaque handles (`Ref`:
 a Ray ObjectRef or an in-memory stand-in); calls to one worker run in the order they were made,
 as calls to a Ray actor do.
@@ -87,12 +87,16 @@ class Backend(Protocol):
     """Everything the run loop asks of the machinery underneath."""
 
     def start(self) -> dict[str, Any]:
-        """Start the encoder and the sinks; return the encoder's description (model, warning,
+        """Start the encoders and the sinks; return the encoders' description (model, warning,
         meta, precision). Nothing runs before this."""
 
+    def encoders(self) -> list[str]:
+        """Keys of the encoders that are up (or being restarted); one gone for good is left out."""
+
     def start_decoder(self, info: StreamInfo, first_index: int, start_after: float | None,
-                      resume: "LiveResume | None") -> Any:
-        """A new decoder of `info` that starts after time start_after with grid index first_index."""
+                      resume: "LiveResume | None", encoder: str) -> Any:
+        """A new decoder of `info` that starts after time start_after with grid index first_index,
+        placed beside `encoder` (which will encode its batches)."""
 
     def stop_decoder(self, decoder: Any) -> None:
         """End a decoder for good (what it still delivers is dropped by the loop)."""
@@ -100,11 +104,11 @@ class Backend(Protocol):
     def next_batch(self, decoder: Any) -> tuple[Ref, Ref]:
         """Ask a decoder for its next batch: (BatchMeta ref, FrameBatch-or-None ref)."""
 
-    def encode(self, batches: Sequence[Ref]) -> tuple[Ref, Ref, Ref]:
-        """One encoder call on batches of several streams: (frame rows, clip rows, [StreamProgress])."""
+    def encode(self, batches: Sequence[Ref], encoder: str) -> tuple[Ref, Ref, Ref]:
+        """One call of `encoder` on batches of several streams: (frame rows, clip rows, [StreamProgress])."""
 
-    def finish(self, stream_id: str) -> Ref:
-        """The clip rows of a stream's tail window (it ended early: error or removal)."""
+    def finish(self, stream_id: str, encoder: str) -> Ref:
+        """The clip rows of a stream's tail window from `encoder` (it ended early: error or removal)."""
 
     def write(self, table: str, data: Ref) -> Ref:
         """Upsert rows into a table through its sink; ready once committed."""
@@ -125,7 +129,8 @@ class Backend(Protocol):
         """Nothing is in flight: let time pass."""
 
     def await_restarts(self) -> None:
-        """After a process died: wait (bounded) until the encoder and the sinks answer again."""
+        """After a process died: wait (bounded) until the encoders and the sinks answer again, and
+        drop the encoders that will not (their node is gone)."""
 
     def sinks_due(self) -> bool:
         """True once fresh sink processes are ready to take over (then no new write may start)."""

@@ -5,8 +5,10 @@ committed. Plain Python over a Backend.
 Exactly once. A write group (one encoder call: frame rows + clip rows of several streams) is
 committed by the frames and clips sinks; only then is each stream's checkpoint advanced
 (streamvl.storage.ledger) and, at most every runtime.checkpoint_interval_s, written to the
-`streams` table. Groups retire in submission order. At most MAX_ENCODES_AHEAD encoder calls run
-ahead and at most MAX_COMMITS_WAITING groups wait for their commit.
+`streams` table. Groups retire in submission order. Each stream's batches go to its own encoder
+(streamvl.runtime.routing; runtime.encoders): one call per encoder per turn. At most
+MAX_ENCODES_AHEAD calls run ahead on each encoder, and at most MAX_COMMITS_WAITING groups per
+encoder wait for their commit.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class WriteGroup:
     refs: list[Ref]
     parts: list[Part]
     progress: Ref | None = None
+    encoder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,14 +60,23 @@ class CommitQueue:
     def __init__(self, backend: Backend):
         self.backend = backend
         self.groups: list[WriteGroup] = []
-        self.encodes: list[Ref] = []
+        self.running: list[tuple[str | None, Ref]] = []  # (encoder, progress ref) of calls not finished
+        self.width = 1  # encoders up: the bounds scale with them
         self.peak = 0  # most groups waiting at once (backpressure check)
 
     def __len__(self) -> int:
         return len(self.groups)
 
+    @property
+    def encodes(self) -> list[Ref]:
+        return [ref for _, ref in self.running]
+
     def full(self) -> bool:
-        return len(self.encodes) >= MAX_ENCODES_AHEAD or len(self.groups) >= MAX_COMMITS_WAITING
+        return len(self.running) >= MAX_ENCODES_AHEAD * self.width or len(self.groups) >= MAX_COMMITS_WAITING * self.width
+
+    def busy(self, encoder: str | None) -> bool:
+        """This encoder has MAX_ENCODES_AHEAD calls running already."""
+        return sum(1 for key, _ in self.running if key == encoder) >= MAX_ENCODES_AHEAD
 
     def refs(self) -> list[Ref]:
         """Every sink write in flight."""
@@ -72,13 +84,13 @@ class CommitQueue:
 
     def add(self, group: WriteGroup) -> None:
         if group.progress is not None:
-            self.encodes.append(group.progress)
+            self.running.append((group.encoder, group.progress))
         self.groups.append(group)
         self.peak = max(self.peak, len(self.groups))
 
     def retire(self) -> Iterator[tuple[WriteGroup, TaskFailed | None, dict[str, Any]]]:
         """The head groups whose writes are all done, in order: (group, failure, progress by stream)."""
-        self.encodes = [r for r in self.encodes if not self.backend.wait([r], timeout=0)]
+        self.running = [(k, r) for k, r in self.running if not self.backend.wait([r], timeout=0)]
         while self.groups:
             head = self.groups[0]
             if head.refs and len(self.backend.wait(head.refs, num_returns=len(head.refs), timeout=0)) < len(head.refs):
@@ -94,7 +106,8 @@ class CommitQueue:
 
 
 class Batcher:
-    """Sends every ready head batch (in stream order) to the encoder in one call, and its rows to the sinks."""
+    """Sends the ready head batches (in stream order) to their encoders, one call per encoder, and
+    each call's rows to the sinks."""
 
     def __init__(self, backend: Backend, scheduler: StreamScheduler, control: StreamControl, committer: "Committer",
                  encode_batch: int):
@@ -102,8 +115,9 @@ class Batcher:
         self.encode_batch = encode_batch
 
     def feed(self) -> Wait | None:
-        """Send one encoder call if batches are ready; else say what to wait for."""
+        """Send one call per encoder that has ready batches; else say what to wait for."""
         commits = self.committer.queue
+        commits.width = max(1, len(self.backend.encoders()))
         if commits.full():
             return Wait(commits.encodes + commits.refs(), 1.0)
         heads = self.scheduler.heads()
@@ -111,31 +125,38 @@ class Batcher:
             return Wait(commits.refs(), 0.2)
         if not self.backend.wait(list(heads), num_returns=1, timeout=1.0):
             return None
-        parts, batches, frames = [], [], 0
+        calls: dict[str | None, tuple[list[Part], list[Ref]]] = {}
+        frames: dict[str | None, int] = {}
+        busy = False
         for meta_ref in self.backend.wait(list(heads), num_returns=len(heads), timeout=0):
             state = heads[meta_ref]
+            key = state.encoder
+            if key not in calls and commits.busy(key):
+                busy = True  # this encoder has enough calls running: the batch waits
+                continue
+            if frames.get(key, 0) >= self.encode_batch:
+                continue  # this encoder's call is full: the batch goes in a later one
             meta = self.control.take(state)
             if meta is None:
                 continue
+            parts, batches = calls.setdefault(key, ([], []))
             parts.append(Part(meta, state.generation))
             if not meta.failed:
                 batches.append(state.batch)
-                frames += meta.frames
-            if frames >= self.encode_batch:
-                break
-        if parts:
-            self._submit(parts, batches)
-        return None
+                frames[key] = frames.get(key, 0) + meta.frames
+        for key, (parts, batches) in calls.items():
+            self._submit(key, parts, batches)
+        return Wait(commits.encodes, 1.0) if busy and not calls else None
 
-    def _submit(self, parts: list[Part], batches: list[Ref]) -> None:
+    def _submit(self, encoder: str | None, parts: list[Part], batches: list[Ref]) -> None:
         refs, progress = [], None
         if batches:
-            frame_rows, clip_rows, progress = self.backend.encode(batches)
+            frame_rows, clip_rows, progress = self.backend.encode(batches, encoder)
             refs = [self.backend.write(FRAMES, frame_rows), self.backend.write(CLIPS, clip_rows)]
         for part in parts:
             if part.meta.failed:  # keep the frames that decoded before the failure
-                refs.append(self.backend.write(CLIPS, self.backend.finish(part.meta.stream_id)))
-        self.committer.submit(WriteGroup(refs, parts, progress))
+                refs.append(self.backend.write(CLIPS, self.backend.finish(part.meta.stream_id, encoder)))
+        self.committer.submit(WriteGroup(refs, parts, progress, encoder))
 
 
 class Committer:

@@ -144,7 +144,7 @@ class Run:
         self.control.stop_decoder(state)
         self.control.end(state, "removed")
         state.generation += 1  # whatever is still in flight no longer moves the checkpoint
-        ref = self.backend.write(CLIPS, self.backend.finish(stream_id))
+        ref = self.backend.write(CLIPS, self.backend.finish(stream_id, state.encoder))
         self.committer.submit(WriteGroup([ref], [Part(BatchMeta(stream_id, -1, 0, None, True), state.generation)]))
 
     def poll_requests(self) -> None:

@@ -8,7 +8,11 @@ first completes the earlier calls of its worker (calls to a Ray actor run in ord
 its arguments come from. kill() ends a worker as a crash would: its queued calls fail as system
 failures; the encoder comes back empty (as Ray restarts it), the sinks keep the database (with
 land=True the writes queued on a killed sink land but are reported failed), decoders stay dead.
-It also measures what the run keeps in flight, independently of the run's own counters.
+With encoders=N each encoder stands for a node (runtime.encoders = "per-node"): decoders are
+placed beside the encoder they are started for, and kill_node() ends an encoder for good with
+every decoder on its node, as a node that dies does; like Ray, the backend lists that encoder
+until the run waits for restarts (await_restarts), which finds it gone. It also measures what the run keeps in
+flight, independently of the run's own counters.
 """
 
 from __future__ import annotations
@@ -50,10 +54,16 @@ class MemoryBackend:
     """Runs decoders, an encoder and sinks in memory, lazily and in a seeded order, with kills on demand."""
 
     def __init__(self, db: MemoryDB, sources: Mapping[str, ListSource], window: int, stride: int, *,
-                 seed: int = 0, progress: float = 0.3, swap_sinks_every: int = 0):
+                 seed: int = 0, progress: float = 0.3, swap_sinks_every: int = 0, encoders: int = 1):
         self.db, self.sources, self.window, self.stride = db, sources, window, stride
         self.rng, self.progress, self.swap_every = random.Random(seed), progress, swap_sinks_every
-        self.encoder = FakeEncoder(window, stride)
+        keys = ["encoder"] if encoders == 1 else [f"encoder:{i}" for i in range(encoders)]
+        self.fakes = {key: FakeEncoder(window, stride) for key in keys}  # encoder key -> its fake (one per node)
+        self.gone: set[str] = set()  # encoders whose node died, once the run has noticed (await_restarts)
+        self.dying: set[str] = set()  # encoders whose node died
+        self.placed: dict[str, str] = {}  # decoder -> the encoder (node) it was started beside
+        self.decoders_of: dict[str, str] = {}  # decoder -> its stream (also once it is dead)
+        self.encoded: Counter[str] = Counter()  # frames each encoder embedded
         self.queues: dict[str, list[_Call]] = defaultdict(list)  # worker -> calls not run yet, in order
         self.dead: set[str] = set()
         self.decoders: dict[str, StreamInfo] = {}  # live decoder -> its stream
@@ -101,7 +111,7 @@ class MemoryBackend:
 
     def kill(self, worker: str, land: bool = False) -> None:
         """Crash a worker ("encoder", "sink:<table>", or "decoder:<stream id>" for a stream's decoder)."""
-        if worker.startswith("decoder:"):
+        if worker.startswith("decoder:") and worker not in self.decoders:
             worker = next(w for w, info in self.decoders.items() if info.stream_id == worker[len("decoder:"):])
         for call in self.queues.pop(worker, []):
             if land and worker.startswith("sink:"):
@@ -114,17 +124,31 @@ class MemoryBackend:
             self.dead.add(worker)
             del self.decoders[worker]
             self.asked.pop(worker, None)
-        if worker == "encoder":
-            self.encoder = FakeEncoder(self.window, self.stride)  # restarted by Ray: its windows are gone
+        if worker in self.fakes and worker not in self.gone:
+            self.fakes[worker] = FakeEncoder(self.window, self.stride)  # restarted by Ray: its windows are gone
         self.killed.append(worker)
+
+    def kill_node(self, encoder: str) -> None:
+        """The node of this encoder dies: the encoder is gone for good, and so is every decoder placed there."""
+        self.dying.add(encoder)
+        self.dead.add(encoder)
+        self.kill(encoder)
+        for decoder in [d for d, e in self.placed.items() if e == encoder and d in self.decoders]:
+            self.kill(decoder)
 
     # -- the Backend protocol ------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
         self.started = True
         return {"model": "fake-model", "warning": None, "meta": {}, "precision": "fp32"}
 
-    def start_decoder(self, info: StreamInfo, first_index: int, start_after: float | None, resume) -> str:
+    def encoders(self) -> list[str]:
+        return [key for key in self.fakes if key not in self.gone]
+
+    def start_decoder(self, info: StreamInfo, first_index: int, start_after: float | None, resume,
+                      encoder: str) -> str:
         worker = f"decoder:{info.stream_id}:{len(self._pullers)}"
+        self.placed[worker] = encoder
+        self.decoders_of[worker] = info.stream_id
         source = self.sources[info.uri]
         self._pullers[worker] = BatchPuller(info.stream_id, lambda: source.batches(info, first_index, start_after))
         self.decoders[worker] = info
@@ -147,15 +171,20 @@ class MemoryBackend:
         meta, batch = self._call(decoder, "next", lambda: self._pullers[decoder].next(), 2)
         return meta, batch
 
-    def encode(self, batches: Sequence[MemRef]) -> tuple[MemRef, MemRef, MemRef]:
-        queued = sum(1 for c in self.queues["encoder"] if c.kind == "process")
-        self.peak_encodes = max(self.peak_encodes, queued + 1)
-        frames, clips, progress = self._call(
-            "encoder", "process", lambda: self.encoder.process([self._value(b) for b in batches]), 3)
+    def encode(self, batches: Sequence[MemRef], encoder: str) -> tuple[MemRef, MemRef, MemRef]:
+        queued = sum(1 for c in self.queues[encoder] if c.kind == "process")
+        self.peak_encodes = max(self.peak_encodes, queued + 1)  # on one encoder
+
+        def process():
+            values = [self._value(b) for b in batches]
+            self.encoded[encoder] += sum(len(b) for b in values if b is not None)
+            return self.fakes[encoder].process(values)
+
+        frames, clips, progress = self._call(encoder, "process", process, 3)
         return frames, clips, progress
 
-    def finish(self, stream_id: str) -> MemRef:
-        return self._call("encoder", "finish", lambda: self.encoder.finish(stream_id))[0]
+    def finish(self, stream_id: str, encoder: str) -> MemRef:
+        return self._call(encoder, "finish", lambda: self.fakes[encoder].finish(stream_id))[0]
 
     def write(self, table: str, data: MemRef) -> MemRef:
         self._writes_since_swap += 1
@@ -196,7 +225,10 @@ class MemoryBackend:
         pass
 
     def await_restarts(self) -> None:
-        pass  # the fake encoder and sinks are back at once
+        """The fake encoders and sinks are back at once; those on a dead node are found gone (never the last)."""
+        for key in sorted(self.dying - self.gone):
+            if len(self.encoders()) > 1:
+                self.gone.add(key)
 
     def sinks_due(self) -> bool:
         return bool(self.swap_every) and self._writes_since_swap >= self.swap_every

@@ -1,5 +1,7 @@
-"""The Backend on Ray actors: one decoder per stream, one encoder that batches across streams, one
-sink per table (streamvl.runtime.actors). Nothing starts before `start()`.
+"""The Backend on Ray actors: one decoder per stream, the encoders that batch across streams (one,
+a count, or one per node: streamvl.runtime.encoders), one sink per table (streamvl.runtime.actors).
+Nothing starts before `start()`. A decoder is placed beside the encoder of its stream (on its node,
+for per-node encoders), so frames do not cross nodes.
 
 Ray CPUs are scheduling tokens, not limits: a decoder waits for I/O most of the time, so each
 asks for runtime.decode_cpus or less when the cluster has less left (4 live cameras on 2 CPUs,
@@ -14,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from streamvl.config import IndexConfig
-from streamvl.runtime.actors import DecodeActor, EncodeActor
+from streamvl.runtime.actors import DecodeActor
+from streamvl.runtime.encoders import EncoderPool
 from streamvl.runtime.backend import Ref, TaskFailed
 from streamvl.runtime.sinks import SinkPool, first_line, kill_all
 from streamvl.storage.store import STREAMS
@@ -29,6 +33,7 @@ SYSTEM_ERRORS: tuple[type[BaseException], ...] = (
     ray.exceptions.ObjectLostError,
     ray.exceptions.NodeDiedError,
     ray.exceptions.LocalRayletDiedError,
+    ray.exceptions.ActorUnschedulableError,  # a pinned encoder whose node died cannot be placed again
 )
 
 
@@ -47,11 +52,11 @@ class Decoder:
 
 
 class RayBackend:
-    """Runs a Run's decoders, encoder and sinks as Ray actors (Ray must be initialised)."""
+    """Runs a Run's decoders, encoders and sinks as Ray actors (Ray must be initialised)."""
 
     def __init__(self, config: IndexConfig):
         self.config = config
-        self.encoder: Any = None
+        self.pool = EncoderPool(config)
         self.sinks = SinkPool(config)
         self.sampling = config.sampling
         self._decoders: dict[int, Decoder] = {}
@@ -62,19 +67,29 @@ class RayBackend:
         # CPUs this run may reserve for decoders: what was free before its encoder and sinks, less
         # room for a second set of sinks when they are replaced (sink_recycle_s starts the new set first)
         free = float(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 0.0)))
-        self._cpu_budget = free - rt.encode_cpus - (6 if rt.sink_recycle_s else 3) * rt.sink_cpus
-        self.encoder = EncodeActor.options(num_cpus=rt.encode_cpus, max_restarts=rt.actor_restarts,
-                                           scheduling_strategy=rt.placement).remote(self.config)
+        sinks = (6 if rt.sink_recycle_s else 3) * rt.sink_cpus
         self.sinks.start()
-        info = ray.get(self.encoder.describe.remote())
+        info = self.pool.start()
+        self._cpu_budget = free - rt.encode_cpus * len(self.pool.actors) - sinks
         self.sampling = self.config.sampling.model_copy(update={"size": int(info["meta"]["streamvl.image_size"])})
         return info
 
     # -- decoders ------------------------------------------------------------------------------
-    def start_decoder(self, info: StreamInfo, first_index: int, start_after: float | None, resume) -> Decoder:
+    @property
+    def encoder(self) -> Any:
+        """The first encode actor (the only one unless runtime.encoders says otherwise)."""
+        return next(iter(self.pool.actors.values()), None)
+
+    def encoders(self) -> list[str]:
+        return self.pool.keys()
+
+    def start_decoder(self, info: StreamInfo, first_index: int, start_after: float | None, resume,
+                      encoder: str) -> Decoder:
         cpus = self._decode_cpus()
-        actor = DecodeActor.options(num_cpus=cpus, scheduling_strategy=self.config.runtime.placement).remote(info, self.sampling, self.config.live, first_index,
-                                                          start_after, resume)
+        node = self.pool.node_of(encoder)
+        strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else self.config.runtime.placement
+        actor = DecodeActor.options(num_cpus=cpus, scheduling_strategy=strategy).remote(
+            info, self.sampling, self.config.live, first_index, start_after, resume)
         decoder = Decoder(actor, cpus)
         self._decoders[id(decoder)] = decoder
         return decoder
@@ -92,11 +107,11 @@ class RayBackend:
         return tuple(decoder.actor.next_batch.remote())
 
     # -- encoder and sinks ---------------------------------------------------------------------
-    def encode(self, batches: Sequence[Ref]) -> tuple[Ref, Ref, Ref]:
-        return tuple(self.encoder.process.remote(*batches))
+    def encode(self, batches: Sequence[Ref], encoder: str) -> tuple[Ref, Ref, Ref]:
+        return tuple(self.pool[encoder].process.remote(*batches))
 
-    def finish(self, stream_id: str) -> Ref:
-        return self.encoder.finish.remote(stream_id)
+    def finish(self, stream_id: str, encoder: str) -> Ref:
+        return self.pool[encoder].finish.remote(stream_id)
 
     def write(self, table: str, data: Ref) -> Ref:
         return self.sinks.current[table].write.remote(data)
@@ -129,14 +144,16 @@ class RayBackend:
         time.sleep(seconds)
 
     def await_restarts(self) -> None:
-        """Wait (up to runtime.restart_wait_s) until the encoder and every sink answer again.
+        """Wait (up to runtime.restart_wait_s) until the encoders and every sink answer again.
 
         A replay sent while Ray is still restarting a crashed actor would fail at once and spend
         one of the stream's max_rewinds on nothing; on 2 busy cores a restart (torch import, model
         load) can outlast them all. An actor that is dead for good answers with an error at once,
-        and the replay budget then ends the stream as before."""
+        and the replay budget then ends the stream as before. An encoder whose node died is dropped
+        (streamvl.runtime.encoders): its streams are replayed beside the others."""
         deadline = time.monotonic() + self.config.runtime.restart_wait_s
-        for actor in (self.encoder, *self.sinks.current.values()):
+        self.pool.await_restarts(deadline)
+        for actor in self.sinks.current.values():
             while (left := deadline - time.monotonic()) > 0:
                 try:
                     ray.get(actor.pid.remote(), timeout=left)
@@ -147,7 +164,6 @@ class RayBackend:
                     break
 
     def close(self) -> None:
-        """Kill every decoder, the encoder and the sinks of this run."""
-        kill_all([d.actor for d in self._decoders.values()] + self.sinks.all()
-                 + ([self.encoder] if self.encoder is not None else []))
+        """Kill every decoder, the encoders and the sinks of this run."""
+        kill_all([d.actor for d in self._decoders.values()] + self.sinks.all() + self.pool.all())
         self._decoders.clear()

@@ -26,6 +26,7 @@ class ActiveStream:
     info: StreamInfo
     report: StreamReport
     decoder: Any = None
+    encoder: str | None = None  # the encoder its batches go to (streamvl.runtime.routing)
     generation: int = 0  # bumped by every new decoder or ending: older data no longer moves the checkpoint
     pending: deque = field(default_factory=deque)  # (meta ref, batch ref), in request order
     batch: Any = None  # batch ref of the head just taken

@@ -18,6 +18,7 @@ from streamvl.config import IndexConfig
 from streamvl.runtime.backend import Backend, BatchMeta, TaskFailed
 from streamvl.runtime.recorder import Recorder
 from streamvl.runtime.report import StreamReport
+from streamvl.runtime.routing import EncoderRouter
 from streamvl.runtime.scheduler import StreamScheduler, ActiveStream
 from streamvl.sources.decode import is_url
 from streamvl.sources.live import LiveResume
@@ -46,6 +47,7 @@ class StreamControl:
                  ledger: Ledger, recorder: Recorder, reports: MutableMapping[str, StreamReport]):
         self.config, self.backend, self.store = config, backend, store
         self.scheduler, self.ledger, self.recorder, self.reports = scheduler, ledger, recorder, reports
+        self.router = EncoderRouter()
 
     def add(self, info: StreamInfo) -> StreamReport:
         """Queue a stream; it continues from its committed checkpoint (a done file is skipped)."""
@@ -113,8 +115,10 @@ class StreamControl:
         state.generation += 1
         state.pending.clear()
         state.requested_final = False
+        # the stream's encoder: its own while that is up, else a survivor's (its windows restart at cp)
+        state.encoder = self.router.assign(state.stream_id, self.backend.encoders())
         # files (and URLs that turn out to have an end) re-decode after cp.resume_after
-        state.decoder = self.backend.start_decoder(state.info, cp.next_window, cp.resume_after, resume)
+        state.decoder = self.backend.start_decoder(state.info, cp.next_window, cp.resume_after, resume, state.encoder)
         self.request(state)
 
     def request(self, state: ActiveStream) -> None:
@@ -129,6 +133,8 @@ class StreamControl:
         try:
             meta: BatchMeta = self.backend.get(meta_ref)
         except TaskFailed as exc:
+            if exc.system:  # its node may be gone: let the backend drop that node's encoder before the replay
+                self.backend.await_restarts()
             self.rewind(state, f"decode actor failed: {exc.message}")
             return None
         state.batch = batch_ref
@@ -181,4 +187,5 @@ class StreamControl:
         if state.decoder is not None:
             self.backend.stop_decoder(state.decoder)
             state.decoder = None
+        self.router.release(state.stream_id)
         self.scheduler.close(state)

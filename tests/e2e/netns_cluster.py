@@ -161,7 +161,9 @@ class NetnsCluster:
         return self
 
     def start_worker(self) -> None:
-        """(Re)start the worker host's Ray node, e.g. after kill_node(worker_ns); waits until both are alive."""
+        """(Re)start the worker host's Ray node, e.g. after kill_node(worker_ns); waits until both are alive.
+
+        """
         self._worker_starts += 1
         self._ray_start(self.worker_ns, f"--address={self.gcs_address}", f"--node-ip-address={self.worker_ip}",
                         temp=self.tmp / f"w{self._worker_starts}")
@@ -188,6 +190,18 @@ class NetnsCluster:
         return proc
 
     def _ray_start(self, ns: str, *args: str, temp: Path, env: Mapping[str, str] | None = None) -> None:
+        """`ray start` in ns. It gives up after 30 s without the GCS registering its node (hard-coded
+        in Ray) or its dashboard answering, which a heavily loaded machine can exceed: then what it
+        left in the namespace is killed and it is tried again (3 attempts), in a fresh temp dir."""
+        for attempt in range(3):
+            try:
+                return self._ray_start_once(ns, *args, temp=temp.with_name(f"{temp.name}-{attempt}"), env=env)
+            except RuntimeError:
+                self.kill_node(ns)
+                if attempt == 2:
+                    raise
+
+    def _ray_start_once(self, ns: str, *args: str, temp: Path, env: Mapping[str, str] | None = None) -> None:
         temp.mkdir(parents=True)
         log = temp.with_suffix(".log")
         with log.open("w") as out:

@@ -3,6 +3,7 @@ outside run on both, and a job whose host dies mid-run completes on the survivin
 
 import json
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -13,6 +14,7 @@ import pytest
 from tests.e2e.netns_cluster import PREFIX, ip, netns_cluster, netns_pids, netns_unavailable, remove_stale_namespaces  # noqa: F401
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
 
 SPREAD_JOB = """
 import json, time
@@ -197,3 +199,128 @@ def test_what_a_killed_test_run_left_is_removed_at_the_next_start():
         sleeper.kill()
         ip("netns", "del", ns, check=False)
         ip("link", "del", bridge, check=False)
+
+
+# -- jobs/index.py on the two hosts: per-node encoders, the worker killed mid-run, exactly once --
+
+INDEX_TOML = """
+[runtime]
+encoders = "per-node"
+encode_cpus = 0.4
+decode_cpus = 0.1
+sink_cpus = 0.05
+torch_threads = 1
+encode_batch = 8
+inflight_per_stream = 1
+max_active_streams = 4
+restart_wait_s = 90
+max_rewinds = 4
+"""
+FPS, WINDOW, STRIDE = 4.0, 4, 2
+INDEX_ARGS = ["--model", "streamvl-tiny@random:0", "--fps", str(FPS), "--window", str(WINDOW), "--stride", str(STRIDE)]
+STREAMS = [f"cam{i}" for i in range(4)]
+
+
+def actors_by_ip(cluster) -> dict[str, set[str]]:
+    """ALIVE actor classes on each node, from the head's state API."""
+    ips = {n["node_id"]: n["node_ip"] for n in cluster.nodes()}
+    placed: dict[str, set[str]] = {}
+    for a in cluster.api("/api/v0/actors?limit=1000&detail=1")["data"]["result"]["result"]:
+        if a["state"] == "ALIVE":
+            placed.setdefault(ips.get(a["node_id"], "?"), set()).add(a["class_name"])
+    return placed
+
+
+def stored_keys(db: str) -> dict[str, list[tuple]]:
+    """Each stream's clip keys (adapter, start) and frame keys (pts), as stored (duplicates kept)."""
+    from streamvl.storage.schema import CLIPS, FRAMES
+    from streamvl.storage.store import Store
+
+    store, keys = Store(db), {}
+    for r in store.read(CLIPS, columns=["stream_id", "adapter", "start"]).to_pylist():
+        keys.setdefault(r["stream_id"], []).append(("clip", r["adapter"], round(r["start"], 6)))
+    for r in store.read(FRAMES, columns=["stream_id", "pts"]).to_pylist():
+        keys.setdefault(r["stream_id"], []).append(("frame", round(r["pts"], 6)))
+    return keys
+
+
+def single_process_keys(paths: dict[str, Path]) -> dict[str, list[tuple]]:
+    """The keys one uninterrupted pass stores: each file decoded once in this process by the same
+    sampler, its frames windowed by the same Windower (keys do not depend on the model)."""
+    import numpy as np
+
+    from streamvl.config import IndexConfig
+    from streamvl.pipeline.windows import Windower
+    from streamvl.sources import open_stream
+    from streamvl.types import StreamInfo
+
+    config = IndexConfig(db="unused", sampling={"fps": FPS}, clips={"window": WINDOW, "stride": STRIDE})
+    keys = {}
+    for sid, path in paths.items():
+        pts = np.concatenate([b.pts for b in open_stream(StreamInfo(sid, str(path)), config.sampling, config.live)])
+        windower = Windower(sid, WINDOW, STRIDE, 1.0 / FPS)
+        windows = windower.push(pts, np.zeros((len(pts), 1), np.float32)) + windower.flush()
+        keys[sid] = [("clip", "meanpool", round(w.start, 6)) for w in windows] + [("frame", round(p, 6)) for p in pts]
+    return keys
+
+
+@pytest.mark.timeout(900)  # the cluster, a job of 4 x 120 frames with a replay, on a loaded 2-core machine
+def test_index_job_with_per_node_encoders_survives_the_worker_dying_exactly_once(netns_cluster, tmp_path,
+                                                                                  monkeypatch):
+    """`ray job submit -- python jobs/index.py --db s3://...` with runtime.encoders = "per-node":
+    encode and decode actors run on both hosts; the worker's Ray processes are killed mid-run; the
+    job completes on the head and every stream's frame and window keys equal those of one
+    uninterrupted pass over the same files in this process (no duplicates, no holes), with the
+    worker's streams replayed from their checkpoints."""
+    from tests.e2e.s3_server import MotoS3
+    from tests.videos import make_video
+
+    cluster = netns_cluster
+    if cluster.alive_ips() != {cluster.head_ip, cluster.worker_ip}:
+        cluster.start_worker()
+    videos = tmp_path / "videos"  # both namespaces share the filesystem
+    videos.mkdir()
+    paths = [make_video(videos / f"{s}.mp4", seconds=30.0, fps=8, pattern="noise", size=(96, 72), gop=8).path
+             for s in STREAMS]
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "index.py").write_text((REPO / "jobs" / "index.py").read_text())
+    (job_dir / "index.toml").write_text(INDEX_TOML)
+    server = MotoS3(host=cluster.host_ip).start()
+    try:
+        db = f"s3://{server.make_bucket()}/db"
+        ids = [a for s in STREAMS for a in ("--id", s)]
+        env = {k: v for k, v in server.env().items() if k != "AWS_ALLOW_HTTP"} | {"OMP_NUM_THREADS": "1"}
+        job = cluster.submit(job_dir, "python", "index.py", *map(str, paths), *ids, "--db", db, "--config",
+                             "index.toml", *INDEX_ARGS, wait=False, env_vars=env)
+        deadline = time.monotonic() + 300
+        while True:
+            placed = actors_by_ip(cluster)
+            both = all({"EncodeActor", "DecodeActor"} <= placed.get(ip_, set())
+                       for ip_ in (cluster.head_ip, cluster.worker_ip))
+            if both:
+                break
+            status = cluster.job_status(job)
+            assert status in ("PENDING", "RUNNING"), cluster.job_logs(job)[-4000:]
+            assert time.monotonic() < deadline, f"actors never on both hosts: {placed}"
+            time.sleep(0.5)
+        assert cluster.kill_node(cluster.worker_ns) and not netns_pids(cluster.worker_ns)
+        assert cluster.job_status(job) == "RUNNING"  # killed mid-run, not after the end
+        assert cluster.wait_for_job(job) == "SUCCEEDED", cluster.job_logs(job)[-4000:]
+        assert cluster.alive_ips() == {cluster.head_ip}
+
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        got, want = stored_keys(db), single_process_keys(dict(zip(STREAMS, paths)))
+        assert set(got) == set(want) == set(STREAMS)
+        for sid in STREAMS:
+            assert len(got[sid]) == len(set(got[sid])), f"{sid}: duplicate keys"
+            assert sorted(got[sid]) == sorted(want[sid]), f"{sid}: keys differ from one uninterrupted pass"
+            assert sum(k[0] == "frame" for k in got[sid]) == 120  # 30 s at 4 frames/s
+        from streamvl.storage.store import Store
+
+        rows = {s.stream_id: s for s in Store(db).stream_states()}
+        assert {sid: rows[sid].status.value for sid in STREAMS} == dict.fromkeys(STREAMS, "done")
+        assert sum(rows[sid].restarts or 0 for sid in STREAMS) >= 1, "no stream was replayed: the kill hit nothing"
+    finally:
+        server.stop()  # the last test of the module: the fixture stops the head and the namespaces
