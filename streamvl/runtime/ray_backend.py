@@ -18,6 +18,7 @@ import ray
 from streamvl.config import IndexConfig
 from streamvl.runtime.actors import DecodeActor, EncodeActor
 from streamvl.runtime.backend import Ref, TaskFailed
+from streamvl.runtime.decode_hosts import HostedDecoder, HostPool
 from streamvl.runtime.sinks import SinkPool, first_line, kill_all
 from streamvl.storage.store import STREAMS
 from streamvl.types import StreamEvent, StreamInfo, StreamState
@@ -56,6 +57,8 @@ class RayBackend:
         self.sampling = config.sampling
         self._decoders: dict[int, Decoder] = {}
         self._cpu_budget = 0.0
+        # runtime.streams_per_decoder > 1: decoders share host processes (streamvl.runtime.decode_hosts)
+        self.hosts = HostPool(config, self._decode_cpus) if config.runtime.streams_per_decoder > 1 else None
 
     def start(self) -> dict[str, Any]:
         rt = self.config.runtime
@@ -71,7 +74,10 @@ class RayBackend:
         return info
 
     # -- decoders ------------------------------------------------------------------------------
-    def start_decoder(self, info: StreamInfo, first_index: int, start_after: float | None, resume) -> Decoder:
+    def start_decoder(self, info: StreamInfo, first_index: int, start_after: float | None,
+                      resume) -> Decoder | HostedDecoder:
+        if self.hosts is not None:
+            return self.hosts.start(info, self.sampling, first_index, start_after, resume)
         cpus = self._decode_cpus()
         actor = DecodeActor.options(num_cpus=cpus, scheduling_strategy=self.config.runtime.placement).remote(info, self.sampling, self.config.live, first_index,
                                                           start_after, resume)
@@ -81,14 +87,19 @@ class RayBackend:
 
     def _decode_cpus(self) -> float:
         """runtime.decode_cpus, or half of what the budget has left when that is less."""
-        free = self._cpu_budget - sum(d.cpus for d in self._decoders.values())
+        hosts = self.hosts.reserved_cpus() if self.hosts is not None else 0.0
+        free = self._cpu_budget - hosts - sum(d.cpus for d in self._decoders.values())
         return max(0.01, min(self.config.runtime.decode_cpus, round(free / 2, 2)))
 
-    def stop_decoder(self, decoder: Decoder) -> None:
-        if self._decoders.pop(id(decoder), None) is not None:
+    def stop_decoder(self, decoder: Decoder | HostedDecoder) -> None:
+        if isinstance(decoder, HostedDecoder):
+            self.hosts.stop(decoder)
+        elif self._decoders.pop(id(decoder), None) is not None:
             ray.kill(decoder.actor, no_restart=True)
 
-    def next_batch(self, decoder: Decoder) -> tuple[Ref, Ref]:
+    def next_batch(self, decoder: Decoder | HostedDecoder) -> tuple[Ref, Ref]:
+        if isinstance(decoder, HostedDecoder):
+            return self.hosts.next_batch(decoder)
         return tuple(decoder.actor.next_batch.remote())
 
     # -- encoder and sinks ---------------------------------------------------------------------
@@ -148,6 +159,9 @@ class RayBackend:
 
     def close(self) -> None:
         """Kill every decoder, the encoder and the sinks of this run."""
-        kill_all([d.actor for d in self._decoders.values()] + self.sinks.all()
+        hosts = self.hosts.actors() if self.hosts is not None else []
+        kill_all([d.actor for d in self._decoders.values()] + hosts + self.sinks.all()
                  + ([self.encoder] if self.encoder is not None else []))
         self._decoders.clear()
+        if self.hosts is not None:
+            self.hosts.clear()
