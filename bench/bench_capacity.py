@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_live import camera_video  # noqa: E402
 from bench.capacity_cameras import RtspCameras, TsCameras, loop_video, static_video  # noqa: E402
-from bench.procs import process_kind  # noqa: E402
+from bench.procs import CpuMeter  # noqa: E402
 from streamvl.config import IndexConfig  # noqa: E402
 from streamvl.types import StreamInfo  # noqa: E402
 from tests.live_servers import FFMPEG  # noqa: E402
@@ -45,59 +45,6 @@ from tests.live_servers import FFMPEG  # noqa: E402
 
 def load() -> str:
     return "load " + " ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
-def kind_of(proc: psutil.Process, driver: int) -> str | None:
-    """Which part of the run a process is: an actor class, driver, cameras, ray (Ray's own)."""
-    cmd = " ".join(proc.cmdline())
-    if "gst_cameras.py" in cmd or cmd.startswith(FFMPEG) or " " + FFMPEG in cmd:
-        return "cameras"
-    name = process_kind(cmd, proc.pid, driver)
-    if name is None or name.startswith("IDLE"):
-        return "ray"
-    return name
-
-
-class CpuMeter:
-    """CPU seconds of this process tree by kind, and of the whole machine, between start() and stop()."""
-
-    def __init__(self) -> None:
-        self.root = psutil.Process()
-
-    def _sample(self) -> tuple[dict[int, tuple[str, float]], float]:
-        procs = {}
-        for proc in [self.root, *self.root.children(recursive=True)]:
-            try:
-                t = proc.cpu_times()
-                procs[proc.pid] = (kind_of(proc, self.root.pid), t.user + t.system)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
-        total = psutil.cpu_times()
-        return procs, sum(total) - total.idle - getattr(total, "iowait", 0.0)
-
-    def start(self) -> None:
-        self._t0, (self._procs0, self._busy0) = time.monotonic(), self._sample()
-
-    def rss(self) -> dict[str, float]:
-        """RSS (MiB) summed per kind now."""
-        out: dict[str, float] = {}
-        for proc in [self.root, *self.root.children(recursive=True)]:
-            try:
-                kind = kind_of(proc, self.root.pid)
-                out[kind] = out.get(kind, 0.0) + proc.memory_info().rss / 2**20
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
-        return out
-
-    def stop(self) -> dict[str, float]:
-        """Cores used per kind over the interval (processes that started in it count from 0)."""
-        procs, busy = self._sample()
-        seconds = time.monotonic() - self._t0
-        cores: dict[str, float] = {}
-        for pid, (kind, cpu) in procs.items():
-            cores[kind] = cores.get(kind, 0.0) + (cpu - self._procs0.get(pid, (kind, 0.0))[1]) / seconds
-        cores["other (machine)"] = (busy - self._busy0) / seconds - sum(cores.values())
-        return cores
 
 
 def make_videos(args, work: Path) -> tuple[list[Path], list[Path]]:

@@ -81,6 +81,7 @@ class HostPool:
         self.per_host = config.runtime.streams_per_decoder
         self._cpus_for_new_host = cpus_for_new_host
         self.hosts: list[Host] = []
+        self.started = 0  # hosts started so far
         self._keys = itertools.count()
 
     def start(self, info: StreamInfo, sampling: SamplingConfig, first_index: int, start_after: float | None,
@@ -106,6 +107,7 @@ class HostPool:
                                    scheduling_strategy=self.config.runtime.placement).remote()
         host = Host(actor, cpus)
         self.hosts.append(host)
+        self.started += 1
         return host
 
     def _alive(self, host: Host) -> bool:
