@@ -138,9 +138,10 @@ def show(result: dict) -> None:
     print("      cores used: " + "  ".join(f"{k} {v:.2f}" for k, v in parts), flush=True)
     ours = sum(v for k, v in r["cores"].items() if k != "other (machine)")
     decode = r["cores"].get("DecodeHost", 0.0) + r["cores"].get("DecodeActor", 0.0)
-    print(f"      per stream: {1000 * ours / r['n']:.1f} ms CPU/s in all (decode {1000 * decode / r['n']:.1f}), "
-          f"so 2 idle cores would carry ~{2 * r['n'] / ours:.0f} such streams if every part scaled with them; RSS MiB "
-          + "  ".join(f"{k} {v:.0f}" for k, v in sorted(r["rss"].items())), flush=True)
+    estimate = (f", so 2 idle cores would carry ~{2 * r['n'] / ours:.0f} such streams if every part scaled with them"
+                if r["kept"] == r["n"] and ours else "")  # a trial that fell behind did not do all its work
+    print(f"      per stream: {1000 * ours / r['n']:.1f} ms CPU/s in all (decode {1000 * decode / r['n']:.1f}){estimate}; "
+          "RSS MiB " + "  ".join(f"{k} {v:.0f}" for k, v in sorted(r["rss"].items())), flush=True)
 
 
 def find_ceiling(args, videos, work: Path) -> None:
