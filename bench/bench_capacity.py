@@ -74,8 +74,15 @@ def trial(args, n: int, per_decoder: int, videos, work: Path, rows: bool = False
     run_ = None
     try:
         cams.wait_ready()
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
-                 _node_ip_address="127.0.0.1")
+        for attempt in range(3):  # Ray gives its raylet 30 s to start: not always enough on a loaded machine
+            try:
+                ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
+                         _node_ip_address="127.0.0.1")
+                break
+            except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception for this
+                if attempt == 2 or "timed out during startup" not in str(exc):
+                    raise
+                ray.shutdown()
         config = IndexConfig(db=str(db), model=args.model, precision=args.precision,
                              sampling={"fps": args.fps, "decode": args.decode}, store_frames=True,
                              runtime={"decode_cpus": 0.01, "sink_cpus": 0.01, "encode_batch": args.encode_batch,
