@@ -66,6 +66,8 @@ class RuntimeConfig(BaseModel):
     inflight_per_stream: int = Field(2, ge=1, description="frame batches requested ahead per stream")
     torch_threads: int = Field(2, ge=1, description="torch threads in the encode actor")
     decode_cpus: float = Field(0.25, gt=0, description="Ray CPUs per decode actor (I/O bound)")
+    streams_per_decoder: int = Field(1, ge=1, description="streams whose decoders share one process (a decode "
+                                     "host, a thread per stream); 1: a process per stream. Many live streams: 8-32")
     sink_cpus: float = Field(0.1, gt=0, description="Ray CPUs per sink actor")
     encode_cpus: float = Field(1.0, gt=0, description="Ray CPUs for the encode actor")
     actor_restarts: int = Field(3, ge=0, description="Ray restarts of the encode and sink actors after a crash")

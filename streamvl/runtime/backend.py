@@ -10,7 +10,8 @@ as calls to a Ray actor do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 from streamvl.errors import StreamvlError
@@ -81,6 +82,85 @@ class BatchPuller:
         meta = BatchMeta(batch.stream_id, batch.seq, len(batch), last, batch.final, first_index=batch.first_index,
                          last_wallclock=wall, events=batch.events)
         return meta, batch
+
+    def close(self) -> None:
+        """End the source (a generator's `finally` closes its connection); safe to call twice."""
+        source, self._iter = self._iter, None
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+@dataclass
+class _Slot:
+    puller: BatchPuller
+    turn: int = 0  # ticket of the call whose turn it is
+    busy: bool = False
+    closed: bool = False
+    done: threading.Condition = field(default_factory=threading.Condition)
+
+
+class PullerHost:
+    """Several streams' BatchPullers in one process, called from a pool of threads.
+
+    A thread pool may start calls in any order, even a stream's first request before its open:
+    a request waits until its stream is opened (or closed), and each carries a ticket (0, 1, 2,
+    ... per stream) and waits for its turn, so a stream's calls run one at a time in the order
+    the driver made them. Closing a stream ends its source now, or when its running call returns."""
+
+    OPEN_WAIT_S = 60.0
+
+    def __init__(self) -> None:
+        self._slots: dict[str, _Slot] = {}
+        self._closed: dict[str, str] = {}  # key -> stream id of every stream closed here
+        self._changed = threading.Condition()
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def open(self, key: str, open_batches: Callable[[], Iterator[FrameBatch]], stream_id: str) -> None:
+        with self._changed:
+            if key not in self._closed:  # closed before its open arrived: stays closed
+                self._slots[key] = _Slot(BatchPuller(stream_id, open_batches))
+                self._changed.notify_all()
+
+    def next(self, key: str, ticket: int) -> tuple[BatchMeta, FrameBatch | None]:
+        with self._changed:
+            self._changed.wait_for(lambda: key in self._slots or key in self._closed, timeout=self.OPEN_WAIT_S)
+            slot = self._slots.get(key)
+        if slot is None:
+            return self._closed_meta(self._closed.get(key, key), ticket)
+        with slot.done:
+            slot.done.wait_for(lambda: slot.turn == ticket or slot.closed)
+            if slot.closed:
+                return self._closed_meta(slot.puller.stream_id, ticket)
+            slot.busy = True
+        try:
+            return slot.puller.next()
+        finally:
+            with slot.done:
+                slot.busy = False
+                slot.turn += 1
+                slot.done.notify_all()
+                if slot.closed:
+                    slot.puller.close()
+
+    def close(self, key: str) -> None:
+        with self._changed:
+            slot = self._slots.pop(key, None)
+            self._closed[key] = slot.puller.stream_id if slot is not None else key
+            self._changed.notify_all()
+        if slot is None:
+            return
+        with slot.done:
+            slot.closed = True
+            slot.done.notify_all()
+            if not slot.busy:
+                slot.puller.close()
+
+    @staticmethod
+    def _closed_meta(stream_id: str, ticket: int) -> tuple[BatchMeta, None]:
+        return BatchMeta(stream_id, ticket, 0, None, True, "decoder closed"), None
 
 
 class Backend(Protocol):

@@ -22,6 +22,7 @@ from streamvl.config import IndexConfig
 from streamvl.runtime.actors import DecodeActor
 from streamvl.runtime.encoders import EncoderPool
 from streamvl.runtime.backend import Ref, TaskFailed
+from streamvl.runtime.decode_hosts import HostedDecoder, HostPool
 from streamvl.runtime.sinks import SinkPool, first_line, kill_all
 from streamvl.storage.store import STREAMS
 from streamvl.types import StreamEvent, StreamInfo, StreamState
@@ -61,6 +62,8 @@ class RayBackend:
         self.sampling = config.sampling
         self._decoders: dict[int, Decoder] = {}
         self._cpu_budget = 0.0
+        # runtime.streams_per_decoder > 1: decoders share host processes (streamvl.runtime.decode_hosts)
+        self.hosts = HostPool(config, self._decode_cpus) if config.runtime.streams_per_decoder > 1 else None
 
     def start(self) -> dict[str, Any]:
         rt = self.config.runtime
@@ -84,7 +87,9 @@ class RayBackend:
         return self.pool.keys()
 
     def start_decoder(self, info: StreamInfo, first_index: int, start_after: float | None, resume,
-                      encoder: str) -> Decoder:
+                      encoder: str) -> Decoder | HostedDecoder:
+        if self.hosts is not None:  # shared decode hosts are placed by Ray, not beside the encoder
+            return self.hosts.start(info, self.sampling, first_index, start_after, resume)
         cpus = self._decode_cpus()
         node = self.pool.node_of(encoder)
         strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else self.config.runtime.placement
@@ -96,14 +101,19 @@ class RayBackend:
 
     def _decode_cpus(self) -> float:
         """runtime.decode_cpus, or half of what the budget has left when that is less."""
-        free = self._cpu_budget - sum(d.cpus for d in self._decoders.values())
+        hosts = self.hosts.reserved_cpus() if self.hosts is not None else 0.0
+        free = self._cpu_budget - hosts - sum(d.cpus for d in self._decoders.values())
         return max(0.01, min(self.config.runtime.decode_cpus, round(free / 2, 2)))
 
-    def stop_decoder(self, decoder: Decoder) -> None:
-        if self._decoders.pop(id(decoder), None) is not None:
+    def stop_decoder(self, decoder: Decoder | HostedDecoder) -> None:
+        if isinstance(decoder, HostedDecoder):
+            self.hosts.stop(decoder)
+        elif self._decoders.pop(id(decoder), None) is not None:
             ray.kill(decoder.actor, no_restart=True)
 
-    def next_batch(self, decoder: Decoder) -> tuple[Ref, Ref]:
+    def next_batch(self, decoder: Decoder | HostedDecoder) -> tuple[Ref, Ref]:
+        if isinstance(decoder, HostedDecoder):
+            return self.hosts.next_batch(decoder)
         return tuple(decoder.actor.next_batch.remote())
 
     # -- encoder and sinks ---------------------------------------------------------------------
@@ -164,6 +174,9 @@ class RayBackend:
                     break
 
     def close(self) -> None:
-        """Kill every decoder, the encoders and the sinks of this run."""
-        kill_all([d.actor for d in self._decoders.values()] + self.sinks.all() + self.pool.all())
+        """Kill every decoder and decode host, the encoders and the sinks of this run."""
+        hosts = self.hosts.actors() if self.hosts is not None else []
+        kill_all([d.actor for d in self._decoders.values()] + hosts + self.sinks.all() + self.pool.all())
         self._decoders.clear()
+        if self.hosts is not None:
+            self.hosts.clear()
