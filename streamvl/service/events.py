@@ -28,6 +28,7 @@ def event_out(row: dict[str, Any]) -> dict[str, Any]:
     keys = ("event_id", "watch_id", "stream_id", "start", "end", "peak_score", "peak_time", "status", "opened_at", "updated_at")
     out = {k: row[k] for k in keys} | {"id": feed_cursor(row)}
     out["thumbnail_url"] = f"/api/v1/streams/{row['stream_id']}/thumbnail.jpg?t={row['peak_time']:.3f}"
+    out["steps"] = row.get("steps")  # a sequence watch's: each step's clip and score
     return out
 
 
