@@ -177,7 +177,7 @@ def test_live_watch_fires_once_per_episode_through_kill_9_to_sse_and_webhook(tmp
                              timeout=120)
         assert add.returncode == 0, add.stderr[-3000:]
         wait_for(lambda: CLIPS in store.table_names() and store.count(CLIPS) > 0, "the first clips", job, logs[0])
-        server = Server(str(db), log=tmp_path / "serve.log").start()
+        server = Server(str(db), log=tmp_path / "serve.log").start(timeout_s=600)  # model warm-up on a loaded machine
         sse = SseClient(server.url)
 
         # kill -9 while an event is open (mid-episode): its rows may be committed without their event
