@@ -101,6 +101,26 @@ def red_runs(store: Store) -> list[tuple[float, float, int]]:
     return [(r[0], r[-1], len(r)) for r in runs]
 
 
+def start_ready_job(db: Path, cfg: Path, log: Path, attempts: int = 3, timeout: float = 600.0) -> subprocess.Popen:
+    """`serve-index` started and waited for until it serves (its "serving DB" line). A job that exits
+    before it gets there (its local Ray timed out starting: raylet registration has a fixed 30 s
+    limit, which a machine at load 100+ exceeds) is started again; what the test is about begins
+    only once a job serves."""
+    for attempt in range(1, attempts + 1):
+        path = log.with_name(f"{log.stem}-start{attempt}{log.suffix}") if attempt > 1 else log
+        job = start_job(db, cfg, path)
+        deadline = time.monotonic() + timeout
+        while job.poll() is None and time.monotonic() < deadline:
+            if "serving " in path.read_text(errors="replace"):
+                return job
+            time.sleep(0.5)
+        left = kill_job(job)  # a job that exited may leave Ray processes in its session
+        assert not left, f"processes of a failed serve-index still alive: {left}"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"serve-index not serving after {timeout:.0f}s:\n{_tail(path)}")
+    raise AssertionError(f"serve-index exited before serving in {attempts} attempts:\n{_tail(path)}")
+
+
 class SseClient:
     """Reads /api/v1/events/stream in a thread from the start, as a browser's EventSource does: when
     the connection drops (a read timeout on a loaded machine), it reconnects with Last-Event-ID, so
@@ -170,7 +190,7 @@ def test_live_watch_fires_once_per_episode_through_kill_9_to_sse_and_webhook(tmp
     jobs, server, sse = [], None, None
     try:
         camera.push(camera_video(tmp_path / "cam.mp4", LOOP_S, (EPISODE,)), SID)  # returns once a client sees it play
-        job = start_job(db, cfg, logs[0])
+        job = start_ready_job(db, cfg, logs[0])
         jobs.append(job)
         add = subprocess.run([str(BIN / "streamvl"), "streams", "add", camera.url(SID), "--db", str(db), "--id", SID,
                               "--transport", "udp", "--fps", str(FPS)], env=ENV, capture_output=True, text=True,
@@ -187,7 +207,7 @@ def test_live_watch_fires_once_per_episode_through_kill_9_to_sse_and_webhook(tmp
         assert not survivors, f"processes of the killed job still alive: {survivors}"
         before = tables.watch_events(wid)
         t_restart = time.time()
-        job = start_job(db, cfg, logs[1])
+        job = start_ready_job(db, cfg, logs[1])
         jobs.append(job)
 
         def new_closed():
