@@ -101,7 +101,7 @@ def red_runs(store: Store) -> list[tuple[float, float, int]]:
     return [(r[0], r[-1], len(r)) for r in runs]
 
 
-def start_ready_job(db: Path, cfg: Path, log: Path, attempts: int = 3, timeout: float = 600.0) -> subprocess.Popen:
+def start_ready_job(db: Path, cfg: Path, log: Path, attempts: int = 6, timeout: float = 600.0) -> subprocess.Popen:
     """`serve-index` started and waited for until it serves (its "serving DB" line). A job that exits
     before it gets there (its local Ray timed out starting: raylet registration has a fixed 30 s
     limit, which a machine at load 100+ exceeds) is started again; what the test is about begins
@@ -118,6 +118,7 @@ def start_ready_job(db: Path, cfg: Path, log: Path, attempts: int = 3, timeout: 
         assert not left, f"processes of a failed serve-index still alive: {left}"
         if time.monotonic() >= deadline:
             raise AssertionError(f"serve-index not serving after {timeout:.0f}s:\n{_tail(path)}")
+        time.sleep(15.0)  # let the load that starved its Ray pass
     raise AssertionError(f"serve-index exited before serving in {attempts} attempts:\n{_tail(path)}")
 
 
