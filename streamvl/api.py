@@ -259,30 +259,63 @@ def _indexed_adapters(db: str) -> list[str]:
 
 def watch_add(db: str, text: str, *, streams: Sequence[str] = (), threshold: float = 0.25, webhook: str | None = None,
               name: str | None = None, adapters: Sequence[str] | None = None, quiet_s: float | None = None,
-              model: str | None = None, adapter_options: dict | None = None) -> str:
+              model: str | None = None, adapter_options: dict | None = None, then: Sequence[str] = (),
+              within: float | None = None) -> str:
     """Add a watch on `db`: TEXT embedded once per adapter (default: every adapter in the clips table);
-    every clip row committed from now on is scored against it. Returns the watch id."""
+    every clip row committed from now on is scored against it. Returns the watch id.
+
+    then (with within, seconds): a sequence watch, firing when each `then` text follows the step
+    before it within `within` seconds on one stream (streamvl.search.sequence_watches)."""
     from streamvl.search.watches import embed_watch_texts
 
     checks.existing_db(db)
     text = checks.search_text(text)
-    if not -1.0 <= float(threshold) <= 1.0:
-        raise ConfigError(f"threshold is a cosine score in [-1, 1], got {threshold}")
-    if webhook is not None and not webhook.startswith(("http://", "https://")):
-        raise ConfigError(f"webhook must be an http(s) URL, got {webhook!r}")
-    if quiet_s is not None and not quiet_s >= 0:
-        raise ConfigError(f"quiet_s must be >= 0, got {quiet_s}")
+    if then or within is not None:
+        return _sequence_watch_add(db, [text, *then], within, streams=streams, threshold=threshold, webhook=webhook,
+                                   name=name, adapters=adapters, quiet_s=quiet_s, model=model,
+                                   adapter_options=adapter_options)
+    _check_watch_options(threshold, webhook, quiet_s)
     [vectors] = embed_watch_texts([text], db, list(adapters or _indexed_adapters(db)), model=model,
                                   adapter_options=adapter_options)
     return _watch_tables(db).add_watch(text, vectors, name=name, streams=list(streams), threshold=threshold,
                                        webhook=webhook, quiet_s=quiet_s)
 
 
+def _sequence_watch_add(db: str, texts: list[str], within: float | None, *, streams, threshold, webhook, name,
+                        adapters, quiet_s, model, adapter_options) -> str:
+    """watch_add for a sequence: every step embedded per adapter (one text-tower call per adapter)."""
+    from streamvl.search.sequences import check_query
+    from streamvl.search.watches import embed_watch_texts
+
+    texts = [texts[0], *(checks.search_text(t) for t in texts[1:])]
+    check_query(len(texts), within, 1)
+    _check_watch_options(threshold, webhook, quiet_s)
+    adapters = list(adapters or _indexed_adapters(db))
+    per_text = embed_watch_texts(texts, db, adapters, model=model, adapter_options=adapter_options)
+    vectors = {a: [v[a] for v in per_text] for a in adapters}
+    return _watch_tables(db).add_sequence_watch(texts, vectors, within_s=float(within), name=name, streams=list(streams),
+                                                threshold=threshold, webhook=webhook, quiet_s=quiet_s)
+
+
+def _check_watch_options(threshold: float, webhook: str | None, quiet_s: float | None) -> None:
+    if not -1.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"threshold is a cosine score in [-1, 1], got {threshold}")
+    if webhook is not None and not webhook.startswith(("http://", "https://")):
+        raise ConfigError(f"webhook must be an http(s) URL, got {webhook!r}")
+    if quiet_s is not None and not quiet_s >= 0:
+        raise ConfigError(f"quiet_s must be >= 0, got {quiet_s}")
+
+
+_SEQUENCE_COLUMNS = ("embedding", "adapter", "then_texts", "then_embeddings", "within_s")
+
+
 def watches(db: str, include_removed: bool = False) -> list[dict]:
-    """The watches of `db`, one dict per watch (adapters listed; no embeddings), oldest first."""
+    """The watches of `db`, one dict per watch (adapters listed; no embeddings), oldest first.
+    A sequence watch lists its later steps as `then` and its gap as `within` (a plain one: [], None)."""
     by_id: dict[str, dict] = {}
     for r in _watch_tables(db).watch_rows(active_only=not include_removed):
-        w = by_id.setdefault(r["watch_id"], {k: v for k, v in r.items() if k not in ("embedding", "adapter")} | {"adapters": []})
+        w = by_id.setdefault(r["watch_id"], {k: v for k, v in r.items() if k not in _SEQUENCE_COLUMNS}
+                             | {"adapters": [], "then": list(r.get("then_texts") or []), "within": r.get("within_s")})
         w["adapters"].append(r["adapter"])
     return list(by_id.values())
 
@@ -300,10 +333,12 @@ def watch_events(db: str, watch_id: str | None = None, since=None) -> list[dict]
 
 def watch_test(db: str, text: str, *, adapter: str = "meanpool", thresholds: Sequence[float] | None = None,
                quiet_s: float | None = None, streams: Sequence[str] = (), top: int = 5,
-               model: str | None = None, adapter_options: dict | None = None):
+               model: str | None = None, adapter_options: dict | None = None, then: Sequence[str] = (),
+               within: float | None = None):
     """Run TEXT as a watch over what `db` already holds: events per threshold and the best clips
     (streamvl.search.watches.DryRun), to choose a threshold from your own data. Reads every clip
-    row of the adapter (and streams): a full scan, meant for an interactive check."""
+    row of the adapter (and streams): a full scan, meant for an interactive check. With then and
+    within: the sequence watch (its top are the best chains, with each step)."""
     import numpy as np
 
     from streamvl.search.query import open_store
@@ -312,12 +347,25 @@ def watch_test(db: str, text: str, *, adapter: str = "meanpool", thresholds: Seq
 
     checks.existing_db(db)
     text = checks.search_text(text)
-    [vectors] = embed_watch_texts([text], db, [adapter], model=model, adapter_options=adapter_options)
+    texts = [text, *(checks.search_text(t) for t in then)]
+    if then or within is not None:
+        from streamvl.search.sequences import check_query
+
+        check_query(len(texts), within, 1)
+    per_text = embed_watch_texts(texts, db, [adapter], model=model, adapter_options=adapter_options)
+    vectors = per_text[0]
     rows = open_store(str(db)).read(CLIPS, clip_filter(adapter, list(streams) or None),
                                     ["stream_id", "start", "end", "embedding"])
     n = rows.num_rows
     emb = (rows["embedding"].combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(n, -1)
            if n else np.zeros((0, len(vectors[adapter])), np.float32))
+    if len(texts) > 1:
+        from streamvl.search.sequence_watches import sequence_dry_run
+
+        return sequence_dry_run(rows["stream_id"].to_pylist() if n else [], rows["start"].to_pylist() if n else [],
+                                rows["end"].to_pylist() if n else [], emb, [v[adapter] for v in per_text], texts,
+                                within_s=float(within), thresholds=thresholds, top=top, adapter=adapter,
+                                quiet_s=DEFAULT_QUIET_S if quiet_s is None else quiet_s)
     return dry_run(rows["stream_id"].to_pylist() if n else [], rows["start"].to_pylist() if n else [],
                    rows["end"].to_pylist() if n else [], emb, vectors[adapter], adapter=adapter, thresholds=thresholds,
                    quiet_s=DEFAULT_QUIET_S if quiet_s is None else quiet_s, top=top)

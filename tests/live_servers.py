@@ -27,6 +27,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_udp_block(count: int, low: int = 20_100, high: int = 32_000, tries: int = 200) -> int:
+    """The even first port of `count` consecutive UDP ports on 127.0.0.1 that nothing holds now,
+    from a random place below the kernel's ephemeral range (32768+). rtsp-server-perl takes its RTP
+    ports from such a block (2 per source and per client SETUP); its default, 20000 for every
+    instance, made a second server (a rerun, another test) fail to receive its camera."""
+    import random
+
+    for _ in range(tries):
+        base = random.randrange(low, high - count) & ~1
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {count} free consecutive UDP ports in {low}..{high}")
+
+
+def probe_rtsp(url: str, timeout: float = 20.0, transport: str = "udp") -> bool:
+    """True once `url` gives a decoded video frame (PyAV) within `timeout` seconds: the camera is
+    really playing, not just announced."""
+    import av
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with av.open(url, options={"rtsp_transport": transport, "stimeout": "3000000", "timeout": "3000000"},
+                         timeout=(5.0, 3.0)) as box:
+                for _ in box.decode(video=0):
+                    return True
+        except (av.error.FFmpegError, OSError):
+            time.sleep(0.3)
+    return False
+
+
 def wait_listening(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -83,33 +124,68 @@ class RtspServer:
     """rtsp-server-perl on 127.0.0.1; `push(video)` starts an ffmpeg that loops the video into a
     mount (real time, stream copy), `stop_push()` ends it (the stream stalls for its readers)."""
 
+    RTP_PORTS = 200  # the server's UDP block: 2 ports per source stream and per client SETUP (reconnects add some)
+
     def __init__(self, log_dir: Path) -> None:
-        self.client_port, self.source_port = free_port(), free_port()
+        self.client_port = self.source_port = self.rtp_port = 0
         self.log_dir = log_dir
         self.server: subprocess.Popen | None = None
         self.pushers: dict[str, subprocess.Popen] = {}
 
-    def start(self) -> "RtspServer":
-        log = open(self.log_dir / "rtsp-server.log", "wb")
-        self.server = spawn(
-            [RTSP_SERVER, "--clientport", str(self.client_port), "--serverport", str(self.source_port),
-             "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1", "--loglevel", "2"],
-            stdout=log, stderr=subprocess.STDOUT)
-        wait_listening(self.client_port)
-        wait_listening(self.source_port)
-        return self
+    def start(self, attempts: int = 5, timeout: float = 15.0) -> "RtspServer":
+        """Start on ports the OS has free now (TCP ports from free_port, an RTP block from
+        free_udp_block), and wait until this process listens on both TCP ports; a port taken in the
+        meantime makes the server exit, and it is started again on fresh ports."""
+        for attempt in range(1, attempts + 1):
+            self.client_port, self.source_port = free_port(), free_port()
+            self.rtp_port = free_udp_block(self.RTP_PORTS)
+            log = open(self.log_dir / "rtsp-server.log", "ab")
+            self.server = spawn(
+                [RTSP_SERVER, "--clientport", str(self.client_port), "--serverport", str(self.source_port),
+                 "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1", "--loglevel", "2",
+                 "--rtp_start_port", str(self.rtp_port)],
+                stdout=log, stderr=subprocess.STDOUT)
+            if self._owns_ports(timeout):
+                return self
+            _stop(self.server)
+        raise RuntimeError(f"rtsp-server-perl did not start in {attempts} attempts; see {self.log_dir / 'rtsp-server.log'}")
+
+    def _owns_ports(self, timeout: float) -> bool:
+        """True once the server process itself listens on its client and source ports."""
+        import psutil
+
+        want = {self.client_port, self.source_port}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.server.poll() is None:
+            try:
+                conns = psutil.Process(self.server.pid).net_connections(kind="tcp")
+            except psutil.Error:
+                conns = []
+            if want <= {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}:
+                return True
+            time.sleep(0.05)
+        return False
 
     def url(self, mount: str) -> str:
         return f"rtsp://127.0.0.1:{self.client_port}/{mount}"
 
-    def push(self, video: Path, mount: str, wait: bool = True) -> None:
+    def push(self, video: Path, mount: str, wait: bool = True, attempts: int = 3) -> None:
+        """Loop `video` into `mount` in real time. wait: return once a client decodes a frame from the
+        mount (probe_rtsp), starting the publisher again if it did not get there (a file with a short
+        GOP, e.g. make_video(gop=fps), gives a client its first picture within a second)."""
+        for _ in range(attempts):
+            self._spawn_pusher(video, mount)
+            if not wait or probe_rtsp(self.url(mount)):
+                return
+            self.stop_push(mount)
+        raise RuntimeError(f"camera {mount!r} did not start in {attempts} attempts; see {self.log_dir}/push-{mount}.log")
+
+    def _spawn_pusher(self, video: Path, mount: str) -> None:
         log = open(self.log_dir / f"push-{mount}.log", "ab")
         self.pushers[mount] = spawn(
             [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(video), "-c", "copy",
              "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/{mount}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        if wait:
-            time.sleep(1.0)  # ANNOUNCE/RECORD done and the first packets flowing
 
     def stop_push(self, mount: str) -> None:
         _stop(self.pushers.pop(mount, None))

@@ -99,6 +99,7 @@ def make_video(
     options: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,
     noise: float = 2.0,
+    episodes: tuple[tuple[float, float, tuple[int, int, int]], ...] = (),
 ) -> VideoSpec:
     """Write a test video with PyAV; container from the suffix unless given.
 
@@ -111,7 +112,10 @@ def make_video(
     2 px per frame (50 px/s at 25 fps) across it.
     vfr: irregular timestamps from `vfr_times` (time base 1/1000).
     rotation: display rotation in degrees counter-clockwise (phone-style metadata).
-    gop: keyframe interval in frames (codec default if None).
+    gop: keyframe interval in frames (codec default if None; a live camera wants a short one, so a
+    client that joins mid-stream gets its first picture soon).
+    episodes: (start s, end s, rgb): frames in [start, end) are painted that colour over the pattern
+    (things a watch should fire on, with a known truth).
     """
     path = Path(path)
     fmt = container or _CONTAINER_FOR_SUFFIX.get(path.suffix.lower())
@@ -154,6 +158,10 @@ def make_video(
                 img[:, w // 2 :] = 235
             else:
                 raise ValueError(f"unknown pattern {pattern!r}")
+            for a, b, rgb in episodes:
+                if a <= t < b:
+                    img = np.empty((h, w, 3), np.uint8)
+                    img[:] = rgb
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = int(round(t / time_base))
             frame.time_base = time_base

@@ -25,10 +25,12 @@ def watch() -> None:
 @click.option("--name", help="a short name (default: the text)")
 @click.option("--quiet", "quiet_s", type=float, help="seconds without a match that close an event (default 4)")
 @click.option("--adapter", "adapters", multiple=True, help="adapters to embed TEXT for (default: every indexed one)")
-def add(text, db, streams, threshold, webhook, name, quiet_s, adapters) -> None:
-    """Add a watch for TEXT; prints its id."""
+@click.option("--then", "then", multiple=True, help="a sequence watch: fires when this follows TEXT (repeatable, in order)")
+@click.option("--within", type=float, help="with --then: the longest gap in seconds between one step and the next")
+def add(text, db, streams, threshold, webhook, name, quiet_s, adapters, then, within) -> None:
+    """Add a watch for TEXT (or for TEXT --then B ... --within S); prints its id."""
     wid = api.watch_add(db, text, streams=streams, threshold=threshold, webhook=webhook, name=name, quiet_s=quiet_s,
-                        adapters=list(adapters) or None)
+                        adapters=list(adapters) or None, then=list(then), within=within)
     click.echo(wid)
 
 
@@ -45,7 +47,8 @@ def list_(db, include_removed, as_json) -> None:
     for w in rows:
         where = ",".join(w["streams"]) or "*"
         state = "" if w["active"] else "  (removed)"
-        line(f"{w['watch_id']}  {w['threshold']:.3f}  {where}  {w['name']}{state}")
+        steps = f"  [{' -> '.join([w['text'], *w['then']])} within {w['within']:g}s]" if w.get("then") else ""
+        line(f"{w['watch_id']}  {w['threshold']:.3f}  {where}  {w['name']}{steps}{state}")
 
 
 @watch.command(name="remove")
@@ -64,10 +67,13 @@ def remove(watch_id, db) -> None:
 @click.option("--threshold", "thresholds", multiple=True, type=float, help="thresholds to try (default: score quantiles)")
 @click.option("--quiet", "quiet_s", type=float, help="seconds without a match that close an event (default 4)")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=0))
-def test(text, db, adapter, streams, thresholds, quiet_s, top) -> None:
-    """Run TEXT as a watch over what is indexed: events each threshold would have fired, and the top matches."""
+@click.option("--then", "then", multiple=True, help="test a sequence watch: TEXT, then this (repeatable, in order)")
+@click.option("--within", type=float, help="with --then: the longest gap in seconds between one step and the next")
+def test(text, db, adapter, streams, thresholds, quiet_s, top, then, within) -> None:
+    """Run TEXT (or TEXT --then B ... --within S) as a watch over what is indexed: events each threshold
+    would have fired, and the top matches."""
     result = api.watch_test(db, text, adapter=adapter, streams=streams, thresholds=list(thresholds) or None,
-                            quiet_s=quiet_s, top=top)
+                            quiet_s=quiet_s, top=top, then=list(then), within=within)
     line(f"{result.clips} clips scored")
     line("threshold  events")
     for th, n in sorted(result.counts.items()):
@@ -75,4 +81,6 @@ def test(text, db, adapter, streams, thresholds, quiet_s, top) -> None:
     if result.top:
         line("top matches:")
     for m in result.top:
-        line(f"{m.score:7.4f}  {m.stream_id}  {m.start:8.2f}-{m.end:<8.2f}")
+        steps = "  " + " -> ".join(f"{s.text!r} {s.start:.2f}-{s.end:.2f} ({s.score:.4f})" for s in m.steps) \
+            if getattr(m, "steps", ()) else ""
+        line(f"{m.score:7.4f}  {m.stream_id}  {m.start:8.2f}-{m.end:<8.2f}{steps}")

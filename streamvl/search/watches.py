@@ -66,9 +66,11 @@ class Watch:
 
     @staticmethod
     def from_rows(rows: Iterable[Mapping[str, Any]], quiet_s: float = DEFAULT_QUIET_S) -> list["Watch"]:
-        """Watches from `watches` rows (one per watch and adapter), in the rows' order."""
+        """Plain watches from `watches` rows (one per watch and adapter), in the rows' order."""
         by_id: dict[str, dict[str, Any]] = {}
         for r in rows:
+            if r.get("then_texts"):  # a sequence watch: streamvl.search.sequence_watches
+                continue
             w = by_id.setdefault(r["watch_id"], {"row": r, "vectors": {}})
             w["vectors"][r["adapter"]] = _unit(np.asarray(r["embedding"], np.float32))
         return [Watch(wid, w["row"]["text"], float(w["row"]["threshold"]), frozenset(w["row"]["streams"] or ()),
@@ -229,7 +231,7 @@ class Watcher:
         self.matcher = WatchMatcher(watches)
         self._quiet.update({w.watch_id: w.quiet_s for w in watches})
         if self._loaded_at is None:
-            self.builder.restore(tables.watch_events())
+            self.builder.restore(e for e in tables.watch_events() if e.get("steps") is None)  # sequence events: not ours
             self._catch_up = True
         self._loaded_at = self._clock()
 

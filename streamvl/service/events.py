@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any, AsyncIterator, Callable
 
 from fastapi.concurrency import run_in_threadpool
@@ -28,6 +29,7 @@ def event_out(row: dict[str, Any]) -> dict[str, Any]:
     keys = ("event_id", "watch_id", "stream_id", "start", "end", "peak_score", "peak_time", "status", "opened_at", "updated_at")
     out = {k: row[k] for k in keys} | {"id": feed_cursor(row)}
     out["thumbnail_url"] = f"/api/v1/streams/{row['stream_id']}/thumbnail.jpg?t={row['peak_time']:.3f}"
+    out["steps"] = row.get("steps")  # a sequence watch's: each step's clip and score
     return out
 
 
@@ -41,15 +43,16 @@ async def sse_feed(tables: WatchTables, cursor: str | None, disconnected: Callab
     """Events after `cursor` as SSE messages, then new ones as they are stored, until the client goes.
     A comment line every HEARTBEAT_S keeps proxies from closing an idle stream."""
     yield "retry: 1000\n\n"
-    idle = 0.0
+    sent = time.monotonic()  # wall time, not poll rounds: a slow table read must not stretch the heartbeat
     while not await disconnected():
         rows = await run_in_threadpool(tables.events_after, cursor)
         for row in rows:
             yield _sse(row)
             cursor = feed_cursor(row)
-        idle = 0.0 if rows else idle + poll_s
-        if idle >= HEARTBEAT_S:
-            idle = 0.0
+        if rows:
+            sent = time.monotonic()
+        elif time.monotonic() - sent >= HEARTBEAT_S:
+            sent = time.monotonic()
             yield ": keep-alive\n\n"
         await asyncio.sleep(poll_s)
 

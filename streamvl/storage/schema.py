@@ -68,7 +68,15 @@ def _schema(fields: Sequence[pa.Field], meta: Mapping[str, str] | None) -> pa.Sc
 # frames: an optional small JPEG of the frame (streamvl.pipeline.thumbnails), appended by the encode stage
 THUMBNAIL = pa.field("thumbnail", pa.binary())
 # Nullable columns added after a table's first version: a write that carries one adds it to an older table.
-LATER_COLUMNS: dict[str, tuple[pa.Field, ...]] = {"frames": (THUMBNAIL,)}
+# sequence watches (streamvl.search.sequence_watches): the steps after the first (texts, embeddings
+# as the row's adapter makes them), the longest gap between steps; an event's clip per step
+THEN_TEXTS = pa.field("then_texts", pa.list_(pa.string()))
+THEN_EMBEDDINGS = pa.field("then_embeddings", pa.list_(pa.list_(pa.float32())))
+WITHIN_S = pa.field("within_s", pa.float64())
+STEPS = pa.field("steps", pa.list_(pa.struct([("text", pa.string()), ("start", pa.float64()), ("end", pa.float64()),
+                                              ("score", pa.float64())])))
+LATER_COLUMNS: dict[str, tuple[pa.Field, ...]] = {"frames": (THUMBNAIL,), "watches": (THEN_TEXTS, THEN_EMBEDDINGS, WITHIN_S),
+                                                  "watch_events": (STEPS,)}
 
 
 def frames_schema(dim: int, meta: Mapping[str, str] | None = None) -> pa.Schema:
@@ -139,22 +147,26 @@ def stream_requests_schema() -> pa.Schema:
 
 def watches_schema(dim: int) -> pa.Schema:
     """Standing queries: one row per (watch, adapter), the text embedded by that adapter.
-    streams: the stream filter (empty: every stream); active false once removed (its events stay)."""
+    streams: the stream filter (empty: every stream); active false once removed (its events stay).
+    A sequence watch ("text, then then_texts[0], ... each within within_s") also holds its later
+    steps' embeddings; a plain watch has those three null."""
     return pa.schema([_req("watch_id", pa.string()), _req("adapter", pa.string()), _req("name", pa.string()),
                       _req("text", pa.string()), embedding_field(dim), _req("streams", pa.list_(pa.string())),
                       _req("threshold", pa.float64()), pa.field("webhook", pa.string()), pa.field("quiet_s", pa.float64()),
-                      _req("created_at", pa.timestamp("us", tz="UTC")), _req("active", pa.bool_())])
+                      _req("created_at", pa.timestamp("us", tz="UTC")), _req("active", pa.bool_()),
+                      THEN_TEXTS, THEN_EMBEDDINGS, WITHIN_S])
 
 
 def events_schema() -> pa.Schema:
     """Watch events, keyed by (watch, stream, start of the first matching window) so a replay
     rewrites the same row. end/peak grow while later windows extend it; status open -> closed.
-    event_id is a digest of the key; opened_at (first write) orders the SSE feed."""
+    event_id is a digest of the key; opened_at (first write) orders the SSE feed. steps: a sequence
+    watch's clip per step (text, start, end, score); null for a plain watch."""
     return pa.schema([_req("watch_id", pa.string()), _req("stream_id", pa.string()), _req("start", pa.float64()),
                       _req("end", pa.float64()), _req("peak_score", pa.float64()), _req("peak_time", pa.float64()),
                       _req("status", pa.string()), _req("event_id", pa.string()), _req("adapter", pa.string()),
                       _req("opened_at", pa.timestamp("us", tz="UTC")), _req("updated_at", pa.timestamp("us", tz="UTC")),
-                      pa.field("wallclock", pa.float64())])
+                      pa.field("wallclock", pa.float64()), STEPS])
 
 
 def deliveries_schema() -> pa.Schema:

@@ -86,8 +86,9 @@ class TableSink:
     """Writes to one table of a store and keeps it in shape (see the module docstring).
 
     The `streams` sink also writes `stream_events` and compacts both. The `clips` sink scores each
-    committed batch against the active watches (streamvl.search.watches.Watcher) right after its
-    commit, so events only ever describe committed rows; `watch=False` turns that off.
+    committed batch against the active watches (streamvl.search.watches.Watcher, and
+    streamvl.search.sequence_watches.SequenceWatcher for sequence watches) right after its commit,
+    so events only ever describe committed rows; `watch=False` turns that off.
     """
 
     def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None, *,
@@ -107,12 +108,15 @@ class TableSink:
             from streamvl.search.watches import Watcher
 
             self.watcher = Watcher(self.store)
+        self.sequences = self._sequence_watcher() if watch and table == CLIPS else None
 
     def write(self, data: pa.Table) -> int:
         """Upsert one batch (one commit); returns rows written."""
         rows = self.store.writer.upsert(self.table, data)
         if self.watcher is not None and rows:
             self._watch(data)
+        if self.sequences is not None and rows:
+            self._watch_sequences(data)
         self._after_write(rows)
         return rows
 
@@ -126,6 +130,20 @@ class TableSink:
             from streamvl.search.watches import Watcher
 
             self.watcher = Watcher(self.store)
+
+    def _sequence_watcher(self) -> Any:
+        from streamvl.search.sequence_watches import SequenceWatcher
+
+        return SequenceWatcher(self.store)
+
+    def _watch_sequences(self, data: pa.Table) -> None:
+        """Events of sequence watches ("A, then B within S") for the batch just committed; like _watch,
+        a failure is logged and the watcher starts over (rebuilding its state from the tables)."""
+        try:
+            self.sequences.on_commit(data)
+        except Exception as exc:  # noqa: BLE001 (the rows are committed; the watcher starts over)
+            log.warning("sequence watches: scoring a committed clips batch failed: %s", exc)
+            self.sequences = self._sequence_watcher()
 
     def record_state(self, state: StreamState) -> None:
         """Write one stream's state (the `streams` sink)."""

@@ -76,6 +76,27 @@ class WatchTables:
         self.writer.upsert(WATCHES, pa.Table.from_pylist(rows, schema=watches_schema(dim)))
         return wid
 
+    def add_sequence_watch(self, texts: Sequence[str], vectors: Mapping[str, Sequence[np.ndarray]], *, within_s: float,
+                           name: str | None = None, streams: Sequence[str] = (), threshold: float = 0.25,
+                           webhook: str | None = None, quiet_s: float | None = None, watch_id: str | None = None) -> str:
+        """Store a sequence watch: texts in order (A, then B, ...), each embedded per adapter
+        ({adapter: [vector per step]}); it fires when each step follows the one before within
+        within_s seconds (streamvl.search.sequence_watches). Returns its id."""
+        if len(texts) < 2 or not vectors or any(len(v) != len(texts) for v in vectors.values()):
+            raise StoreError(f"table {WATCHES!r}: a sequence watch needs 2+ steps and one embedding per step and adapter")
+        dims = {int(np.asarray(x).size) for v in vectors.values() for x in v}
+        handle = self.conn.open(WATCHES)
+        if len(dims) != 1 or (handle is not None and handle.schema.field("embedding").type.list_size not in dims):
+            raise StoreError(f"table {WATCHES!r}: step embeddings of {sorted(dims)} dimensions do not fit the table")
+        wid, created = watch_id or uuid.uuid4().hex[:12], now()
+        flat = lambda x: np.asarray(x, np.float32).ravel().tolist()  # noqa: E731
+        rows = [{"watch_id": wid, "adapter": a, "name": name or " -> ".join(texts)[:60], "text": texts[0],
+                 "embedding": flat(v[0]), "streams": list(streams), "threshold": float(threshold), "webhook": webhook,
+                 "quiet_s": quiet_s, "created_at": created, "active": True, "then_texts": list(texts[1:]),
+                 "then_embeddings": [flat(x) for x in v[1:]], "within_s": float(within_s)} for a, v in vectors.items()]
+        self.writer.upsert(WATCHES, pa.Table.from_pylist(rows, schema=watches_schema(dims.pop())))
+        return wid
+
     def watch_rows(self, active_only: bool = True) -> list[dict[str, Any]]:
         """Rows of `watches` (one per watch and adapter), oldest first; embeddings as float32 arrays."""
         table = self.reader.read(WATCHES, "active = true" if active_only else None)

@@ -58,7 +58,7 @@ def setup(tmp_path_factory):
     db = str(root / "db")
     index_streams(db, streams)
     receiver = Receiver(fail=1)
-    srv = Server(db, log=root / "server.log").start()
+    srv = Server(db, log=root / "server.log").start(timeout_s=600)  # model warm-up on a loaded machine
     yield db, srv, receiver
     assert srv.stop() == 0, "".join(srv.output)
     receiver.close()
@@ -124,3 +124,49 @@ def test_watch_events_reach_list_sse_and_webhook(setup):
     assert {k for k, _ in receiver.accepted} == {e["event_id"] for e in events}
     assert len(receiver.calls) >= 3  # the first POST got 503 and was retried
     assert all(body["event_id"] == key for key, body in receiver.calls)
+
+
+def test_sequence_watch_over_http_events_carry_steps_to_list_sse_and_webhook(setup):
+    """A sequence watch made through the API ("then", "within"); its events carry each step's clip
+    in the list, on the SSE feed and in the webhook body. Threshold -1: every clip matches every step,
+    so each stream completes one chain at its second clip and keeps extending it: one event each."""
+    db, srv, receiver = setup
+    with srv.client() as http:
+        for bad in ({"text": "a red star", "then": ["a blue circle"]}, {"text": "a red star", "within": 3},
+                    {"text": "a red star", "then": [" "], "within": 3}, {"text": "a", "then": ["b"], "within": 0}):
+            r = http.post("/api/v1/watches", json=bad)
+            assert r.status_code == 422, (bad, r.text)
+        r = http.post("/api/v1/watches", json={"text": "a red star", "then": ["a blue circle"], "within": 3.0,
+                                               "threshold": -1.0, "webhook": receiver.url, "quiet_s": 1.0})
+        assert r.status_code == 201, r.text
+        w = r.json()
+        assert (w["text"], w["then"], w["within"]) == ("a red star", ["a blue circle"], 3.0)
+        [listed] = [x for x in http.get("/api/v1/watches").json() if x["watch_id"] == w["watch_id"]]
+        assert listed["then"] == ["a blue circle"]
+        seen = http.get("/api/v1/events").json()
+
+        store = Store(db)
+        sink = TableSink(db, CLIPS)
+        for sid in ("s0", "s1"):
+            sink.write(store.read(CLIPS, f"stream_id = '{sid}'"))
+        events = http.get("/api/v1/events", params={"watch": w["watch_id"]}).json()
+        assert sorted(e["stream_id"] for e in events) == ["s0", "s1"]
+        for e in events:
+            a, b = e["steps"]
+            assert (a["text"], b["text"]) == ("a red star", "a blue circle")
+            # the event spans from its first chain's first step; steps are its best chain's
+            assert a["start"] < b["start"] <= a["end"] + 3.0 and e["start"] <= a["start"] and b["end"] <= e["end"]
+        sink.write(store.read(CLIPS, "stream_id = 's0'"))  # a replay adds nothing
+        assert http.get("/api/v1/events", params={"watch": w["watch_id"]}).json() == events
+        assert all(e["steps"] is None for e in seen)  # the plain watch's events have none
+
+        feed = sse_events(http, len(seen) + 2)[len(seen):]  # the feed is in opening order: these came last
+        assert sorted(d["event_id"] for _, d in feed) == sorted(e["event_id"] for e in events)
+        assert all(d["steps"] and len(d["steps"]) == 2 for _, d in feed)
+
+    want = {e["event_id"] for e in events}
+    deadline = time.monotonic() + 30
+    while not want <= {k for k, _ in receiver.accepted} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    bodies = {k: body for k, body in receiver.accepted if k in want}
+    assert set(bodies) == want and all(len(b["steps"]) == 2 for b in bodies.values())

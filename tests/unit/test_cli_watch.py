@@ -65,3 +65,29 @@ def test_watch_test_counts_events_per_threshold_and_shows_the_best_clips(db):
     assert below_best >= 1 and above_best == 0
     top = out[6].split()
     assert abs(float(top[0]) - best) < 1e-3
+
+
+def test_sequence_watch_add_list_and_bad_input(db):
+    wid = invoke("watch", "add", "a red square", "--then", "a blue circle", "--then", "a green star", "--within", "4",
+                 "--db", db, "--threshold", "0.2").stdout.strip()
+    rows = json.loads(invoke("watch", "list", "--db", db, "--json").stdout)
+    [w] = [r for r in rows if r["watch_id"] == wid]
+    assert (w["text"], w["then"], w["within"]) == ("a red square", ["a blue circle", "a green star"], 4.0)
+    assert "then_embeddings" not in w and "embedding" not in w
+    assert "[a red square -> a blue circle -> a green star within 4s]" in invoke("watch", "list", "--db", db).stdout
+    invoke("watch", "remove", wid, "--db", db)
+    for args in (["--then", "b"], ["--within", "3"], ["--then", "b", "--within", "0"]):
+        bad = invoke("watch", "add", "a", "--db", db, *args)
+        assert bad.exit_code == 2 and ("within" in bad.output.lower() or "two steps" in bad.output), bad.output
+        assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_watch_test_of_a_sequence_counts_events_and_shows_each_step(db):
+    out = invoke("watch", "test", "a blue circle", "--then", "a red square", "--within", "30", "--db", db,
+                 "--threshold", "-1", "--threshold", "1.0", "--top", "2").stdout.splitlines()
+    counts = {float(line.split()[0]): int(line.split()[1]) for line in out[2:4]}
+    assert counts == {-1.0: 2, 1.0: 0}  # at -1 every clip matches every step: one event per stream; at 1 none
+    tops = out[5:7]
+    assert len(tops) == 2 and all("'a blue circle'" in t and "-> 'a red square'" in t for t in tops)
+    starts = [[float(x.split("-")[0]) for x in t.split("'")[2::2]] for t in tops]
+    assert all(a < b for a, b in starts), starts  # B after A

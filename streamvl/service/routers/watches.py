@@ -38,7 +38,8 @@ async def add_watch(body: WatchCreate, state: ServiceState = Depends(get_state))
     try:
         wid = await run_in_threadpool(lambda: api.watch_add(state.settings.db, body.text, streams=body.stream,
                                                             threshold=body.threshold, webhook=body.webhook,
-                                                            name=body.name, quiet_s=body.quiet_s))
+                                                            name=body.name, quiet_s=body.quiet_s, then=body.then,
+                                                            within=body.within))
     except ConfigError as exc:
         raise field_error("text", exc.message, "body") from exc
     rows = await run_in_threadpool(api.watches, state.settings.db)

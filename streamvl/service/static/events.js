@@ -36,7 +36,8 @@ async function loadWatches() {
   for (const w of feed.watches.values()) {
     const chip = document.createElement("span");
     chip.className = "watch";
-    chip.textContent = `${w.name} ≥ ${w.threshold.toFixed(2)}` + (w.streams.length ? ` · ${w.streams.join(", ")}` : "");
+    const steps = (w.then && w.then.length) ? ` (${[w.text, ...w.then].join(" → ")} within ${w.within}s)` : "";
+    chip.textContent = `${w.name}${steps} ≥ ${w.threshold.toFixed(2)}` + (w.streams.length ? ` · ${w.streams.join(", ")}` : "");
     const x = document.createElement("button");
     x.type = "button";
     x.textContent = "×";
@@ -66,7 +67,29 @@ function renderEvent(ev) {
   }
   node.querySelector(".where").textContent = `${ev.stream_id} · ${clock(ev.start)}–${clock(ev.end)} · ${ev.status}`;
   node.querySelector(".score").textContent = `peak ${ev.peak_score.toFixed(3)} at ${clock(ev.peak_time)} · ${new Date(ev.opened_at).toLocaleTimeString()}`;
+  if (ev.steps && ev.steps.length) renderSteps(node, ev);
   if (fresh && !eventsVisible()) { feed.unseen += 1; renderBadge(); }
+}
+
+// A sequence watch's event: each step's time and score, with a picture of each step.
+function renderSteps(node, ev) {
+  let steps = node.querySelector(".steps");
+  if (!steps) {
+    steps = document.createElement("ol");
+    steps.className = "steps";
+    node.querySelector(".meta").append(steps);
+  }
+  steps.replaceChildren(...ev.steps.map((s) => {
+    const li = document.createElement("li");
+    const img = document.createElement("img");
+    img.alt = "";
+    img.loading = "lazy";
+    img.src = `${API}/streams/${encodeURIComponent(ev.stream_id)}/thumbnail.jpg?t=${s.start.toFixed(3)}`;
+    const label = document.createElement("span");
+    label.textContent = `${s.text} · ${clock(s.start)}–${clock(s.end)} · ${s.score.toFixed(3)}`;
+    li.append(img, label);
+    return li;
+  }));
 }
 
 // Read the SSE feed with fetch (EventSource cannot send the API key); reconnect after a drop.
