@@ -1,4 +1,7 @@
-"""One table's writer under continuous appends: idempotent upserts plus periodic upkeep.
+"""One table's writer under continuous appends: exactly-once writes plus periodic upkeep.
+
+Frames and clips are appended under write claims (storage.appender: one commit, no read of the
+table, replays looked up by key); the other tables are upserted.
 
 This is what each Ray SinkActor runs (streamvl/runtime/actors.py wraps it); it is plain Python so
 tests and bench/bench_sink_memory.py drive the same code without Ray.
@@ -34,6 +37,8 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 
 from streamvl.config import StoreConfig
+from streamvl.storage.appender import HOT_TABLES
+from streamvl.storage.lease import LEASES
 from streamvl.storage.schema import CLIPS, STREAM_EVENTS, STREAMS
 from streamvl.storage.store import Store
 from streamvl.types import StreamState
@@ -102,6 +107,11 @@ class TableSink:
         self._writes, self._last_upkeep = 0, -math.inf if upkeep_first else clock()
         self.upkeeps = 0
         self.last_upkeep: dict[str, Any] = {}
+        self.appender = None
+        if self.upkeep.append_hot_tables and table in HOT_TABLES:
+            from streamvl.storage.appender import Appender
+
+            self.appender = Appender(self.store.conn, table)
         self.watcher = None
         if watch and table == CLIPS:
             from streamvl.search.watches import Watcher
@@ -109,8 +119,15 @@ class TableSink:
             self.watcher = Watcher(self.store)
 
     def write(self, data: pa.Table) -> int:
-        """Upsert one batch (one commit); returns rows written."""
-        rows = self.store.writer.upsert(self.table, data)
+        """Write one batch (one commit): appended under write claims on frames and clips
+        (storage.appender), upserted on the other tables; returns rows written."""
+        if self.appender is None:
+            rows = self.store.writer.upsert(self.table, data)
+        else:
+            with self.store.writer.group(self.table, self.appender.commit) as group:
+                group.write(data)
+            rows = group.rows
+            self.appender.release_idle()
         if self.watcher is not None and rows:
             self._watch(data)
         self._after_write(rows)
@@ -156,6 +173,8 @@ class TableSink:
     def _upkeep(self) -> dict[str, Any]:
         self._writes, self._last_upkeep = 0, self._clock()
         tables = [self.table, STREAM_EVENTS] if self.table == STREAMS else [self.table]  # events share this sink
+        if self.appender is not None:
+            tables.append(LEASES)  # write claims add a version to it every renewal
         cfg = self.upkeep
         results = [self.store.upkeep.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,
                                               index_type=cfg.index_type, index_max_deltas=cfg.index_max_deltas)
