@@ -1,6 +1,6 @@
 """Scale-out costs, in one run: the same Arrow batches committed to a local directory and to S3.
 
-    python bench/bench_scale.py [--commits 100] [--rows 64] [--dim 512] [--latency-ms 20] [--modes append,upsert]
+    python bench/bench_scale.py [--commits 100] [--rows 64] [--dim 512] [--latency-ms 20] [--modes append,upsert,claimed]
 
 Targets (each a fresh database):
   local        a directory under /tmp (the baseline)
@@ -11,7 +11,11 @@ Targets (each a fresh database):
 Modes:
   append       lancedb table.add: one commit of new rows (the write-fragments-then-commit pattern)
   upsert       streamvl.storage.store.Store.upsert: merge_insert on the clips keys, what the sink
-               actors commit today (it reads the keys of the rows already there: grows with the table)
+               actors committed before the append path (it reads the keys of the rows already
+               there: grows with the table); still what replays and the other tables use
+  claimed      the sinks' path for frames and clips (storage/appender.py): a write group that a
+               write claim proves new is appended (one commit); claims taken and renewed in the
+               `leases` table (their commits and reads are counted here too)
 Per commit: p50/p99 latency, bytes uploaded (S3) or added on disk (local), S3 requests by method.
 After the commits: one Store.maintain (compaction), its time and requests. The first commit
 creates the table and is reported apart. Figures only; nothing is asserted.
@@ -93,6 +97,14 @@ def run(target: Target, mode: str, data: list[pa.Table]) -> dict:
                 table[0].add(batch)
             else:
                 table.append(db.create_table(CLIPS, batch))
+    elif mode == "claimed":
+        from streamvl.storage.appender import Appender
+
+        appender = Appender(store.conn, CLIPS)
+
+        def commit(batch: pa.Table, table: list) -> None:
+            with store.writer.group(CLIPS, appender.commit) as group:
+                group.write(batch)
     else:
         def commit(batch: pa.Table, table: list) -> None:
             store.upsert(CLIPS, batch)
@@ -131,7 +143,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=64, help="clip rows per commit")
     parser.add_argument("--dim", type=int, default=512, help="embedding dimension (ViT-B/32: 512; the shipped tiny model: 128)")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="added per S3 request in the modelled remote target (0: skip it)")
-    parser.add_argument("--modes", default="append,upsert")
+    parser.add_argument("--modes", default="append,upsert,claimed")
     args = parser.parse_args()
 
     data = batches(args.commits + 1, args.rows, args.dim)
@@ -160,7 +172,8 @@ def main() -> None:
                 base = base or r["p50"]
                 print(f"{target.name:<14} {mode:<7} {r['first'][0]:>8.3f} {r['p50'] * 1e3:>8.1f} {r['p99'] * 1e3:>8.1f} "
                       f"{r['last'] * 1e3:>10.1f} {r['bytes'] / 1024:>10.0f}  {fmt_requests(r['requests']):<28} "
-                      f"{r['upkeep_s']:>8.2f}  {fmt_requests(r['upkeep_requests'])}   (p50 x{r['p50'] / base:.1f} of local)")
+                      f"{r['upkeep_s']:>8.2f}  {fmt_requests(r['upkeep_requests'])}   (p50 x{r['p50'] / base:.1f} of local; "
+                      f"load {os.getloadavg()[0]:.1f})")
     finally:
         server.stop()
         os.environ.clear()
