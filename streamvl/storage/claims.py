@@ -9,6 +9,9 @@ absent, updated only when expired or already ours: Lance commits it with a condi
 one holder wins) and read back. A holder renews its claims at half their life and gives up those
 of streams it has not written for a while; one that dies leaves them until they expire (ttl_s).
 
+A claim held by a process of the same host that no longer exists (an interrupted run started
+again at once) is taken over without waiting for it to expire.
+
 A claim the holder let lapse is a new claim when taken again: someone else may have written the
 stream meanwhile, so the writer must re-read what the table holds (`acquired` says which).
 Clocks of the writers' hosts must agree to well within ttl_s / 3 (NTP), and a commit must not
@@ -18,6 +21,8 @@ take longer than that margin (the holder stops trusting a claim ttl_s / 3 before
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from typing import Callable, Iterable
 
@@ -30,6 +35,22 @@ from streamvl.storage.schema import sql_str
 log = logging.getLogger(__name__)
 CLAIM_TTL_S = 30.0
 CLAIM_IDLE_S = 10.0  # a claim on a stream not written for this long is given up
+
+
+def dead_here(holder: str) -> bool:
+    """True if `holder` (lease.holder_id: host:pid:random) names a process of this host that is gone.
+    A reused pid reads as alive: the claim is then waited out (the safe side)."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
 
 
 class WriteClaims:
@@ -62,15 +83,22 @@ class WriteClaims:
         lapsed = {s for s in wanted if not self.holds(s)}
         renew = {s for s, exp in self._expires.items() if exp - self.ttl_s / 2 <= now and self.holds(s)}
         if lapsed or renew:
-            self._write(sorted(lapsed | renew), now)
+            others = self._write(sorted(lapsed | renew), now)
+            dead = sorted({h for s, h in others.items() if s in wanted and dead_here(h)})
+            if dead:  # a process of this host that died holding them (an interrupted run): take over now
+                self._write(sorted(s for s, h in others.items() if h in dead), now, dead)
         held = {s for s in wanted if self.holds(s)}
         return held, held & lapsed
 
-    def _write(self, names: list[str], now: float) -> None:
+    def _write(self, names: list[str], now: float, dead: list[str] = ()) -> dict[str, str]:
+        """Claim `names` (free, expired, ours, or held by one of `dead`); returns {stream: holder}
+        of those another writer holds."""
         handle = self._table()
         rows = pa.table({"name": [self.name(s) for s in names], "holder": [self.holder] * len(names),
                          "expires": [now + self.ttl_s] * len(names)}, schema=_SCHEMA)
         free = f"target.expires < {now!r} OR target.holder = {sql_str(self.holder)}"
+        if dead:
+            free += f" OR target.holder IN ({', '.join(sql_str(h) for h in dead)})"
         try:
             with lance_errors(LEASES, "claim streams", self.conn.uri):
                 handle.merge_insert("name").when_matched_update_all(where=free).when_not_matched_insert_all().execute(rows)
@@ -79,12 +107,16 @@ class WriteClaims:
             log.info("claims on %s: %s", self.table, str(exc).splitlines()[0][:200])
         self.commits += 1
         got = self._read(names)
+        others = {}
         for sid in names:
             holder, expires = got.get(self.name(sid), (None, 0.0))
             if holder == self.holder and expires >= now:
                 self._expires[sid] = expires
             else:
                 self._expires.pop(sid, None)
+                if holder is not None and expires >= now:
+                    others[sid] = holder
+        return others
 
     def _read(self, sids: list[str]) -> dict[str, tuple[str, float]]:
         handle = self._table()

@@ -198,3 +198,22 @@ def test_the_sink_appends_hot_tables_and_upserts_when_told(tmp_path):
     plain.write(batch("s", range(6)))
     assert len(keys(Store(str(tmp_path / "db2")))) == 6
     assert TableSink(db, "streams").appender is None
+
+
+def test_a_claim_of_a_dead_process_of_this_host_is_taken_over_at_once(store):
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    clock = Clock()
+    dead = writer(store, clock, holder=f"{socket.gethostname()}:{int(gone.stdout)}:abcd")
+    write(store, dead, batch("s", range(0, 8)))  # then the run is interrupted
+    alive = writer(store, clock, holder=f"{socket.gethostname()}:{__import__('os').getpid()}:beef", wait_s=0.0)
+    write(store, alive, batch("s", range(4, 12)))  # no wait: the holder is gone
+    assert clock.slept == 0.0
+    got = keys(store)
+    assert len(got) == len(set(got)) == 12
+    other = writer(store, clock, holder="elsewhere:1:x", wait_s=1.0)  # another host: waited out
+    with pytest.raises(StoreError, match="another writer"):
+        write(store, other, batch("s", range(12, 14)))
