@@ -159,6 +159,12 @@ class TableSink:
         self._after_write(rows)
         return rows
 
+    def release_claims(self) -> None:
+        """Give up this sink's write claims (storage/claims.py) now: a sink that is replaced calls
+        it once its last write returned, so its successor need not wait the claims out."""
+        if self.appender is not None:
+            self.appender.close()
+
     def upkeep_now(self) -> dict[str, Any]:
         """Compact (and index) this sink's tables now; returns Upkeep.maintain's dict for its table."""
         return self._upkeep()

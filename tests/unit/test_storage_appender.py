@@ -192,6 +192,9 @@ def test_the_sink_appends_hot_tables_and_upserts_when_told(tmp_path):
         sink.write(batch("s", range(6)))
     got = keys(Store(db))
     assert len(got) == len(set(got)) == 6
+    sink.release_claims()  # a replaced sink: its successor takes the stream at once
+    write(Store(db), writer(Store(db), Clock(), holder="successor", wait_s=0.0), batch("s", range(6, 8)))
+    assert len(keys(Store(db))) == 8
     plain = TableSink(str(tmp_path / "db2"), FRAMES, StoreConfig(append_hot_tables=False), watch=False)
     assert plain.appender is None
     plain.write(batch("s", range(6)))
