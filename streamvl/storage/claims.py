@@ -33,7 +33,7 @@ from streamvl.storage.lease import LEASES, _SCHEMA, holder_id
 from streamvl.storage.schema import sql_str
 
 log = logging.getLogger(__name__)
-CLAIM_TTL_S = 30.0
+CLAIM_TTL_S = 60.0
 CLAIM_IDLE_S = 10.0  # a claim on a stream not written for this long is given up
 
 
