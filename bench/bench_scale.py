@@ -16,7 +16,8 @@ Modes:
   claimed      the sinks' path for frames and clips (storage/appender.py): a write group that a
                write claim proves new is appended (one commit); claims taken and renewed in the
                `leases` table (their commits and reads are counted here too)
-Per commit: p50/p99 latency, bytes uploaded (S3) or added on disk (local), S3 requests by method.
+Per commit: p50/p99 latency, bytes uploaded (S3) or added on disk (local), S3 requests by method
+(mean over all commits, and GETs over the last 20%: what a table of that many fragments costs).
 After the commits: one Store.maintain (compaction), its time and requests. The first commit
 creates the table and is reported apart. Figures only; nothing is asserted.
 
@@ -109,7 +110,7 @@ def run(target: Target, mode: str, data: list[pa.Table]) -> dict:
         def commit(batch: pa.Table, table: list) -> None:
             store.upsert(CLIPS, batch)
     handle: list = []
-    seconds, written, requests = [], [], Counter()
+    seconds, written, requests, gets = [], [], Counter(), []
     for i, batch in enumerate(data):
         mark = target.mark()
         began = time.perf_counter()
@@ -122,6 +123,7 @@ def run(target: Target, mode: str, data: list[pa.Table]) -> dict:
         seconds.append(elapsed)
         written.append(size)
         requests += calls
+        gets.append(calls.get("GET", 0))
     mark, began = target.mark(), time.perf_counter()
     upkeep = store.maintain(CLIPS, index_min_rows=None)
     upkeep_s = time.perf_counter() - began
@@ -130,6 +132,7 @@ def run(target: Target, mode: str, data: list[pa.Table]) -> dict:
     return {"first": first, "p50": statistics.median(seconds), "p99": float(np.percentile(seconds, 99)),
             "last": statistics.median(seconds[-max(1, n // 5):]), "bytes": statistics.mean(written),
             "requests": {k: v / n for k, v in sorted(requests.items())}, "upkeep_s": upkeep_s,
+            "last_gets": statistics.mean(gets[-max(1, n // 5):]),
             "upkeep_requests": dict(sorted(upkeep_calls.items())), "fragments": upkeep["fragments"], "rows": upkeep["rows"]}
 
 
@@ -155,7 +158,7 @@ def main() -> None:
     print(f"{args.commits} commits of {args.rows} clip rows x {args.dim}-d float32 ({arrow_bytes / 1024:.0f} KiB of Arrow each), "
           f"after one that creates the table; lancedb/Lance via {server.endpoint}")
     print(f"{'target':<14} {'mode':<7} {'create s':>8} {'p50 ms':>8} {'p99 ms':>8} {'last20% ms':>10} {'KiB/commit':>10}  "
-          f"{'S3 requests/commit':<28} {'upkeep s':>8}  upkeep requests")
+          f"{'S3 requests/commit':<28} {'GET last20%':>11} {'upkeep s':>8}  upkeep requests")
     try:
         for mode in args.modes.split(","):
             targets = [Target("local", str(work / f"local-{mode}"), folder=work / f"local-{mode}"),
@@ -172,7 +175,7 @@ def main() -> None:
                 base = base or r["p50"]
                 print(f"{target.name:<14} {mode:<7} {r['first'][0]:>8.3f} {r['p50'] * 1e3:>8.1f} {r['p99'] * 1e3:>8.1f} "
                       f"{r['last'] * 1e3:>10.1f} {r['bytes'] / 1024:>10.0f}  {fmt_requests(r['requests']):<28} "
-                      f"{r['upkeep_s']:>8.2f}  {fmt_requests(r['upkeep_requests'])}   (p50 x{r['p50'] / base:.1f} of local; "
+                      f"{r['last_gets'] if target.server else float('nan'):>11.1f} {r['upkeep_s']:>8.2f}  {fmt_requests(r['upkeep_requests'])}   (p50 x{r['p50'] / base:.1f} of local; "
                       f"load {os.getloadavg()[0]:.1f})")
     finally:
         server.stop()

@@ -81,9 +81,10 @@ class WriteClaims:
         for sid in wanted:
             self._used[sid] = now
         lapsed = {s for s in wanted if not self.holds(s)}
-        renew = {s for s, exp in self._expires.items() if exp - self.ttl_s / 2 <= now and self.holds(s)}
-        if lapsed or renew:
-            others = self._write(sorted(lapsed | renew), now)
+        held_now = {s for s in self._expires if self.holds(s)}
+        due = any(self._expires[s] - self.ttl_s / 2 <= now for s in held_now)
+        if lapsed or due:  # renew every claim we hold with it: they share one expiry, one commit renews all
+            others = self._write(sorted(lapsed | held_now), now)
             dead = sorted({h for s, h in others.items() if s in wanted and dead_here(h)})
             if dead:  # a process of this host that died holding them (an interrupted run): take over now
                 self._write(sorted(s for s, h in others.items() if h in dead), now, dead)

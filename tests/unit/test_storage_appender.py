@@ -220,3 +220,14 @@ def test_a_claim_of_a_dead_process_of_this_host_is_taken_over_at_once(store):
     other = writer(store, clock, holder="elsewhere:1:x", wait_s=1.0)  # another host: waited out
     with pytest.raises(StoreError, match="another writer"):
         write(store, other, batch("s", range(12, 14)))
+
+
+def test_claims_are_renewed_together_one_commit_per_half_life(store):
+    clock = Clock()
+    a = writer(store, clock, table=CLIPS)
+    for i in range(60):  # 8 streams, one new every commit at first; a commit every 2 s for 120 s
+        write(store, a, clips(f"cam{i % 8}", [float(100 * i)], unit(1, seed=i)))
+        clock.now += 2.0
+    assert a.stats["commits"] == 60 and a.stats["upserts"] == 0
+    assert a.claims.commits <= 8 + 120 / (CLAIM_TTL_S / 2) + 1, a.claims.commits  # not one per stream per renewal
+    assert all(a.claims.holds(f"cam{k}") for k in range(8))
