@@ -159,6 +159,14 @@ class TableSink:
         self._after_write(rows)
         return rows
 
+    def _compact_leases(self) -> None:
+        """Compact the `leases` table (write claims add a version at every renewal) from one sink,
+        the clips one. It races claims and other runs' upkeep: a conflict only skips it this time."""
+        try:
+            self.store.upkeep.maintain(LEASES, keep_versions_s=self.upkeep.keep_versions_s)
+        except Exception as exc:  # noqa: BLE001 (the writes are committed; the next upkeep tries again)
+            log.info("leases: compaction skipped (%s)", str(exc).splitlines()[0][:200])
+
     def release_claims(self) -> None:
         """Give up this sink's write claims (storage/claims.py) now: a sink that is replaced calls
         it once its last write returned, so its successor need not wait the claims out."""
@@ -179,12 +187,12 @@ class TableSink:
     def _upkeep(self) -> dict[str, Any]:
         self._writes, self._last_upkeep = 0, self._clock()
         tables = [self.table, STREAM_EVENTS] if self.table == STREAMS else [self.table]  # events share this sink
-        if self.appender is not None:
-            tables.append(LEASES)  # write claims add a version to it every renewal
         cfg = self.upkeep
         results = [self.store.upkeep.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,
                                               index_type=cfg.index_type, index_max_deltas=cfg.index_max_deltas)
                    for name in tables]
+        if self.appender is not None and self.table == CLIPS:
+            self._compact_leases()
         if cfg.release_after_upkeep:
             self.store.reconnect()
             free_dropped_handles()

@@ -231,3 +231,17 @@ def test_claims_are_renewed_together_one_commit_per_half_life(store):
     assert a.stats["commits"] == 60 and a.stats["upserts"] == 0
     assert a.claims.commits <= 8 + 120 / (CLAIM_TTL_S / 2) + 1, a.claims.commits  # not one per stream per renewal
     assert all(a.claims.holds(f"cam{k}") for k in range(8))
+
+
+def test_a_failed_compaction_of_the_leases_table_does_not_fail_the_write(tmp_path, monkeypatch):
+    sink = TableSink(str(tmp_path / "db"), CLIPS, StoreConfig(optimize_every_writes=1), watch=False)
+    real = sink.store.upkeep.maintain
+
+    def maintain(table, **kw):
+        if table == "leases":
+            raise RuntimeError("Retryable commit conflict: This Rewrite transaction was preempted")
+        return real(table, **kw)
+
+    monkeypatch.setattr(sink.store.upkeep, "maintain", maintain)
+    assert sink.write(clips("s", [0.0, 2.0], unit(2, seed=1))) == 2  # upkeep ran after it, leases failed quietly
+    assert sink.upkeeps == 1 and Store(str(tmp_path / "db")).count(CLIPS) == 2
