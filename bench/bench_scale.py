@@ -1,8 +1,8 @@
 """Scale-out costs, in one run: the same Arrow batches committed to a local directory and to S3,
 and the same streams indexed on one Ray node and on two.
 
-    python bench/bench_scale.py [--commits 100] [--rows 64] [--dim 512] [--latency-ms 20] [--modes append,upsert]
-                                [--streams 4] [--seconds 60] [--no-nodes]
+    python bench/bench_scale.py [--commits 100] [--rows 64] [--dim 512] [--latency-ms 20]
+                                [--modes append,upsert,claimed] [--streams 4] [--seconds 60] [--no-nodes]
 
 Targets (each a fresh database):
   local        a directory under /tmp (the baseline)
@@ -13,8 +13,13 @@ Targets (each a fresh database):
 Modes:
   append       lancedb table.add: one commit of new rows (the write-fragments-then-commit pattern)
   upsert       streamvl.storage.store.Store.upsert: merge_insert on the clips keys, what the sink
-               actors commit today (it reads the keys of the rows already there: grows with the table)
-Per commit: p50/p99 latency, bytes uploaded (S3) or added on disk (local), S3 requests by method.
+               actors committed before the append path (it reads the keys of the rows already
+               there: grows with the table); still what replays and the other tables use
+  claimed      the sinks' path for frames and clips (storage/appender.py): a write group that a
+               write claim proves new is appended (one commit); claims taken and renewed in the
+               `leases` table (their commits and reads are counted here too)
+Per commit: p50/p99 latency, bytes uploaded (S3) or added on disk (local), S3 requests by method
+(mean over all commits, and GETs over the last 20%: what a table of that many fragments costs).
 After the commits: one Store.maintain (compaction), its time and requests. The first commit
 creates the table and is reported apart. Figures only; nothing is asserted.
 
@@ -110,11 +115,19 @@ def run(target: Target, mode: str, data: list[pa.Table]) -> dict:
                 table[0].add(batch)
             else:
                 table.append(db.create_table(CLIPS, batch))
+    elif mode == "claimed":
+        from streamvl.storage.appender import Appender
+
+        appender = Appender(store.conn, CLIPS)
+
+        def commit(batch: pa.Table, table: list) -> None:
+            with store.writer.group(CLIPS, appender.commit) as group:
+                group.write(batch)
     else:
         def commit(batch: pa.Table, table: list) -> None:
             store.upsert(CLIPS, batch)
     handle: list = []
-    seconds, written, requests = [], [], Counter()
+    seconds, written, requests, gets = [], [], Counter(), []
     for i, batch in enumerate(data):
         mark = target.mark()
         began = time.perf_counter()
@@ -127,6 +140,7 @@ def run(target: Target, mode: str, data: list[pa.Table]) -> dict:
         seconds.append(elapsed)
         written.append(size)
         requests += calls
+        gets.append(calls.get("GET", 0))
     mark, began = target.mark(), time.perf_counter()
     upkeep = store.maintain(CLIPS, index_min_rows=None)
     upkeep_s = time.perf_counter() - began
@@ -135,6 +149,7 @@ def run(target: Target, mode: str, data: list[pa.Table]) -> dict:
     return {"first": first, "p50": statistics.median(seconds), "p99": float(np.percentile(seconds, 99)),
             "last": statistics.median(seconds[-max(1, n // 5):]), "bytes": statistics.mean(written),
             "requests": {k: v / n for k, v in sorted(requests.items())}, "upkeep_s": upkeep_s,
+            "last_gets": statistics.mean(gets[-max(1, n // 5):]),
             "upkeep_requests": dict(sorted(upkeep_calls.items())), "fragments": upkeep["fragments"], "rows": upkeep["rows"]}
 
 
@@ -213,7 +228,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=64, help="clip rows per commit")
     parser.add_argument("--dim", type=int, default=512, help="embedding dimension (ViT-B/32: 512; the shipped tiny model: 128)")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="added per S3 request in the modelled remote target (0: skip it)")
-    parser.add_argument("--modes", default="append,upsert")
+    parser.add_argument("--modes", default="append,upsert,claimed")
     parser.add_argument("--streams", type=int, default=4, help="streams of the one- vs two-node runs")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each of those streams")
     parser.add_argument("--no-nodes", action="store_true", help="skip the one- vs two-node runs (they need root)")
@@ -229,7 +244,7 @@ def main() -> None:
     print(f"{args.commits} commits of {args.rows} clip rows x {args.dim}-d float32 ({arrow_bytes / 1024:.0f} KiB of Arrow each), "
           f"after one that creates the table; lancedb/Lance via {server.endpoint}")
     print(f"{'target':<14} {'mode':<7} {'create s':>8} {'p50 ms':>8} {'p99 ms':>8} {'last20% ms':>10} {'KiB/commit':>10}  "
-          f"{'S3 requests/commit':<28} {'upkeep s':>8}  upkeep requests")
+          f"{'S3 requests/commit':<28} {'GET last20%':>11} {'upkeep s':>8}  upkeep requests")
     try:
         for mode in args.modes.split(","):
             targets = [Target("local", str(work / f"local-{mode}"), folder=work / f"local-{mode}"),
@@ -246,7 +261,8 @@ def main() -> None:
                 base = base or r["p50"]
                 print(f"{target.name:<14} {mode:<7} {r['first'][0]:>8.3f} {r['p50'] * 1e3:>8.1f} {r['p99'] * 1e3:>8.1f} "
                       f"{r['last'] * 1e3:>10.1f} {r['bytes'] / 1024:>10.0f}  {fmt_requests(r['requests']):<28} "
-                      f"{r['upkeep_s']:>8.2f}  {fmt_requests(r['upkeep_requests'])}   (p50 x{r['p50'] / base:.1f} of local)")
+                      f"{r['last_gets'] if target.server else float('nan'):>11.1f} {r['upkeep_s']:>8.2f}  {fmt_requests(r['upkeep_requests'])}   (p50 x{r['p50'] / base:.1f} of local; "
+                      f"load {os.getloadavg()[0]:.1f})")
     finally:
         server.stop()
         os.environ.clear()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from streamvl import inputs as checks
 from streamvl.config import IndexConfig
@@ -220,22 +220,23 @@ def remove_stream(db: str, stream_id: str) -> None:
 # -- verify and repair a database (streamvl.storage.check / repair) -------------------------------
 
 
-def check(db: str) -> "CheckReport":
-    """Verify every table of a local database (versions, data files, indices) and the resume ledger
-    against the rows; reads only. `report.lines()` has one verdict per table."""
+def check(db: str, storage: Any = None) -> "CheckReport":
+    """Verify every table of a database, local or on an object store (versions, data files,
+    indices), and the resume ledger against the rows; reads only. `report.lines()` has one
+    verdict per table. storage: the config's [storage] table (else the standard variables)."""
     from streamvl.storage.check import check as run_check
 
-    checks.existing_db(db)
-    return run_check(db)
+    checks.existing_db(db, storage)
+    return run_check(db, storage)
 
 
-def repair(db: str, force: bool = False) -> "RepairReport":
+def repair(db: str, force: bool = False, storage: Any = None) -> "RepairReport":
     """Restore damaged tables to their newest readable version, rebuild lost indices and re-queue
     the streams whose rows were lost. Refuses while a writer looks live unless force."""
     from streamvl.storage.repair import repair as run_repair
 
-    checks.existing_db(db)
-    return run_repair(db, force=force)
+    checks.existing_db(db, storage)
+    return run_repair(db, force=force, storage=storage)
 # -- watches: standing queries over what gets committed (streamvl.search.watches) ----------------
 
 

@@ -122,6 +122,9 @@ class StoreConfig(BaseModel):
     index_max_deltas: int = Field(
         1, ge=1, description="merge the clips ANN index's deltas into one once upkeep has left more than this "
                              "(compaction never merges fragments of different deltas, so this bounds the fragments)")
+    append_hot_tables: bool = Field(
+        False, description="frames and clips: append the rows a write claim proves new (one commit, no read of "
+                          "the table; storage/appender.py); false: upsert every batch (merge_insert reads every fragment)")
     release_after_upkeep: bool = Field(
         True, description="after each upkeep, reopen the table handles (dropping LanceDB's caches) and return "
                           "free heap pages to the OS, so a sink's memory stays flat under continuous appends")

@@ -109,6 +109,10 @@ class SinkActor:
     def record_events(self, events: list[StreamEvent]) -> int:
         return self.sink.record_events(events)
 
+    def release_claims(self) -> None:
+        """Give up the sink's write claims on frames/clips streams (before it is replaced)."""
+        self.sink.release_claims()
+
     def upkeep_now(self) -> dict[str, object]:
         """Compact (and index) this sink's tables now; returns {fragments, rows, indexed} of its table."""
         return self.sink.upkeep_now()

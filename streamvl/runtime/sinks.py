@@ -87,6 +87,10 @@ class SinkPool:
     def swap(self) -> None:
         """The new set takes over; the old one is killed (no write to it may be in flight)."""
         old, self.current, self._next = self.current, self._next, None
+        try:  # their write claims (frames, clips): the new sinks take them over at once
+            ray.get([s.release_claims.remote() for s in old.values()], timeout=30)
+        except ray.exceptions.RayError as exc:  # the claims expire by themselves (CLAIM_TTL_S)
+            log.warning("old sinks did not release their write claims (%s)", first_line(exc))
         kill_all(old.values())
         self._since = time.monotonic()
         self.recycles += 1

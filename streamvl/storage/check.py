@@ -1,8 +1,10 @@
 """`streamvl check`: verify every table of a database, and the resume ledger against the rows.
 
-Per table (a Lance dataset `<db>/<table>.lance`, local databases only):
-- the version chain: every `_versions/*.manifest` opens, and the newest one Lance knows is the
-  one `latest_version_hint.json` names (a lost latest manifest silently rolls a table back);
+Per table (a Lance dataset `<db>/<table>.lance`, on a local disk or an object store: its objects
+are listed and sized through storage.tablefiles):
+- the version chain: every version opens; no newer version is named by `latest_version_hint.json`
+  (local disks) or by a transaction file `_transactions/<read_version>-*.txn` (everywhere): a lost
+  latest manifest silently rolls a table back, an unreadable one stops it from opening;
 - every data file of the current version: present, of the size its manifest recorded, and its
   footer and first rows readable; deletion files present;
 - every index (ANN and scalar): its files under `_indices/<uuid>/` present and not empty.
@@ -24,6 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from streamvl.errors import StoreError
+from streamvl.storage.objectstore import StorageConfig, resolve
+from streamvl.storage.tablefiles import FileInfo, TableFiles
+
+HINT = "_versions/latest_version_hint.json"
 
 
 def short_reason(exc: BaseException | str) -> str:
@@ -95,113 +101,136 @@ class CheckReport:
         return out
 
 
-def table_dir(db: str, table: str) -> Path:
-    return Path(db) / f"{table}.lance"
+def table_names(db: str, storage: StorageConfig | None = None) -> list[str]:
+    """Tables of a database: its `<name>.lance` folders (listed by LanceDB on an object store)."""
+    target = resolve(db, storage)
+    if not target.local:
+        from streamvl.storage.connection import Connection
 
-
-def table_names(db: str) -> list[str]:
-    """Tables of a local database: its `<name>.lance` folders."""
-    root = Path(db)
-    if "://" in db:
-        raise StoreError(f"check and repair work on local databases only, not {db!r}")
+        names = Connection(target.uri, storage=storage).table_names()
+        if not names:
+            raise StoreError(f"no database at {target.uri!r} (no tables under that prefix)")
+        return names
+    root = Path(target.uri)
     if not root.is_dir():
         raise StoreError(f"no database at {db!r}")
     return sorted(p.name[:-len(".lance")] for p in root.iterdir() if p.is_dir() and p.name.endswith(".lance"))
 
 
-def hinted_version(path: Path) -> int | None:
-    """The latest version `_versions/latest_version_hint.json` names (None if absent or unreadable)."""
+def hinted_version(files: TableFiles) -> int | None:
+    """The latest version `_versions/latest_version_hint.json` names (None if absent or unreadable;
+    Lance writes it on local disks, not on object stores)."""
     try:
-        return int(json.loads((path / "_versions" / "latest_version_hint.json").read_text())["version"])
+        return int(json.loads(files.read_bytes(HINT))["version"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def version_problems(ds: Any, path: Path) -> tuple[list[str], str | None]:
+def newer_transactions(files: TableFiles, version: int) -> list[FileInfo]:
+    """Transaction files written against `version` or later: commits of versions the table does
+    not have (their manifest was lost), or of a writer that died between writing its transaction
+    and its manifest. Lance writes `_transactions/<read_version>-<uuid>.txn` before the manifest."""
+    return [f for v, f in files.transactions() if v >= version]
+
+
+def version_problems(ds: Any, files: TableFiles) -> tuple[list[str], str | None]:
     """Problems of the version `ds` is at: its data and deletion files. ([], None) if sound."""
     problems: list[str] = []
     bad: str | None = None
+    deletions = {f.name.split("-")[0] for f in files.list("_deletions")}
     for frag in ds.get_fragments():
         meta = frag.metadata
         for df in meta.files:
-            file = path / "data" / df.path
-            size = getattr(df, "file_size_bytes", None)
-            if not file.exists():
-                problems.append(f"data file {file} missing (fragment {meta.id})")
-            elif size and file.stat().st_size != size:
-                problems.append(f"data file {file} is {file.stat().st_size} bytes, {size} expected (fragment {meta.id})")
+            rel = f"data/{df.path}"
+            size, expected = files.size(rel), getattr(df, "file_size_bytes", None)
+            if size is None:
+                problems.append(f"data file {files.show(rel)} missing (fragment {meta.id})")
+            elif expected and size != expected:
+                problems.append(f"data file {files.show(rel)} is {size} bytes, {expected} expected (fragment {meta.id})")
             else:
                 continue
-            bad = bad or str(file)
-        if meta.deletion_file is not None:
-            deletion = [p for p in (path / "_deletions").glob(f"{meta.id}-*")] if (path / "_deletions").exists() else []
-            if not deletion:
-                problems.append(f"deletion file of fragment {meta.id} missing")
-                bad = bad or str(path / "_deletions")
+            bad = bad or files.show(rel)
+        if meta.deletion_file is not None and str(meta.id) not in deletions:
+            problems.append(f"deletion file of fragment {meta.id} missing")
+            bad = bad or files.show("_deletions")
         if not problems:
             try:
                 frag.head(1)  # reads the file footer and the first page of every column
             except Exception as exc:  # noqa: BLE001 (any Lance read error is damage here)
                 problems.append(f"fragment {meta.id} unreadable: {short_reason(exc)}")
-                bad = bad or str(path / "data" / meta.files[0].path)
+                bad = bad or files.show(f"data/{meta.files[0].path}")
     return problems, bad
 
 
-def lost_indices(ds: Any, path: Path) -> list[tuple[dict, Path]]:
+def lost_indices(ds: Any, files: TableFiles) -> list[tuple[dict, str]]:
     """Indices (ANN and scalar) of the version `ds` is at with a segment whose files are missing
     or empty: ({name, type, fields}, its folder `_indices/<uuid>`)."""
     out = []
     for index in ds.describe_indices():
         for segment in index.segments:
-            idir = path / "_indices" / str(segment.uuid)
-            files = [f for f in idir.iterdir() if f.is_file()] if idir.is_dir() else []
-            if not files or any(f.stat().st_size == 0 for f in files):
-                out.append(({"name": index.name, "type": index.index_type, "fields": list(index.field_names)}, idir))
+            rel = f"_indices/{segment.uuid}"
+            found = files.list(rel)
+            if not found or any(f.size == 0 for f in found):
+                out.append(({"name": index.name, "type": index.index_type, "fields": list(index.field_names)},
+                            files.show(rel)))
                 break
     return out
 
 
-def check_table(db: str, table: str) -> TableVerdict:
-    """Verify one table: its version chain, its current version's files and indices."""
-    import lance
+def newest_readable(files: TableFiles) -> tuple[Any, list[int]]:
+    """(dataset at the newest version whose manifest opens or None, the newer versions that do not)."""
+    bad = []
+    for v in sorted(files.manifests(), reverse=True):
+        try:
+            return files.dataset(version=v), bad
+        except Exception:  # noqa: BLE001 (an unreadable manifest: try an older one)
+            bad.append(v)
+    return None, bad
 
-    path = table_dir(db, table)
+
+def check_table(db: str, table: str, storage: StorageConfig | None = None) -> TableVerdict:
+    """Verify one table: its version chain, its current version's files and indices."""
+    files = TableFiles(db, table, storage)
     verdict = TableVerdict(table)
     try:
-        ds = lance.dataset(str(path))
+        ds = files.dataset()
     except Exception as exc:  # noqa: BLE001
         verdict.problems.append(f"cannot open: {short_reason(exc)}")
-        verdict.bad_path = damaged_path(str(exc)) or str(path / "_versions")
+        _, bad = newest_readable(files)
+        manifests = files.manifests()
+        verdict.lost_versions = sorted(bad)
+        named = damaged_path(str(exc))
+        verdict.bad_path = (files.show(manifests[max(bad)].rel) if bad else None) or named or files.show("_versions")
         return verdict
     verdict.version = ds.version
     for v in (x["version"] for x in ds.versions()):
         try:
-            lance.dataset(str(path), version=v)
+            files.dataset(version=v)
         except Exception as exc:  # noqa: BLE001
             verdict.lost_versions.append(v)
             verdict.problems.append(f"version {v} unreadable: {short_reason(exc)}")
-    hint = hinted_version(path)
-    if hint is not None and hint > ds.version:
-        verdict.lost_versions += list(range(ds.version + 1, hint + 1))
-        verdict.problems.append(f"versions {ds.version + 1}..{hint} missing (latest manifest lost): their rows are gone")
-        verdict.bad_path = str(path / "_versions")
-    problems, bad = version_problems(ds, path)
+    newest = max([hinted_version(files) or 0] + [f_v + 1 for f_v, _ in files.transactions()])
+    if newest > ds.version:
+        verdict.lost_versions += list(range(ds.version + 1, newest + 1))
+        verdict.problems.append(f"versions {ds.version + 1}..{newest} missing (latest manifest lost): their rows are gone")
+        verdict.bad_path = files.show("_versions")
+    problems, bad = version_problems(ds, files)
     verdict.problems += problems
     verdict.bad_path = verdict.bad_path or bad
     if not problems:
         verdict.rows = ds.count_rows()
-    for index, idir in lost_indices(ds, path):
-        verdict.problems.append(f"index {index['name']} files missing or empty ({idir})")
-        verdict.bad_path = verdict.bad_path or str(idir)
+    for index, where in lost_indices(ds, files):
+        verdict.problems.append(f"index {index['name']} files missing or empty ({where})")
+        verdict.bad_path = verdict.bad_path or where
     return verdict
 
 
-def check_ledger(db: str) -> list[LedgerVerdict]:
+def check_ledger(db: str, storage: StorageConfig | None = None) -> list[LedgerVerdict]:
     """Streams whose stored checkpoint claims more than `frames` and `clips` hold."""
     from streamvl.storage.ledger import from_state, grid_params, held_checkpoint
     from streamvl.storage.store import Store
 
-    store = Store(db)
+    store = Store(db, storage=storage)
     out = []
     for state in store.stream_states():
         params = grid_params(state.grid or "")
@@ -217,17 +246,18 @@ def check_ledger(db: str) -> list[LedgerVerdict]:
     return out
 
 
-def check(db: str) -> CheckReport:
-    """Verify every table of a local database, then the ledger (if the tables it reads are sound)."""
+def check(db: str, storage: StorageConfig | None = None) -> CheckReport:
+    """Verify every table of a database (local or object store), then the ledger (if the tables it
+    reads are sound)."""
     db = os.fspath(db)
-    tables = [check_table(db, t) for t in table_names(db)]
+    tables = [check_table(db, t, storage) for t in table_names(db, storage)]
     damaged = _unreadable(tables)
     report = CheckReport(db, tables, [])
     if damaged & {"streams", "frames", "clips"}:
         report.ledger_error = f"table(s) {', '.join(sorted(damaged))} unreadable"
         return report
     try:
-        report.ledger = check_ledger(db)
+        report.ledger = check_ledger(db, storage)
     except StoreError as exc:
         report.ledger_error = short_reason(exc)
     return report

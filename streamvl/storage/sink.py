@@ -1,4 +1,7 @@
-"""One table's writer under continuous appends: idempotent upserts plus periodic upkeep.
+"""One table's writer under continuous appends: exactly-once writes plus periodic upkeep.
+
+Frames and clips are appended under write claims (storage.appender: one commit, no read of the
+table, replays looked up by key); the other tables are upserted.
 
 This is what each Ray SinkActor runs (streamvl/runtime/actors.py wraps it); it is plain Python so
 tests and bench/bench_sink_memory.py drive the same code without Ray.
@@ -34,6 +37,8 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 
 from streamvl.config import StoreConfig
+from streamvl.storage.appender import HOT_TABLES
+from streamvl.storage.lease import LEASES
 from streamvl.storage.schema import CLIPS, STREAM_EVENTS, STREAMS
 from streamvl.storage.store import Store
 from streamvl.types import StreamState
@@ -103,6 +108,11 @@ class TableSink:
         self._writes, self._last_upkeep = 0, -math.inf if upkeep_first else clock()
         self.upkeeps = 0
         self.last_upkeep: dict[str, Any] = {}
+        self.appender = None
+        if self.upkeep.append_hot_tables and table in HOT_TABLES:
+            from streamvl.storage.appender import Appender
+
+            self.appender = Appender(self.store.conn, table)
         self.watcher = None
         if watch and table == CLIPS:
             from streamvl.search.watches import Watcher
@@ -111,8 +121,15 @@ class TableSink:
         self.sequences = self._sequence_watcher() if watch and table == CLIPS else None
 
     def write(self, data: pa.Table) -> int:
-        """Upsert one batch (one commit); returns rows written."""
-        rows = self.store.writer.upsert(self.table, data)
+        """Write one batch (one commit): appended under write claims on frames and clips
+        (storage.appender), upserted on the other tables; returns rows written."""
+        if self.appender is None:
+            rows = self.store.writer.upsert(self.table, data)
+        else:
+            with self.store.writer.group(self.table, self.appender.commit) as group:
+                group.write(data)
+            rows = group.rows
+            self.appender.release_idle()
         if self.watcher is not None and rows:
             self._watch(data)
         if self.sequences is not None and rows:
@@ -160,6 +177,20 @@ class TableSink:
         self._after_write(rows)
         return rows
 
+    def _compact_leases(self) -> None:
+        """Compact the `leases` table (write claims add a version at every renewal) from one sink,
+        the clips one. It races claims and other runs' upkeep: a conflict only skips it this time."""
+        try:
+            self.store.upkeep.maintain(LEASES, keep_versions_s=self.upkeep.keep_versions_s)
+        except Exception as exc:  # noqa: BLE001 (the writes are committed; the next upkeep tries again)
+            log.info("leases: compaction skipped (%s)", str(exc).splitlines()[0][:200])
+
+    def release_claims(self) -> None:
+        """Give up this sink's write claims (storage/claims.py) now: a sink that is replaced calls
+        it once its last write returned, so its successor need not wait the claims out."""
+        if self.appender is not None:
+            self.appender.close()
+
     def upkeep_now(self) -> dict[str, Any]:
         """Compact (and index) this sink's tables now; returns Upkeep.maintain's dict for its table."""
         return self._upkeep()
@@ -178,6 +209,8 @@ class TableSink:
         results = [self.store.upkeep.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,
                                               index_type=cfg.index_type, index_max_deltas=cfg.index_max_deltas)
                    for name in tables]
+        if self.appender is not None and self.table == CLIPS:
+            self._compact_leases()
         if cfg.release_after_upkeep:
             self.store.reconnect()
             free_dropped_handles()

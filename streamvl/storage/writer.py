@@ -31,6 +31,7 @@ from streamvl.storage.connection import Connection, lance_errors
 from streamvl.storage.schema import LATER_COLUMNS, check_model, check_table, conform, creation_schema, dedupe_last
 
 log = logging.getLogger(__name__)
+CommitFn = Callable[[Any, pa.Table], Any]  # (table handle, conformed rows without in-group duplicates)
 COMMIT_ATTEMPTS = 6  # an upsert retried this often on retryable / unknown-result commit errors
 # Lance's and object_store's texts for a commit that may succeed when run again (lower case).
 _RETRYABLE = ("retryable commit conflict", "commit conflict", "too many concurrent writers", "too much write contention",
@@ -73,8 +74,11 @@ class WriteGroup:
     `rows` is the number of rows committed (after in-group duplicates, last wins).
     """
 
-    def __init__(self, conn: Connection, table: str) -> None:
+    def __init__(self, conn: Connection, table: str, commit: "CommitFn | None" = None) -> None:
+        """commit: how the rows are committed (default: upsert_with_retry; appender.Appender.commit
+        appends the rows a write claim proves new)."""
         self.conn, self.table = conn, table
+        self._commit = commit
         self.keys = check_table(table)
         self.rows = 0
         self._handle: Any = None  # the table's LanceDB handle (None: created at commit)
@@ -132,8 +136,11 @@ class WriteGroup:
         if handle.schema != self._target:  # another writer created it meanwhile, from its own first batch
             check_model(self.table, self._target, handle.schema)
             rows = conform(self.table, rows, handle.schema)
-        with lance_errors(self.table, "upsert", self.conn.uri):
-            upsert_with_retry(self.table, handle, self.keys, rows)
+        with lance_errors(self.table, "upsert" if self._commit is None else "append", self.conn.uri):
+            if self._commit is None:
+                upsert_with_retry(self.table, handle, self.keys, rows)
+            else:
+                self._commit(handle, rows)
         self.rows = rows.num_rows
         return self.rows
 
@@ -153,9 +160,10 @@ class Writer:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def group(self, table: str) -> WriteGroup:
-        """A write group: `with writer.group(CLIPS) as g: g.write(a); g.write(b)` commits a and b once."""
-        return WriteGroup(self.conn, table)
+    def group(self, table: str, commit: CommitFn | None = None) -> WriteGroup:
+        """A write group: `with writer.group(CLIPS) as g: g.write(a); g.write(b)` commits a and b once
+        (as an upsert, or through `commit`)."""
+        return WriteGroup(self.conn, table, commit)
 
     def upsert(self, table: str, data: pa.Table) -> int:
         """Insert or replace rows by KEYS[table]; creates the table from data.schema if missing.

@@ -147,3 +147,17 @@ def test_cli_check_and_repair(db):
     assert got.exit_code == 0 and got.output.strip().splitlines()[-1] == "ok"
     got = runner.invoke(main, ["check", "--db", db + "-missing"])
     assert got.exit_code == 2
+
+
+def test_a_garbled_latest_manifest_is_moved_aside_and_its_stream_requeued(db):
+    from streamvl.storage.tablefiles import MOVED, manifest_version
+
+    newest = max((clips_dir(db) / "_versions").glob("*.manifest"), key=lambda p: manifest_version(p.name))
+    newest.write_bytes(b"\x00not a manifest" * 8)
+    verdict = {t.table: t for t in check(db).tables}[CLIPS]
+    assert "cannot open" in verdict.line() and verdict.bad_path.endswith(newest.name)
+    fixed = repair(db)
+    assert fixed.ok and fixed.requeued == ["b"], fixed.lines()
+    assert not newest.exists() and any((clips_dir(db) / MOVED).iterdir())
+    assert starts(db, "a") == [0.0, 2.0, 4.0, 6.0, 8.0] and starts(db, "b") == [0.0, 2.0, 4.0]
+    assert check(db).ok, check(db).lines()
