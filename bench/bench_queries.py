@@ -208,7 +208,8 @@ def timed_queries(db: str, queries: list[str], warmup: int, row_queries: np.ndar
 
     import streamvl.search.query as query
     from streamvl import api
-    from streamvl.models import loading as models
+    from streamvl.models import textonly as models  # what the query path loads for meanpool: no image tower
+    from streamvl.storage import reader
     from streamvl.storage.store import Store as StoreCls
     from streamvl.plugins.meanpool import MeanPoolAdapter
 
@@ -217,7 +218,7 @@ def timed_queries(db: str, queries: list[str], warmup: int, row_queries: np.ndar
     watch.wrap(StoreCls, "search_clips", "search")
     watch.wrap(query, "merge_segments", "merge")
     t0 = time.perf_counter()
-    models.load_model(MODEL)
+    models.load_text_model(MODEL)
     load_s = time.perf_counter() - t0
     for text in queries[:warmup]:
         api.search(text, db, k=10, adapter=ADAPTER)
@@ -239,9 +240,10 @@ def timed_queries(db: str, queries: list[str], warmup: int, row_queries: np.ndar
         api.search(text, db, k=10, adapter=ADAPTER)
         repeat.append((time.perf_counter() - t0) * 1000)
     watch.take()
-    bare = bare_text_tower(models.load_model(MODEL), measured[:50])
+    versus = baseline_vs_defaults(api, db, queries[:warmup] + measured, reader)
+    bare = bare_text_tower(models.load_text_model(MODEL), measured[:50])
     # recall inputs: the text vectors (as the API computed them) and each query set's ANN top 10 of clips
-    model = models.load_model(MODEL)
+    model = models.load_text_model(MODEL)
     text_vecs = np.asarray(model.encode_text(measured).float().numpy(), np.float32)
     store = StoreCls(db)
     ann = {name: [[(r["stream_id"], r["start"]) for r in store.search_clips(q, 10, adapter=ADAPTER)] for q in vecs]
@@ -255,26 +257,87 @@ def timed_queries(db: str, queries: list[str], warmup: int, row_queries: np.ndar
     row_rounds = watch.take()[1].get("search", 0) / max(1, len(row_queries))
     return {"total_ms": total, "repeat_ms": repeat, "cpu_ms": cpu, "stages": stages, "rounds": rounds, "load_s": load_s, "threads": torch.get_num_threads(),
             "rss_after_warmup_mib": rss_before, "peak_rss_mib": peak_rss_mib(), "text_vecs": text_vecs, "ann": ann,
-            "row_ms": row_ms, "row_rounds": row_rounds, "bare": bare}
+            "row_ms": row_ms, "row_rounds": row_rounds, "bare": bare, "versus": versus}
+
+
+def baseline_vs_defaults(api: Any, db: str, texts: list[str], reader: Any) -> dict[str, Any]:
+    """api.search with LanceDB's default probe count (20, the baseline) and with streamvl's
+    (reader.ANN_NPROBES), interleaved per query with the order alternating so load hits both alike;
+    each call a new text (the text tower included). Same process, so the same model and caches."""
+    new = reader.ANN_NPROBES
+    out: dict[str, list[float]] = {"baseline": [], "defaults": []}
+    for i in range(0, len(texts) - 1, 2):
+        order = (("baseline", 20), ("defaults", new)) if i % 4 else (("defaults", new), ("baseline", 20))
+        for j, (name, nprobes) in enumerate(order):
+            reader.ANN_NPROBES = nprobes
+            t0 = time.perf_counter()
+            api.search(texts[i + j] + " again", db, k=10, adapter=ADAPTER)
+            out[name].append((time.perf_counter() - t0) * 1000)
+    reader.ANN_NPROBES = new
+    return {**out, "load": os.getloadavg()[0], "nprobes": new}
+
+
+def memory_probe(db: str, texts: list[str], text_only: bool) -> dict[str, float]:
+    """A fresh process answering texts with the whole model (the baseline) or the query path's text
+    model: its RSS after the searches and its peak."""
+    from streamvl import api
+    from streamvl.search import query
+
+    if not text_only:
+        query.textonly.load_text_model = lambda spec: query.models.load_model(spec)  # the baseline: whole model
+    for text in texts:
+        api.search(text, db, k=10, adapter=ADAPTER)
+    with open("/proc/self/status") as f:
+        now = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
+    return {"rss_mib": now, "peak_mib": peak_rss_mib(), "load": os.getloadavg()[0]}
 
 
 def bare_text_tower(model: Any, queries: list[str]) -> dict[str, Any]:
     """Baseline in the same process: plain open_clip encode_text on one query (the 77-token context)
     against streamvl's LoadedModel.encode_text, which runs only the query's own tokens (exact: the
-    text tower's attention is causal and pools at the end-of-text token)."""
+    text tower's attention is causal and pools at the end-of-text token), and two candidates measured,
+    not used: that under bf16 autocast, and with torch's dynamic int8 Linear layers (MLPs, out proj)."""
+    import copy
+
     import torch
 
-    full_ms, trim_ms, diff = [], [], 0.0
-    for text in queries:
-        t0 = time.perf_counter()
+    from streamvl.models.loading import _encode_text_prefix
+
+    qmodel = copy.deepcopy(model.model)
+    qmodel.transformer = torch.ao.quantization.quantize_dynamic(qmodel.transformer, {torch.nn.Linear}, dtype=torch.qint8)
+    qmodel.transformer.get_cast_dtype = lambda: torch.float32
+
+    def trimmed(text: str) -> Any:
+        tokens = model.tokenizer([text])
+        return tokens[:, : int(tokens.ne(0).sum())]
+
+    def bf16(text: str) -> Any:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return model.encode_text([text]).float()
+
+    def int8(text: str) -> Any:
         with torch.inference_mode():
-            a = model.model.encode_text(model.tokenizer([text]), normalize=True)
-        t1 = time.perf_counter()
-        b = model.encode_text([text])
-        full_ms.append((t1 - t0) * 1000)
-        trim_ms.append((time.perf_counter() - t1) * 1000)
-        diff = max(diff, float((a - b).abs().max()))
-    return {"full_ms": full_ms, "trim_ms": trim_ms, "max_diff": diff}
+            return _encode_text_prefix(qmodel, trimmed(text))
+
+    def full(text: str) -> Any:
+        with torch.inference_mode():
+            return model.model.encode_text(model.tokenizer([text]), normalize=True)
+
+    paths = {"full": full, "trim": lambda t: model.encode_text([t]), "bf16": bf16, "int8": int8}
+    ms: dict[str, list[float]] = {name: [] for name in paths}
+    cos: dict[str, float] = {name: 1.0 for name in paths}
+    diff = 0.0
+    for i, text in enumerate(queries):
+        ref = None
+        for name in (list(paths) if i % 2 else list(reversed(paths))):  # alternate the order: load hits all alike
+            t0 = time.perf_counter()
+            vec = paths[name](text)
+            ms[name].append((time.perf_counter() - t0) * 1000)
+            ref = full(text) if ref is None else ref
+            cos[name] = min(cos[name], float((vec.float() * ref).sum()))
+            if name == "trim":
+                diff = max(diff, float((vec - ref).abs().max()))
+    return {"full_ms": ms["full"], "trim_ms": ms["trim"], "max_diff": diff, "ms": ms, "cos": cos, "load": os.getloadavg()[0]}
 
 
 def _child(fn: Callable, args: tuple, out) -> None:
@@ -391,7 +454,21 @@ def main() -> None:
     print(f"text tower, {len(bare['full_ms'])} queries: plain open_clip (77-token context) p50 {pct(bare['full_ms'], 50):.1f} ms; "
           f"streamvl (the query's own tokens) p50 {pct(bare['trim_ms'], 50):.1f} ms "
           f"(x{pct(bare['full_ms'], 50) / pct(bare['trim_ms'], 50):.1f}; max |diff| {bare['max_diff']:.1e})")
-    print(f"peak RSS              query process {res['peak_rss_mib']:.0f} MiB (after warm-up {res['rss_after_warmup_mib']:.0f} MiB)")
+    for name in ("bf16", "int8"):
+        print(f"  candidate {name:<5} p50 {pct(bare['ms'][name], 50):.1f} ms (x{pct(bare['trim_ms'], 50) / pct(bare['ms'][name], 50):.2f} of "
+              f"streamvl's), min cosine to fp32 {bare['cos'][name]:.5f}  (not used; load {bare['load']:.1f})")
+    vs = res["versus"]
+    print(f"baseline vs defaults, api.search interleaved ({len(vs['defaults'])} new texts each, load {vs['load']:.1f}):")
+    print(f"  baseline (nprobes 20) p50 {pct(vs['baseline'], 50):6.1f} ms  p99 {pct(vs['baseline'], 99):6.1f} ms")
+    print(f"  defaults (nprobes {vs['nprobes']}) p50 {pct(vs['defaults'], 50):6.1f} ms  p99 {pct(vs['defaults'], 99):6.1f} ms  "
+          f"(x{pct(vs['baseline'], 50) / pct(vs['defaults'], 50):.2f} faster at p50)")
+    print(f"peak RSS              query process {res['peak_rss_mib']:.0f} MiB (after warm-up {res['rss_after_warmup_mib']:.0f} MiB; "
+          f"includes the bench's int8 copy of the text tower)")
+    probe_texts = texts(args.warmup, args.seed + 7)
+    for label, text_only in (("whole model (baseline)", False), ("text model (default)", True)):
+        mem = in_process(memory_probe, str(db), probe_texts, text_only)
+        print(f"  memory, {label:<22} RSS {mem['rss_mib']:5.0f} MiB  peak {mem['peak_mib']:5.0f} MiB after "
+              f"{len(probe_texts)} searches (load {mem['load']:.1f})")
     t0 = time.perf_counter()
     exact, scores = exact_top10(db, {"rows": rq, "text": res["text_vecs"]})
     n = len(rq)

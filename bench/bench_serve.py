@@ -40,10 +40,10 @@ import bench_queries as bq  # noqa: E402  (the table builder)
 READY = re.compile(r"streamvl serving .* on http://([\d.]+):(\d+)")
 
 
-def start_server(db: Path) -> tuple[subprocess.Popen, str, int]:
+def start_server(db: Path, timeout_s: float = 300.0) -> tuple[subprocess.Popen, str, int]:
     argv = [sys.executable, "-c", "from streamvl.cli import main; main()", "serve", "--db", str(db), "--port", "0"]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line and proc.poll() is not None:
@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--load-queries", type=int, default=800, help="queries sent by the concurrent clients")
     parser.add_argument("--load-limit-s", type=float, default=300.0)
+    parser.add_argument("--start-timeout-s", type=float, default=300.0, help="wait this long for the server (a loaded machine needs more)")
     args = parser.parse_args()
 
     db, info = bq.ensure_table(args)
@@ -181,7 +182,7 @@ def main() -> None:
     warm, timed = texts[:args.warmup], texts[args.warmup:args.warmup + args.queries]
     load = texts[args.warmup + 2 * args.queries:]
 
-    proc, host, port = start_server(db)
+    proc, host, port = start_server(db, args.start_timeout_s)
     try:
         print(f"server pid {proc.pid} on {host}:{port}, RSS after start-up {rss_mib(proc.pid)['VmRSS']:.0f} MiB")
         in_process(db, warm, args.k)  # model load, caches
@@ -204,7 +205,7 @@ def main() -> None:
         single_qps = 1000 / bq.pct(remote, 50)
         print(f"  throughput x{loaded['qps'] / single_qps:.2f} of one sequential client ({single_qps:.1f} queries/s)")
         mem = rss_mib(proc.pid)
-        print(f"\nserver memory: RSS {mem['VmRSS']:.0f} MiB now, peak {mem['VmHWM']:.0f} MiB; "
+        print(f"\nserver memory (load {os.getloadavg()[0]:.1f}): RSS {mem['VmRSS']:.0f} MiB now, peak {mem['VmHWM']:.0f} MiB; "
               f"this process (in-process path) peak {bq.peak_rss_mib():.0f} MiB")
     finally:
         proc.send_signal(signal.SIGTERM)

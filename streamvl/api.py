@@ -118,7 +118,7 @@ def search(text: str, db: str, **options) -> list[Hit]:
     the model's text context is cut to fit, with an InputWarning."""
     import warnings
 
-    from streamvl.models.loading import load_model
+    from streamvl.models.textonly import tokenizer
     from streamvl.search.query import search as _search
 
     checks.existing_db(db)
@@ -131,7 +131,7 @@ def search(text: str, db: str, **options) -> list[Hit]:
         checks.adapter_checkpoint(str(checkpoint), options.get("adapter", "meanpool"))
     spec = options.get("model") or checks.indexed_model(
         db, ", or give the model to embed the query with (--model SPEC; Python: model=SPEC)")
-    text, warning = checks.fit_context(text, load_model(spec).tokenizer)
+    text, warning = checks.fit_context(text, tokenizer(spec))
     if warning:
         warnings.warn(warning, checks.InputWarning, stacklevel=2)
     return _search(text, db, **options)

@@ -206,6 +206,8 @@ class AdapterSpec:
     factory(model, options) builds it inside a worker (use `build`, which validates the options
     against `options` first). needs_frames: encode_video wants the preprocessed frames too (it
     re-runs the vision tower), so it cannot be re-scored or localised from stored features.
+    text_queries: encode_text uses only the model's text tower, so a query process may build the
+    adapter on a model without its image tower (streamvl.models.textonly; less memory per server).
     capabilities: the Protocols the built object implements beyond VideoAdapter (implied ones added).
     """
 
@@ -215,6 +217,7 @@ class AdapterSpec:
     needs_frames: bool = False
     capabilities: frozenset[Capability] = frozenset()
     options: tuple[Option, ...] = ()
+    text_queries: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "capabilities", closure(self.capabilities))

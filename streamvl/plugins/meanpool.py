@@ -73,7 +73,7 @@ class ExposureAdapter(MeanPoolAdapter):
 @hookimpl
 def streamvl_adapters() -> list[AdapterSpec]:
     return [AdapterSpec("meanpool", MeanPoolAdapter, "mean of frozen frame embeddings (zero-shot baseline)",
-                        options=MeanPoolAdapter.OPTIONS),
+                        options=MeanPoolAdapter.OPTIONS, text_queries=True),
             AdapterSpec("exposure", ExposureAdapter,
                         "frozen embedding of each clip's exposure, a recency blend of its frames (zero-shot actions)",
-                        needs_frames=True, options=ExposureAdapter.OPTIONS)]
+                        needs_frames=True, options=ExposureAdapter.OPTIONS, text_queries=True)]

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from streamvl.models import loading as models
+from streamvl.models import textonly
 from streamvl.plugins.contract import AdapterSpec, RerankContext
 from streamvl.errors import PluginError, StoreError
 from streamvl.plugins.manager import Plugins
@@ -196,12 +197,24 @@ _ENCODERS: OrderedDict[tuple[Any, ...], _QueryEncoder] = OrderedDict()
 _MAX_ENCODERS = 8
 
 
-def _encoder(plugins: Plugins, adapter: str, spec: str, options: dict[str, Any]) -> _QueryEncoder:
-    """The cached adapter (and its text cache) for these plugins, adapter name, model and options."""
-    key = (plugins, adapter, spec, _options_key(options))
+def _model_for(adapter_spec: AdapterSpec, spec: str, full_model: bool) -> Any:
+    """The model a query encoder is built on: without the image tower when the adapter's text side
+    needs only the text tower (AdapterSpec.text_queries) and nobody asked for the whole model."""
+    if adapter_spec.text_queries and not full_model:
+        return textonly.load_text_model(spec)
+    return models.load_model(spec)
+
+
+def _encoder(plugins: Plugins, adapter: str, spec: str, options: dict[str, Any],
+             full_model: bool = False) -> _QueryEncoder:
+    """The cached adapter (and its text cache) for these plugins, adapter name, model and options.
+    full_model: build it on the whole model (a reranker may re-run the image tower)."""
+    adapter_spec = plugins.adapter(adapter)
+    full_model = full_model or not adapter_spec.text_queries
+    key = (plugins, adapter, spec, _options_key(options), full_model)
     encoder = _ENCODERS.get(key)
     if encoder is None:
-        adapter_spec, model = plugins.adapter(adapter), models.load_model(spec)
+        model = _model_for(adapter_spec, spec, full_model)
         try:
             built = adapter_spec.build(model, dict(options))
         except PluginError:
@@ -242,7 +255,7 @@ def search(text: str, db: str, *, k: int = 10, adapter: str = "meanpool", stream
     spec = indexed_model(store, model)
     plugins.adapter(adapter)  # fails fast (PluginError) before loading the model
     reranker = plugins.reranker(rerank) if rerank else None
-    encoder = _encoder(plugins, adapter, spec, dict(adapter_options or {}))
+    encoder = _encoder(plugins, adapter, spec, dict(adapter_options or {}), full_model=reranker is not None)
     qvec = encoder.encode(text)
     hits = search_vectors(store, qvec, k=k, adapter=adapter, stream_ids=stream_ids, start=start, end=end, tags=tags)
     if reranker is None:

@@ -21,6 +21,11 @@ from streamvl.storage.schema import (
 )
 
 REFINE_CANDIDATES = 10  # ANN searches re-rank this many times k rows exactly (no effect without an index)
+# IVF partitions every ANN search probes at least (LanceDB's default: 20). Probing is most of an IVF_PQ search's
+# time; at 1M rows (256 partitions) 10 keeps recall@10 at 1.00 on in-distribution queries and halves the
+# search (bench/bench_queries.py, docs/benchmarks.md "Queries"). Only a minimum: a narrow prefilter still
+# probes further partitions until it has k rows.
+ANN_NPROBES = 10
 
 
 class Reader:
@@ -169,7 +174,7 @@ def _one_adapter(handle: Any, adapter: str) -> bool:
 
 def _ann(handle: Any, query: np.ndarray, k: int, columns: list[str], where: str | None,
          candidates: int) -> list[dict[str, Any]]:
-    builder = handle.search(query, vector_column_name=EMBEDDING).distance_type("cosine")
+    builder = handle.search(query, vector_column_name=EMBEDDING).distance_type("cosine").minimum_nprobes(ANN_NPROBES)
     if where:
         builder = builder.where(where, prefilter=True)
     builder = builder.select([*columns, "_distance"]).limit(int(k))
