@@ -18,7 +18,7 @@ import ray
 from streamvl.config import IndexConfig
 from streamvl.runtime.actors import DecodeActor, EncodeActor
 from streamvl.runtime.backend import Ref, TaskFailed
-from streamvl.runtime.sinks import SinkPool, first_line, kill_all
+from streamvl.runtime.sinks import SinkPool, first_line, flush_watches, kill_all
 from streamvl.storage.store import STREAMS
 from streamvl.types import StreamEvent, StreamInfo, StreamState
 
@@ -147,7 +147,8 @@ class RayBackend:
                     break
 
     def close(self) -> None:
-        """Kill every decoder, the encoder and the sinks of this run."""
+        """Kill every decoder, the encoder and the sinks of this run (the sinks' watch events written first)."""
+        flush_watches(self.sinks.current.values())
         kill_all([d.actor for d in self._decoders.values()] + self.sinks.all()
                  + ([self.encoder] if self.encoder is not None else []))
         self._decoders.clear()

@@ -9,9 +9,11 @@ Plain Python (numpy; no Ray, no model at import). Three parts, one job each:
 `Watcher` ties them to a Store: it reloads the watches every few seconds, restores the builder from
 the `watch_events` table (so a restart or a replay continues the same events instead of firing
 again), rescores the stored tail of each stream once at start (rows a killed sink committed but
-had no time to turn into events: a live stream never replays them), and upserts the events a
-batch changed. Events are keyed by (watch, stream, start of the
-first matching window): rewriting one is a no-op, so each is stored exactly once.
+had no time to turn into events: a live stream never replays them), and writes the events a
+batch changed: appends the new ones (their keys checked against the ids it read at start and
+wrote since) and upserts the grown or closed ones. Events are keyed by (watch, stream, start of
+the first matching window): rewriting one is a no-op, so each is stored exactly once.
+`streamvl.search.watch_thread.WatchThread` runs a Watcher off the sink's commit path.
 """
 
 from __future__ import annotations
@@ -210,6 +212,7 @@ class Watcher:
         self._loaded_at: float | None = None
         self._version: int | None = None  # the watches table version last read
         self._catch_up = False  # rescore the stored tail of each stream at the next call
+        self._stored: set[str] = set()  # event_ids the table holds (read at the first call, then kept)
         self.events_written = 0
 
     def reload(self) -> None:
@@ -229,7 +232,9 @@ class Watcher:
         self.matcher = WatchMatcher(watches)
         self._quiet.update({w.watch_id: w.quiet_s for w in watches})
         if self._loaded_at is None:
-            self.builder.restore(tables.watch_events())
+            stored = tables.watch_events()
+            self.builder.restore(stored)
+            self._stored = {r["event_id"] for r in stored}
             self._catch_up = True
         self._loaded_at = self._clock()
 
@@ -273,9 +278,19 @@ class Watcher:
             latest[s] = max(latest.get(s, t), t)
         changed = self.builder.feed(matches, latest)
         if changed:
-            WatchTables(self.store.conn, self.store.reader, self.store.writer).record_watch_events(changed)
+            self._record(WatchTables(self.store.conn, self.store.reader, self.store.writer), changed)
             self.events_written += len(changed)
         return len(changed)
+
+    def _record(self, tables: Any, changed: list[dict[str, Any]]) -> None:
+        """Append the events the table does not hold yet (no merge join), upsert the ones it does."""
+        new = [e for e in changed if e["event_id"] not in self._stored]
+        grown = [e for e in changed if e["event_id"] in self._stored]
+        if grown:
+            tables.record_watch_events(grown)
+        if new:
+            tables.append_watch_events(new)
+            self._stored.update(e["event_id"] for e in new)
 
 
 @dataclass(frozen=True)

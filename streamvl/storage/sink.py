@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 
 from streamvl.config import StoreConfig
-from streamvl.storage.schema import CLIPS, STREAM_EVENTS, STREAMS
+from streamvl.storage.schema import CLIPS, EVENTS, STREAM_EVENTS, STREAMS
 from streamvl.storage.store import Store
 from streamvl.types import StreamState
 
@@ -87,15 +87,19 @@ class TableSink:
 
     The `streams` sink also writes `stream_events` and compacts both. The `clips` sink scores each
     committed batch against the active watches (streamvl.search.watches.Watcher) right after its
-    commit, so events only ever describe committed rows; `watch=False` turns that off.
+    commit (or hands it to a watch thread), so events only ever describe committed rows, and
+    compacts `watch_events` with its own table; `watch=False` turns that off.
     """
 
     def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None, *,
                  cache_bytes: int | None = SINK_CACHE_BYTES, clock: Callable[[], float] = time.monotonic,
-                 upkeep_first: bool = False, storage: Any = None, watch: bool = True) -> None:
+                 upkeep_first: bool = False, storage: Any = None, watch: bool = True,
+                 watch_in_background: bool = False) -> None:
         """upkeep_first: also run upkeep after the first write. A sink that takes over a table (a
         replaced or restarted sink process) does not know how many writes its predecessor left
-        uncompacted; without it they add to its own and the fragment count can nearly double."""
+        uncompacted; without it they add to its own and the fragment count can nearly double.
+        watch_in_background: score committed batches in a thread (streamvl.search.watch_thread),
+        so a write returns right after its commit; flush_watches() waits for their events."""
         self.store, self.table = Store(db, cache_bytes=cache_bytes, storage=storage), table
         self.upkeep = upkeep or StoreConfig()
         self._clock = clock
@@ -103,15 +107,23 @@ class TableSink:
         self.upkeeps = 0
         self.last_upkeep: dict[str, Any] = {}
         self.watcher = None
+        self.watch_thread = None
         if watch and table == CLIPS:
             from streamvl.search.watches import Watcher
 
-            self.watcher = Watcher(self.store)
+            if watch_in_background:
+                from streamvl.search.watch_thread import WatchThread
+
+                self.watch_thread = WatchThread(lambda: Watcher(self.store))
+            else:
+                self.watcher = Watcher(self.store)
 
     def write(self, data: pa.Table) -> int:
         """Upsert one batch (one commit); returns rows written."""
         rows = self.store.writer.upsert(self.table, data)
-        if self.watcher is not None and rows:
+        if self.watch_thread is not None and rows:
+            self.watch_thread.submit(data)
+        elif self.watcher is not None and rows:
             self._watch(data)
         self._after_write(rows)
         return rows
@@ -126,6 +138,16 @@ class TableSink:
             from streamvl.search.watches import Watcher
 
             self.watcher = Watcher(self.store)
+
+    def flush_watches(self, timeout: float | None = None) -> bool:
+        """Wait until the events of every committed batch are written (background watching);
+        False on timeout."""
+        return True if self.watch_thread is None else self.watch_thread.flush(timeout)
+
+    def close(self) -> None:
+        """Write the events of the batches still queued and stop the watch thread (if any)."""
+        if self.watch_thread is not None:
+            self.watch_thread.close()
 
     def record_state(self, state: StreamState) -> None:
         """Write one stream's state (the `streams` sink)."""
@@ -156,6 +178,8 @@ class TableSink:
     def _upkeep(self) -> dict[str, Any]:
         self._writes, self._last_upkeep = 0, self._clock()
         tables = [self.table, STREAM_EVENTS] if self.table == STREAMS else [self.table]  # events share this sink
+        if self.watcher is not None or self.watch_thread is not None:
+            tables.append(EVENTS)  # the watch events this sink writes: one fragment per event write otherwise
         cfg = self.upkeep
         results = [self.store.upkeep.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,
                                               index_type=cfg.index_type, index_max_deltas=cfg.index_max_deltas)
