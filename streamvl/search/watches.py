@@ -11,7 +11,7 @@ the `watch_events` table (so a restart or a replay continues the same events ins
 again), rescores the stored tail of each stream once at start (rows a killed sink committed but
 had no time to turn into events: a live stream never replays them), and writes the events a
 batch changed: appends the new ones (their keys checked against the ids it read at start and
-wrote since) and upserts the grown or closed ones. Events are keyed by (watch, stream, start of
+wrote since) and upserts the closed ones and those grown GROWTH_WRITE_S past what is stored. Events are keyed by (watch, stream, start of
 the first matching window): rewriting one is a no-op, so each is stored exactly once.
 `streamvl.search.watch_thread.WatchThread` runs a Watcher off the sink's commit path.
 """
@@ -33,6 +33,7 @@ DEFAULT_QUIET_S = 4.0  # an event closes once no window has matched for this lon
 RELOAD_S = 3.0  # the watcher rereads the watches table at most this often
 CATCHUP_S = 30.0  # at start, stored clip rows from this long before each stream's checkpoint are rescored
 _KEEP = 4  # events kept in memory per (watch, stream): the ones a replay can still touch
+GROWTH_WRITE_S = 5.0  # an open event's growth is stored once its end moved this far (stream s) or it closes
 
 
 def embed_watch_texts(texts: Sequence[str], db: str, adapters: Sequence[str] = ("meanpool",), *,
@@ -212,7 +213,7 @@ class Watcher:
         self._loaded_at: float | None = None
         self._version: int | None = None  # the watches table version last read
         self._catch_up = False  # rescore the stored tail of each stream at the next call
-        self._stored: set[str] = set()  # event_ids the table holds (read at the first call, then kept)
+        self._stored: dict[str, float] = {}  # event_id -> the end the table holds (read at the first call, then kept)
         self.events_written = 0
 
     def reload(self) -> None:
@@ -234,7 +235,7 @@ class Watcher:
         if self._loaded_at is None:
             stored = tables.watch_events()
             self.builder.restore(stored)
-            self._stored = {r["event_id"] for r in stored}
+            self._stored = {r["event_id"]: r["end"] for r in stored}
             self._catch_up = True
         self._loaded_at = self._clock()
 
@@ -277,20 +278,26 @@ class Watcher:
         for s, t in zip(sids, starts):
             latest[s] = max(latest.get(s, t), t)
         changed = self.builder.feed(matches, latest)
-        if changed:
-            self._record(WatchTables(self.store.conn, self.store.reader, self.store.writer), changed)
-            self.events_written += len(changed)
-        return len(changed)
+        if not changed:
+            return 0
+        written = self._record(WatchTables(self.store.conn, self.store.reader, self.store.writer), changed)
+        self.events_written += written
+        return written
 
-    def _record(self, tables: Any, changed: list[dict[str, Any]]) -> None:
-        """Append the events the table does not hold yet (no merge join), upsert the ones it does."""
+    def _record(self, tables: Any, changed: list[dict[str, Any]]) -> int:
+        """Append the events the table does not hold yet (no merge join); upsert the stored ones
+        that closed or whose end moved GROWTH_WRITE_S past the stored end. Smaller growth waits
+        for the next write or the close: a kill before it loses nothing, the restart's rescoring
+        of each stream's last CATCHUP_S (> GROWTH_WRITE_S) redoes it. Returns rows written."""
         new = [e for e in changed if e["event_id"] not in self._stored]
-        grown = [e for e in changed if e["event_id"] in self._stored]
+        grown = [e for e in changed if e["event_id"] in self._stored
+                 and (e["status"] == "closed" or e["end"] - self._stored[e["event_id"]] >= GROWTH_WRITE_S)]
         if grown:
             tables.record_watch_events(grown)
         if new:
             tables.append_watch_events(new)
-            self._stored.update(e["event_id"] for e in new)
+        self._stored.update({e["event_id"]: e["end"] for e in [*new, *grown]})
+        return len(new) + len(grown)
 
 
 @dataclass(frozen=True)

@@ -94,3 +94,23 @@ def test_a_failing_batch_restarts_the_watcher_from_the_table(tmp_path):
     thread.close()
     assert [e["start"] for e in tables(store).watch_events()] == [2.0]
     assert np.isclose(tables(store).watch_events()[0]["peak_score"], 1.0)
+
+
+def test_small_growth_waits_for_a_bigger_step_or_the_close(tmp_path):
+    """An open event's end is stored when it first moves GROWTH_WRITE_S (5 s) past the stored end,
+    and always at its close; smaller steps are not a commit each."""
+    from streamvl.search.watches import GROWTH_WRITE_S
+
+    store = with_watch(tmp_path / "db")
+    rows = timeline("cam", "rrrrrrrrrr.....")  # windows 0..9 match (2 s each), the gap closes the event
+    w = Watcher(store)
+    ends = []
+    for i in range(len(rows)):
+        w.on_commit(clip_table(rows[i:i + 1]))
+        [ev] = tables(store).watch_events()
+        ends.append((ev["end"], ev["status"]))
+    assert GROWTH_WRITE_S == 5.0
+    assert ends[:5] == [(2.0, "open")] * 5  # 3, 4, 5, 6: less than 5 s past 2
+    assert ends[5:10] == [(7.0, "open")] * 5  # 7 is 5 s past 2; then 8..11 wait
+    assert ends[-1] == (11.0, "closed")  # the close stores the whole span
+    assert w.events_written == 3
