@@ -136,6 +136,7 @@ def sink_cost(args, tmp: Path) -> None:
     time.sleep(1.0)
     spent = dict.fromkeys(sinks, 0.0)
     inside = dict.fromkeys(sinks, 0.0)  # time inside write() only
+    cpu = dict.fromkeys(sinks, 0.0)  # this process's CPU time (every thread) during the block
     written_at: dict[int, float] = {}
     order = list(sinks)
     loads = [os.getloadavg()[0]]
@@ -144,7 +145,7 @@ def sink_cost(args, tmp: Path) -> None:
             ts = range(b0, min(args.seconds, b0 + args.block))
             data = [batch(t, args.streams, args.dim, rng, planted) for t in ts]
             for name in order:
-                sink, t0 = sinks[name], time.perf_counter()
+                sink, t0, c0 = sinks[name], time.perf_counter(), time.process_time()
                 for t, d in zip(ts, data):
                     w0 = time.perf_counter()
                     sink.write(d)
@@ -153,6 +154,7 @@ def sink_cost(args, tmp: Path) -> None:
                         written_at[t] = time.time()
                 sink.flush_watches()
                 spent[name] += time.perf_counter() - t0
+                cpu[name] += time.process_time() - c0
             order = order[1:] + order[:1]
             loads.append(os.getloadavg()[0])
         deadline = time.time() + 10
@@ -171,10 +173,12 @@ def sink_cost(args, tmp: Path) -> None:
           f"{args.watches} active watches, {args.dim}-d, {len(planted)} planted streams; blocks of {args.block} writes; "
           f"1-min load during it {min(loads):.2f}-{max(loads):.2f}")
     for name in sinks:
-        ratio = "" if name == "without" else f"  x{rate[name] / rate['without']:.3f} of without"
-        print(f"  {name:<12} {rate[name]:7.0f} rows/s  ({spent[name] / args.seconds * 1e3:6.1f} ms/write with all watch work;"
-              f" commit path {inside[name] / args.seconds * 1e3:6.1f} ms/write){ratio}")
-    print(f"  goal: background >= 0.95 x without.  background thread: {thread.batches} batches in {thread.drains} drains, "
+        ratio = "" if name == "without" else (f"  x{rate[name] / rate['without']:.3f} of without; "
+                                              f"CPU x{cpu['without'] / cpu[name]:.3f}")
+        print(f"  {name:<12} {rate[name]:7.0f} rows/s  ({spent[name] / args.seconds * 1e3:6.1f} ms/write with all watch work,"
+              f" commit path {inside[name] / args.seconds * 1e3:6.1f} ms, CPU {cpu[name] / args.seconds * 1e3:5.1f} ms)"
+              f"{ratio}")
+    print(f"  goal: background >= 0.95 x without (rows/s; CPU x = rows per CPU-second against without).  background thread: {thread.batches} batches in {thread.drains} drains, "
           f"{thread.failures} failures, {thread.busy_s / args.seconds * 1e3:.1f} ms wall / "
           f"{thread.cpu_s / args.seconds * 1e3:.1f} ms CPU per write")
     print(f"  events stored {len(opened)}, reached the SSE client {len(lat)}")
@@ -209,10 +213,12 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
                              runtime={"decode_cpus": 0.01, "sink_cpus": 0.01, "encode_batch": 64})
         streams = [StreamInfo(f"{'static' if i < static else 'moving'}{i:02d}", c.url) for i, c in enumerate(cameras)]
         run_ = IndexRun(streams, config, None).start()
-        start = time.monotonic()
-        while time.monotonic() - start < args.warmup:
-            run_.step()
-        store = Store(db)
+        start, store = time.monotonic(), Store(db)
+        while time.monotonic() - start < args.warmup or moving_clips(store) < 4 * args.real:
+            run_.step()  # at least --warmup s, and until the moving streams have clips to make watches of
+            if time.monotonic() - start > args.warmup + 900:
+                raise SystemExit(f"part 2: {moving_clips(store)} clips of moving streams after 15 min more; not measured")
+        warm_s = time.monotonic() - start
         frames_before = sum(r.frames for r in run_.reports.values())
         server = Server(db).start()
         client = SSEClient(server.url)
@@ -224,8 +230,8 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
         add_watches(db, rand, 0.9, prefix="rand")
         added, lags, loads = time.monotonic(), [], []
         print(f"part 2: live, {args.streams} tcp:// cameras ({static} static, 320x240 h264 25 fps looping {args.loop_s:g} s, "
-              f"ffmpeg -re), 1 frame/s each, {args.model}; {args.watches} watches added after {args.warmup:g} s "
-              f"({len(seeds)} from indexed clips, thresholds {thresholds.min():.3f}-{thresholds.max():.3f}; the rest random)",
+              f"ffmpeg -re), 1 frame/s each, {args.model}; {args.watches} watches added "
+              f"after {warm_s:.0f} s ({len(seeds)} from indexed clips, thresholds {thresholds.min():.3f}-{thresholds.max():.3f}; the rest random)",
               flush=True)
         next_sample = added + 10
         while time.monotonic() - added < args.live_minutes * 60:
@@ -272,6 +278,63 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
             cam.stop()
 
 
+# ------------------------------------------------------------------------------ part 3: the pipeline
+
+
+def pipeline_cost(args, tmp: Path) -> None:
+    """Frames/s of whole indexing runs (Ray runtime, --streams files at full speed) into a database
+    without watches and into one with --watches active ones, in the order without, with, with,
+    without (--pairs 2) so a load trend falls on both arms alike."""
+    import ray
+
+    from bench.bench_capacity import camera_video
+    from streamvl.config import IndexConfig
+    from streamvl.runtime.driver import IndexRun
+    from streamvl.types import StreamInfo
+
+    videos = [camera_video(tmp / f"file{i}.mp4", seed=10 + i, seconds=args.file_s, fps=10, size=(320, 240)) for i in range(4)]
+    rng = np.random.default_rng(3)
+    if not args.pipe_dim:
+        from streamvl.models.loading import load_model
+
+        args.pipe_dim = load_model(args.model).embed_dim
+    order = (["without", "with", "with", "without"] * args.pairs)[: 2 * args.pairs]
+    rates: dict[str, list[float]] = {"without": [], "with": []}
+    loads = []
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+    try:
+        for i, arm in enumerate(order):
+            db = str(tmp / f"pipe{i}")
+            if arm == "with":
+                add_watches(db, unit(rng.standard_normal((args.watches, args.pipe_dim)).astype(np.float32)), 0.5)
+            config = IndexConfig(db=db, model=args.model, sampling={"fps": args.file_fps}, store_frames=True,
+                                 runtime={"decode_cpus": 0.01, "sink_cpus": 0.01, "encode_batch": 64})
+            streams = [StreamInfo(f"f{j:02d}", str(videos[j % len(videos)])) for j in range(args.streams)]
+            run_ = IndexRun(streams, config, None)
+            try:
+                report = run_.run()
+            finally:
+                run_.close()
+            rates[arm].append(report.frames / report.seconds)
+            loads.append(os.getloadavg()[0])
+            events = Store(db).count("watch_events") if arm == "with" else 0
+            print(f"  run {i + 1} {arm:<8} {report.frames} frames in {report.seconds:6.1f} s = {rates[arm][-1]:6.1f} frames/s"
+                  f"  (events {events}; {load()})", flush=True)
+    finally:
+        ray.shutdown()
+    ratio = np.mean(rates["with"]) / np.mean(rates["without"])
+    print(f"part 3: pipeline, {args.streams} files x {args.file_s:g} s at {args.file_fps:g} frame/s, {args.model}, "
+          f"{args.watches} watches (random, threshold 0.5): frames/s with / without x{ratio:.3f} (goal >= 0.95); "
+          f"1-min load {min(loads):.2f}-{max(loads):.2f}", flush=True)
+
+
+def moving_clips(store: Store) -> int:
+    try:
+        return store.read(CLIPS, "adapter = 'meanpool' AND stream_id LIKE 'moving%'", columns=["start"]).num_rows
+    except Exception:  # noqa: BLE001 (no clips table yet)
+        return 0
+
+
 def real_watches(store: Store, k: int, quantile: float, rng) -> tuple[np.ndarray, np.ndarray]:
     """k watch vectors from indexed meanpool clips of moving streams, each with the threshold its
     `quantile` score over every stored clip (so it fires on a few windows, not all)."""
@@ -297,6 +360,10 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--real", type=int, default=20, help="part 2: watches built from indexed clips")
     ap.add_argument("--quantile", type=float, default=0.97, help="part 2: their threshold's quantile of stored scores")
+    ap.add_argument("--pairs", type=int, default=1, help="part 3: pipeline runs per arm (0: skip part 3)")
+    ap.add_argument("--file-s", type=float, default=30.0, help="part 3: seconds per file")
+    ap.add_argument("--file-fps", type=float, default=2.0, help="part 3: frames sampled per second of file")
+    ap.add_argument("--pipe-dim", type=int, default=0, help="part 3: embedding size of --model (0: ask the model)")
     args = ap.parse_args()
     before = os.getloadavg()[0]
     free = max(0.0, (os.cpu_count() or 1) - before)
@@ -306,6 +373,8 @@ def main() -> None:
         sink_cost(args, tmp)
         if args.live_minutes > 0:
             live_latency(args, tmp, free)
+        if args.pairs > 0:
+            pipeline_cost(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
