@@ -351,7 +351,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, default=40)
     ap.add_argument("--watches", type=int, default=1000)
-    ap.add_argument("--seconds", type=int, default=120, help="part 1: simulated seconds (writes per sink)")
+    ap.add_argument("--seconds", type=int, default=120, help="part 1: simulated seconds (writes per sink; 0: skip part 1)")
     ap.add_argument("--block", type=int, default=10, help="part 1: writes per block")
     ap.add_argument("--dim", type=int, default=512, help="part 1: embedding size")
     ap.add_argument("--live-minutes", type=float, default=3.0, help="part 2: minutes measured with watches (0: skip)")
@@ -370,7 +370,8 @@ def main() -> None:
     print(f"{os.cpu_count()} cores, 1-min load {before:.2f} before the run (~{free:.1f} cores free)", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-watches-"))
     try:
-        sink_cost(args, tmp)
+        if args.seconds > 0:
+            sink_cost(args, tmp)
         if args.live_minutes > 0:
             live_latency(args, tmp, free)
         if args.pairs > 0:

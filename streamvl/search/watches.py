@@ -255,6 +255,7 @@ class Watcher:
         if self._loaded_at is None or self._clock() - self._loaded_at >= self.reload_s:
             self.reload()
         if not self.matcher.watches:
+            self._catch_up = False  # the catch-up is for rows of watches that existed before a restart
             return 0
         written = 0
         if self._catch_up:  # once, at start: rows the events may not describe yet (rows already covered change nothing)

@@ -114,3 +114,20 @@ def test_small_growth_waits_for_a_bigger_step_or_the_close(tmp_path):
     assert ends[5:10] == [(7.0, "open")] * 5  # 7 is 5 s past 2; then 8..11 wait
     assert ends[-1] == (11.0, "closed")  # the close stores the whole span
     assert w.events_written == 3
+
+
+def test_a_watch_added_later_does_not_fire_on_rows_committed_before_it(tmp_path):
+    """The start-up catch-up rescoring is for a restart; a watch that appears while the sink runs
+    applies to rows committed from then on, not to the stored tail."""
+    store = Store(tmp_path / "db")
+    clock = [0.0]
+    w = Watcher(store, reload_s=1.0, clock=lambda: clock[0])
+    rows = timeline("cam", "rrrr....rr")
+    store.upsert(CLIPS, clip_table(rows[:4]))
+    store.record_state(StreamState("cam", "rtsp://x", Status.RUNNING, last_committed_pts=3.0))
+    assert w.on_commit(clip_table(rows[:4])) == 0  # no watches yet
+    tables(store).add_watch("red", {"meanpool": RED}, threshold=0.9, quiet_s=2.0, watch_id="w")
+    clock[0] = 2.0
+    store.upsert(CLIPS, clip_table(rows[4:]))
+    w.on_commit(clip_table(rows[4:]))
+    assert [e["start"] for e in tables(store).watch_events()] == [8.0]
