@@ -207,7 +207,7 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
     server = client = run_ = None
     try:
         for cam in cameras:
-            cam.wait_listening()
+            cam.wait_listening(timeout=180.0)  # a loaded machine starts 40 ffmpeg slowly
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
         config = IndexConfig(db=db, model=args.model, sampling={"fps": 1.0, "decode": "keyframes"}, store_frames=True,
                              runtime={"decode_cpus": 0.01, "sink_cpus": 0.01, "encode_batch": 64})

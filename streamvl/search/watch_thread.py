@@ -75,18 +75,18 @@ class WatchThread:
             try:
                 if tables:
                     self.batches += len(tables)
-                    self._score(_concat(tables))
+                    self._score(tables)
             finally:
                 for _ in items:
                     self._queue.task_done()
             if stop:
                 return
 
-    def _score(self, clips: pa.Table) -> None:
+    def _score(self, tables: list[pa.Table]) -> None:
         self.drains += 1
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
-            self.watcher.on_commit(clips)
+            self.watcher.on_commit(_concat(tables))
         except Exception as exc:  # noqa: BLE001 (the rows are committed; the watcher starts over from the table)
             self.failures += 1
             log.warning("watches: scoring committed clips failed: %s", exc)

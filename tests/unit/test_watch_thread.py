@@ -3,6 +3,7 @@ path, exactly once under replay, queued batches written at close, and a kill wit
 queued completed by the next sink's catch-up."""
 
 import numpy as np
+import pyarrow as pa
 
 from streamvl.search.watch_thread import WatchThread
 from streamvl.search.watches import Watcher
@@ -131,3 +132,16 @@ def test_a_watch_added_later_does_not_fire_on_rows_committed_before_it(tmp_path)
     store.upsert(CLIPS, clip_table(rows[4:]))
     w.on_commit(clip_table(rows[4:]))
     assert [e["start"] for e in tables(store).watch_events()] == [8.0]
+
+
+def test_batches_that_do_not_concatenate_restart_the_watcher_and_the_thread_lives_on(tmp_path):
+    store = with_watch(tmp_path / "db")
+    thread = WatchThread(lambda: Watcher(store))
+    bad = clip_table(timeline("cam", "r")).set_column(1, "start", pa.array(["x"]))  # start as text
+    thread.submit(clip_table(timeline("cam", "..")))
+    thread.submit(bad)
+    assert thread.flush(timeout=60)
+    assert thread.failures == 1
+    thread.submit(clip_table(timeline("cam", "..rr")))
+    thread.close()
+    assert [e["start"] for e in tables(store).watch_events()] == [2.0]
