@@ -93,7 +93,8 @@ class SinkActor:
     def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None, storage=None):
         from streamvl.storage.sink import TableSink
 
-        self.sink = TableSink(db, table, upkeep, upkeep_first=True, storage=storage)  # it may take over from a dead or replaced sink
+        # upkeep_first: it may take over from a dead or replaced sink; watches scored off the commit path
+        self.sink = TableSink(db, table, upkeep, upkeep_first=True, storage=storage, watch_in_background=True)
 
     def pid(self) -> int:
         import os
@@ -112,6 +113,10 @@ class SinkActor:
     def release_claims(self) -> None:
         """Give up the sink's write claims on frames/clips streams (before it is replaced)."""
         self.sink.release_claims()
+
+    def flush_watches(self) -> bool:
+        """Wait until the watch events of every committed batch are written."""
+        return self.sink.flush_watches()
 
     def upkeep_now(self) -> dict[str, object]:
         """Compact (and index) this sink's tables now; returns {fragments, rows, indexed} of its table."""

@@ -23,7 +23,7 @@ from streamvl.runtime.actors import DecodeActor
 from streamvl.runtime.encoders import EncoderPool
 from streamvl.runtime.backend import Ref, TaskFailed
 from streamvl.runtime.decode_hosts import HostedDecoder, HostPool
-from streamvl.runtime.sinks import SinkPool, first_line, kill_all
+from streamvl.runtime.sinks import SinkPool, first_line, flush_watches, kill_all
 from streamvl.storage.store import STREAMS
 from streamvl.types import StreamEvent, StreamInfo, StreamState
 
@@ -174,7 +174,9 @@ class RayBackend:
                     break
 
     def close(self) -> None:
-        """Kill every decoder and decode host, the encoders and the sinks of this run."""
+        """Kill every decoder and decode host, the encoders and the sinks of this run (the sinks' watch events
+        written first)."""
+        flush_watches(self.sinks.current.values())
         hosts = self.hosts.actors() if self.hosts is not None else []
         kill_all([d.actor for d in self._decoders.values()] + hosts + self.sinks.all() + self.pool.all())
         self._decoders.clear()

@@ -30,6 +30,16 @@ def kill_all(actors) -> None:
         ray.kill(actor, no_restart=True)
 
 
+def flush_watches(sinks, timeout: float = 30.0) -> None:
+    """Let sinks write the watch events of the batches they committed (their watch threads)
+    before they are killed; a sink that does not answer in time leaves them to its successor's
+    catch-up (streamvl.search.watches.Watcher rescores each stream's stored tail at start)."""
+    try:
+        ray.get([s.flush_watches.remote() for s in sinks], timeout=timeout)
+    except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as exc:
+        log.warning("sinks: watch events not flushed before stopping them (%s)", first_line(exc))
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of what went wrong (the cause a Ray error wraps, if any)."""
     cause = getattr(exc, "cause", None)
@@ -87,6 +97,7 @@ class SinkPool:
     def swap(self) -> None:
         """The new set takes over; the old one is killed (no write to it may be in flight)."""
         old, self.current, self._next = self.current, self._next, None
+        flush_watches(old.values())
         try:  # their write claims (frames, clips): the new sinks take them over at once
             ray.get([s.release_claims.remote() for s in old.values()], timeout=30)
         except ray.exceptions.RayError as exc:  # the claims expire by themselves (CLAIM_TTL_S)

@@ -9,9 +9,11 @@ Plain Python (numpy; no Ray, no model at import). Three parts, one job each:
 `Watcher` ties them to a Store: it reloads the watches every few seconds, restores the builder from
 the `watch_events` table (so a restart or a replay continues the same events instead of firing
 again), rescores the stored tail of each stream once at start (rows a killed sink committed but
-had no time to turn into events: a live stream never replays them), and upserts the events a
-batch changed. Events are keyed by (watch, stream, start of the
-first matching window): rewriting one is a no-op, so each is stored exactly once.
+had no time to turn into events: a live stream never replays them), and writes the events a
+batch changed: appends the new ones (their keys checked against the ids it read at start and
+wrote since) and upserts the closed ones and those grown GROWTH_WRITE_S past what is stored. Events are keyed by (watch, stream, start of
+the first matching window): rewriting one is a no-op, so each is stored exactly once.
+`streamvl.search.watch_thread.WatchThread` runs a Watcher off the sink's commit path.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ DEFAULT_QUIET_S = 4.0  # an event closes once no window has matched for this lon
 RELOAD_S = 3.0  # the watcher rereads the watches table at most this often
 CATCHUP_S = 30.0  # at start, stored clip rows from this long before each stream's checkpoint are rescored
 _KEEP = 4  # events kept in memory per (watch, stream): the ones a replay can still touch
+GROWTH_WRITE_S = 5.0  # an open event's growth is stored once its end moved this far (stream s) or it closes
 
 
 def embed_watch_texts(texts: Sequence[str], db: str, adapters: Sequence[str] = ("meanpool",), *,
@@ -212,6 +215,7 @@ class Watcher:
         self._loaded_at: float | None = None
         self._version: int | None = None  # the watches table version last read
         self._catch_up = False  # rescore the stored tail of each stream at the next call
+        self._stored: dict[str, float] = {}  # event_id -> the end the table holds (read at the first call, then kept)
         self.events_written = 0
 
     def reload(self) -> None:
@@ -231,7 +235,9 @@ class Watcher:
         self.matcher = WatchMatcher(watches)
         self._quiet.update({w.watch_id: w.quiet_s for w in watches})
         if self._loaded_at is None:
-            self.builder.restore(e for e in tables.watch_events() if e.get("steps") is None)  # sequence events: not ours
+            stored = [e for e in tables.watch_events() if e.get("steps") is None]  # sequence events: not ours
+            self.builder.restore(stored)
+            self._stored = {r["event_id"]: r["end"] for r in stored}
             self._catch_up = True
         self._loaded_at = self._clock()
 
@@ -251,6 +257,7 @@ class Watcher:
         if self._loaded_at is None or self._clock() - self._loaded_at >= self.reload_s:
             self.reload()
         if not self.matcher.watches:
+            self._catch_up = False  # the catch-up is for rows of watches that existed before a restart
             return 0
         written = 0
         if self._catch_up:  # once, at start: rows the events may not describe yet (rows already covered change nothing)
@@ -274,10 +281,26 @@ class Watcher:
         for s, t in zip(sids, starts):
             latest[s] = max(latest.get(s, t), t)
         changed = self.builder.feed(matches, latest)
-        if changed:
-            WatchTables(self.store.conn, self.store.reader, self.store.writer).record_watch_events(changed)
-            self.events_written += len(changed)
-        return len(changed)
+        if not changed:
+            return 0
+        written = self._record(WatchTables(self.store.conn, self.store.reader, self.store.writer), changed)
+        self.events_written += written
+        return written
+
+    def _record(self, tables: Any, changed: list[dict[str, Any]]) -> int:
+        """Append the events the table does not hold yet (no merge join); upsert the stored ones
+        that closed or whose end moved GROWTH_WRITE_S past the stored end. Smaller growth waits
+        for the next write or the close: a kill before it loses nothing, the restart's rescoring
+        of each stream's last CATCHUP_S (> GROWTH_WRITE_S) redoes it. Returns rows written."""
+        new = [e for e in changed if e["event_id"] not in self._stored]
+        grown = [e for e in changed if e["event_id"] in self._stored
+                 and (e["status"] == "closed" or e["end"] - self._stored[e["event_id"]] >= GROWTH_WRITE_S)]
+        if grown:
+            tables.record_watch_events(grown)
+        if new:
+            tables.append_watch_events(new)
+        self._stored.update({e["event_id"]: e["end"] for e in [*new, *grown]})
+        return len(new) + len(grown)
 
 
 @dataclass(frozen=True)

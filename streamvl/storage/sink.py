@@ -39,7 +39,7 @@ import pyarrow as pa
 from streamvl.config import StoreConfig
 from streamvl.storage.appender import HOT_TABLES
 from streamvl.storage.lease import LEASES
-from streamvl.storage.schema import CLIPS, STREAM_EVENTS, STREAMS
+from streamvl.storage.schema import CLIPS, EVENTS, STREAM_EVENTS, STREAMS
 from streamvl.storage.store import Store
 from streamvl.types import StreamState
 
@@ -92,16 +92,20 @@ class TableSink:
 
     The `streams` sink also writes `stream_events` and compacts both. The `clips` sink scores each
     committed batch against the active watches (streamvl.search.watches.Watcher, and
-    streamvl.search.sequence_watches.SequenceWatcher for sequence watches) right after its commit,
-    so events only ever describe committed rows; `watch=False` turns that off.
+    streamvl.search.sequence_watches.SequenceWatcher for sequence watches) right after its commit
+    (plain watches may go to a watch thread), so events only ever describe committed rows, and
+    compacts `watch_events` with its own table; `watch=False` turns that off.
     """
 
     def __init__(self, db: str, table: str, upkeep: StoreConfig | None = None, *,
                  cache_bytes: int | None = SINK_CACHE_BYTES, clock: Callable[[], float] = time.monotonic,
-                 upkeep_first: bool = False, storage: Any = None, watch: bool = True) -> None:
+                 upkeep_first: bool = False, storage: Any = None, watch: bool = True,
+                 watch_in_background: bool = False) -> None:
         """upkeep_first: also run upkeep after the first write. A sink that takes over a table (a
         replaced or restarted sink process) does not know how many writes its predecessor left
-        uncompacted; without it they add to its own and the fragment count can nearly double."""
+        uncompacted; without it they add to its own and the fragment count can nearly double.
+        watch_in_background: score committed batches in a thread (streamvl.search.watch_thread),
+        so a write returns right after its commit; flush_watches() waits for their events."""
         self.store, self.table = Store(db, cache_bytes=cache_bytes, storage=storage), table
         self.upkeep = upkeep or StoreConfig()
         self._clock = clock
@@ -114,15 +118,21 @@ class TableSink:
 
             self.appender = Appender(self.store.conn, table)
         self.watcher = None
+        self.watch_thread = None
         if watch and table == CLIPS:
             from streamvl.search.watches import Watcher
 
-            self.watcher = Watcher(self.store)
+            if watch_in_background:
+                from streamvl.search.watch_thread import WatchThread
+
+                self.watch_thread = WatchThread(lambda: Watcher(self.store))
+            else:
+                self.watcher = Watcher(self.store)
         self.sequences = self._sequence_watcher() if watch and table == CLIPS else None
 
     def write(self, data: pa.Table) -> int:
-        """Write one batch (one commit): appended under write claims on frames and clips
-        (storage.appender), upserted on the other tables; returns rows written."""
+        """Write one batch (one commit): appended under write claims on frames and clips when
+        store.append_hot_tables is on (storage.appender), else upserted; returns rows written."""
         if self.appender is None:
             rows = self.store.writer.upsert(self.table, data)
         else:
@@ -130,7 +140,9 @@ class TableSink:
                 group.write(data)
             rows = group.rows
             self.appender.release_idle()
-        if self.watcher is not None and rows:
+        if self.watch_thread is not None and rows:
+            self.watch_thread.submit(data)
+        elif self.watcher is not None and rows:
             self._watch(data)
         if self.sequences is not None and rows:
             self._watch_sequences(data)
@@ -161,6 +173,16 @@ class TableSink:
         except Exception as exc:  # noqa: BLE001 (the rows are committed; the watcher starts over)
             log.warning("sequence watches: scoring a committed clips batch failed: %s", exc)
             self.sequences = self._sequence_watcher()
+
+    def flush_watches(self, timeout: float | None = None) -> bool:
+        """Wait until the events of every committed batch are written (background watching);
+        False on timeout."""
+        return True if self.watch_thread is None else self.watch_thread.flush(timeout)
+
+    def close(self) -> None:
+        """Write the events of the batches still queued and stop the watch thread (if any)."""
+        if self.watch_thread is not None:
+            self.watch_thread.close()
 
     def record_state(self, state: StreamState) -> None:
         """Write one stream's state (the `streams` sink)."""
@@ -205,6 +227,8 @@ class TableSink:
     def _upkeep(self) -> dict[str, Any]:
         self._writes, self._last_upkeep = 0, self._clock()
         tables = [self.table, STREAM_EVENTS] if self.table == STREAMS else [self.table]  # events share this sink
+        if self.watcher is not None or self.watch_thread is not None:
+            tables.append(EVENTS)  # the watch events this sink writes: one fragment per event write otherwise
         cfg = self.upkeep
         results = [self.store.upkeep.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,
                                               index_type=cfg.index_type, index_max_deltas=cfg.index_max_deltas)

@@ -1,8 +1,9 @@
 """The watch tables: `watches` (standing queries, one row per watch and adapter) and `watch_events`.
 
-Events are upserts on (watch_id, stream_id, start): the event builder (streamvl.search.watches)
-rewrites the same row as an event grows, and a replay after a crash rewrites it again, so an
-event is stored exactly once. Rows map to Arrow through streamvl.storage.schema.
+Events are keyed by (watch_id, stream_id, start): a new event is appended once (its key checked
+against the stored ids first), and the event builder (streamvl.search.watches) upserts the same
+row as the event grows or closes; a replay after a crash rewrites it again, so an event is
+stored exactly once. Rows map to Arrow through streamvl.storage.schema.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from streamvl.errors import StoreError
-from streamvl.storage.connection import Connection
+from streamvl.storage.connection import Connection, lance_errors
 from streamvl.storage.reader import Reader
 from streamvl.storage.schema import DELIVERIES, EVENTS, WATCHES, deliveries_schema, events_schema, sql_str, watches_schema
 from streamvl.storage.writer import Writer
@@ -121,6 +122,25 @@ class WatchTables:
         if not rows:
             return 0
         return self.writer.upsert(EVENTS, pa.Table.from_pylist([dict(r) for r in rows], schema=events_schema()))
+
+    def append_watch_events(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Append event rows whose keys the table does not hold yet (the caller checked: see
+        event_ids). An append commits without merge_insert's join against every stored event,
+        ~4x cheaper on a table of a few hundred events, and its cost does not grow with the table."""
+        if not rows:
+            return 0
+        data = pa.Table.from_pylist([dict(r) for r in rows], schema=events_schema())
+        handle = self.conn.open(EVENTS)
+        if handle is None:
+            return self.writer.upsert(EVENTS, data)
+        with lance_errors(EVENTS, "append", self.conn.uri):
+            handle.add(data)
+        return data.num_rows
+
+    def event_ids(self) -> set[str]:
+        """The event_id of every stored event (one column read)."""
+        table = self.reader.read(EVENTS, columns=["event_id"])
+        return set(table["event_id"].to_pylist()) if table.num_rows else set()
 
     def watch_events(self, watch_id: str | None = None, since: dt.datetime | float | None = None,
                      stream_id: str | None = None) -> list[dict[str, Any]]:

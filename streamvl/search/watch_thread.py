@@ -1,0 +1,105 @@
+"""Watches off the commit path: a thread that scores committed clip batches and writes their events.
+
+A clips sink commits a batch, hands it to WatchThread.submit and returns: the commit no longer
+waits for the match product and the `watch_events` write (the bulk of what watches cost a
+sink, bench/bench_watches.py). The thread drains every batch waiting when it wakes and scores
+them as one (one product, one event write per drain), so a sink that commits faster than the
+watcher keeps up pays less per batch, not more.
+
+Exactly once is unchanged: batches are only ever submitted after their commit, and the events
+are keyed by (watch, stream, first window). A process killed with batches still queued leaves
+committed rows without their events; the next Watcher rescores each stream's stored tail
+(streamvl.search.watches.CATCHUP_S) at start, as after a kill between commit and event write.
+So the queue is bounded (submit blocks when MAX_PENDING batches wait): the backlog a kill can
+leave stays far below that tail. A failing batch is logged and the watcher restarted from the
+table, as the synchronous path does.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+MAX_PENDING = 8  # committed batches waiting for the watcher before submit blocks (backpressure)
+_COLUMNS = ("stream_id", "start", "end", "adapter", "embedding")  # what the watcher reads of a clips batch
+_STOP = object()
+
+
+class WatchThread:
+    """Runs `make_watcher()`'s on_commit on submitted clip batches in a daemon thread."""
+
+    def __init__(self, make_watcher: Callable[[], Any], *, max_pending: int = MAX_PENDING) -> None:
+        self._make = make_watcher
+        self.watcher = make_watcher()
+        self._queue: queue.Queue = queue.Queue(max_pending)
+        self.batches = self.drains = self.failures = 0
+        self.busy_s = self.cpu_s = 0.0  # wall and CPU time (this thread's) spent scoring and writing events
+        self._thread = threading.Thread(target=self._run, name="streamvl-watches", daemon=True)
+        self._thread.start()
+
+    def submit(self, clips: pa.Table) -> None:
+        """Queue a committed clips batch (blocks while max_pending batches wait)."""
+        if not self._thread.is_alive():
+            raise RuntimeError("the watch thread is closed")
+        self._queue.put(clips.select(list(_COLUMNS)))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted batch is scored and its events written; False on timeout."""
+        done = threading.Event()
+        waiter = threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True)
+        waiter.start()
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Score what is queued, then stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            while True:  # drain: everything committed meanwhile is scored at once
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(i is _STOP for i in items)
+            tables = [i for i in items if i is not _STOP]
+            try:
+                if tables:
+                    self.batches += len(tables)
+                    self._score(tables)
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+            if stop:
+                return
+
+    def _score(self, tables: list[pa.Table]) -> None:
+        self.drains += 1
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            self.watcher.on_commit(_concat(tables))
+        except Exception as exc:  # noqa: BLE001 (the rows are committed; the watcher starts over from the table)
+            self.failures += 1
+            log.warning("watches: scoring committed clips failed: %s", exc)
+            try:
+                self.watcher = self._make()
+            except Exception as again:  # noqa: BLE001 (tried again at the next batch)
+                log.warning("watches: restarting the watcher failed: %s", again)
+        finally:
+            self.busy_s += time.perf_counter() - wall
+            self.cpu_s += time.thread_time() - cpu
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """One table of the batches (their nullability may differ: the first one's schema wins)."""
+    first = tables[0].schema
+    return pa.concat_tables([t if t.schema == first else t.cast(first) for t in tables])
