@@ -106,6 +106,9 @@ class SinkActor:
     def record_state(self, state: StreamState) -> None:
         self.sink.record_state(state)
 
+    def record_states(self, states: list[StreamState]) -> int:
+        return self.sink.record_states(states)
+
     def record_events(self, events: list[StreamEvent]) -> int:
         return self.sink.record_events(events)
 
