@@ -207,7 +207,7 @@ def main() -> None:
             run.step()
             if now >= next_sample:
                 next_sample = now + args.sample_s
-                if len(pids) < args.streams + 6 or run.sink_recycles:
+                if len(pids) < args.streams + 7 or run.sink_recycles:  # + driver, raylet, GCS, encoder, 3 sinks
                     pids = ray_pids(run)
                 snap = sample(pids)
                 minute = (now - start) / 60
