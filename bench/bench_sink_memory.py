@@ -2,7 +2,11 @@
 optimize_every_s seconds), as the sink actors do under live streams, in a fresh process per setting.
 
     python bench/bench_sink_memory.py [--commits 3000] [--table frames|clips|streams]
-        [--keep-versions-s 30] [--rate 0] [--settings before,...]
+        [--keep-versions-s 30] [--rate 0] [--rows 1] [--settings before,...]
+
+--rows R: R rows per commit (R streams' rows; for `streams` the states of R streams in one
+record_states commit, as the runtime's Recorder sends them since issue 43). `--settings after
+--commits 3600 --rows 40` is an hour of 40 live streams at one commit a second.
 
 Drives streamvl.storage.sink.TableSink (the code each SinkActor runs) with one-row writes (4 cameras at
 1 frame/s give each sink ~4 commits/s; the streams sink gets a StreamState with the live columns):
