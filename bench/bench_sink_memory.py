@@ -2,7 +2,11 @@
 optimize_every_s seconds), as the sink actors do under live streams, in a fresh process per setting.
 
     python bench/bench_sink_memory.py [--commits 3000] [--table frames|clips|streams]
-        [--keep-versions-s 30] [--rate 0] [--settings before,...]
+        [--keep-versions-s 30] [--rate 0] [--rows 1] [--settings before,...]
+
+--rows R: R rows per commit (R streams' rows; for `streams` the states of R streams in one
+record_states commit, as the runtime's Recorder sends them since issue 43). `--settings after
+--commits 3600 --rows 40` is an hour of 40 live streams at one commit a second.
 
 Drives streamvl.storage.sink.TableSink (the code each SinkActor runs) with one-row writes (4 cameras at
 1 frame/s give each sink ~4 commits/s; the streams sink gets a StreamState with the live columns):
@@ -51,8 +55,8 @@ from streamvl.storage.connection import Connection
 from streamvl.storage.schema import CLIPS, FRAMES, STREAMS, clips_schema, frames_schema
 from streamvl.types import Status, StreamState
 
-db, table, n, keep, release, fixed, rate = (sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
-                                              sys.argv[6] == "1", sys.argv[7] == "1", float(sys.argv[8]))
+db, table, n, keep, release, fixed, rate, rows = (sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
+                                                    sys.argv[6] == "1", sys.argv[7] == "1", float(sys.argv[8]), int(sys.argv[9]))
 if not fixed:  # the sink as shipped before: no cycle collection, missing tables found by open_table raising
     streamvl.storage.sink.free_dropped_handles = lambda: 0
     shipped_open = Connection.open
@@ -75,20 +79,26 @@ sink = TableSink(db, table, StoreConfig(keep_versions_s=keep, release_after_upke
 rng, dim = np.random.default_rng(0), 128
 anon, heap, t0 = [], [], time.perf_counter()
 for i in range(n):
-    sid, emb = f"cam{i % 4}", rng.normal(size=(1, dim)).astype(np.float32)
+    sids = [f"cam{(i * rows + j) % max(4, rows)}" for j in range(rows)]
+    emb = rng.normal(size=(rows, dim)).astype(np.float32)
     vec = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), dim)
+    pts = [float(i // max(1, 4 // rows))] * rows
     if table == FRAMES:
-        sink.write(pa.Table.from_pydict({"stream_id": [sid], "pts": [float(i // 4)], "wallclock": [time.time()],
-                                         "embedding": vec, "model": ["m"]}, schema=frames_schema(dim)))
+        sink.write(pa.Table.from_pydict({"stream_id": sids, "pts": pts, "wallclock": [time.time()] * rows,
+                                         "embedding": vec, "model": ["m"] * rows}, schema=frames_schema(dim)))
     elif table == CLIPS:
-        sink.write(pa.Table.from_pydict({"stream_id": [sid], "start": [float(i // 4)], "end": [i // 4 + 8.0],
-                                         "adapter": ["meanpool"], "embedding": vec, "model": ["m"]}, schema=clips_schema(dim)))
-    else:  # what the driver's _record_report sends
-        sink.record_state(StreamState(sid, f"rtsp://{sid}", Status.RUNNING, frames_indexed=i,
-                                      last_committed_pts=float(i // 4), model="m", next_window=i // 4,
-                                      resume_after=float(i // 4), grid="g", live=True, last_wallclock=time.time(),
-                                      lag_s=0.2, reconnects=0, gaps=0, gap_total_s=0.0, last_gap_s=0.0, restarts=0,
-                                      frames_skipped=0))
+        sink.write(pa.Table.from_pydict({"stream_id": sids, "start": pts, "end": [p + 8.0 for p in pts],
+                                         "adapter": ["meanpool"] * rows, "embedding": vec, "model": ["m"] * rows},
+                                        schema=clips_schema(dim)))
+    else:  # what the driver's Recorder sends: one stream's row per commit, or the rows of a step together
+        states = [StreamState(sid, f"rtsp://{sid}", Status.RUNNING, frames_indexed=i, last_committed_pts=pts[0],
+                              model="m", next_window=i // 4, resume_after=pts[0], grid="g", live=True,
+                              last_wallclock=time.time(), lag_s=0.2, reconnects=0, gaps=0, gap_total_s=0.0,
+                              last_gap_s=0.0, restarts=0, frames_skipped=0) for sid in sids]
+        if rows == 1:
+            sink.record_state(states[0])
+        else:
+            sink.record_states(states)
     if (i + 1) * 100 % n < 100 or i == 0:
         anon.append(anon_mib())
         heap.append(libc.mallinfo2().uordblks / 2**20)
@@ -106,13 +116,13 @@ SETTINGS = {"before": (False, False, {"MALLOC_ARENA_MAX": "2"}),
             "after": (True, True, SINK_PROCESS_ENV)}
 
 
-def run(table: str, commits: int, keep_s: float, rate: float, setting: str) -> dict:
+def run(table: str, commits: int, keep_s: float, rate: float, setting: str, rows: int = 1) -> dict:
     """One setting in a fresh process; its samples and end state."""
     release, fixed, sink_env = SETTINGS[setting]
     with tempfile.TemporaryDirectory() as work:
         env = {k: v for k, v in os.environ.items() if k not in SINK_PROCESS_ENV} | sink_env
         out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(Path(work) / "db"), table, str(commits),
-                              str(keep_s), "1" if release else "0", "1" if fixed else "0", str(rate)],
+                              str(keep_s), "1" if release else "0", "1" if fixed else "0", str(rate), str(rows)],
                              env=env, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"bench child failed:\n{out.stderr[-3000:]}")
@@ -124,6 +134,8 @@ def main() -> None:
     parser.add_argument("--commits", type=int, default=3000, help="one-row writes per setting")
     parser.add_argument("--table", choices=["frames", "clips", "streams"], default="frames")
     parser.add_argument("--keep-versions-s", type=float, default=30.0, help="StoreConfig.keep_versions_s")
+    parser.add_argument("--rows", type=int, default=1, help="rows per commit (streams: states of that many "
+                        "streams in one commit, as the runtime's Recorder sends them)")
     parser.add_argument("--rate", type=float, default=0.0, help="commits/s (0: as fast as possible)")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {list(SETTINGS)}")
     args = parser.parse_args()
@@ -131,13 +143,14 @@ def main() -> None:
     if unknown := set(chosen) - set(SETTINGS):
         parser.error(f"unknown settings {sorted(unknown)}")
     pace = f"{args.rate:g} commits/s" if args.rate > 0 else "as fast as possible"
-    print(f"{args.table} sink, {args.commits} one-row commits ({pace}), upkeep every 50, "
+    print(f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+          f"{args.table} sink, {args.commits} commits of {args.rows} row(s) ({pace}), upkeep every 50, "
           f"versions kept {args.keep_versions_s:g} s; RssAnon MiB at 0/25/50/75/100% of the commits")
     print(f"{'setting':<14} {'arrow pool':>10} {'0%':>5} {'25%':>5} {'50%':>5} {'75%':>5} {'100%':>5} {'100%/25%':>9}"
           f" {'peak heap >25%':>15} {'cache items':>12} {'garbage':>8} {'commits/s':>10}")
     results = {}
     for label in chosen:
-        got = results[label] = run(args.table, args.commits, args.keep_versions_s, args.rate, label)
+        got = results[label] = run(args.table, args.commits, args.keep_versions_s, args.rate, label, args.rows)
         anon, heap = got["anon"], got["heap"]
         at = [anon[min(len(anon) - 1, round(q * (len(anon) - 1)))] for q in (0, 0.25, 0.5, 0.75, 1.0)]
         print(f"{label:<14} {got['pool']:>10} {' '.join(f'{x:5.0f}' for x in at)} {at[-1] / at[1]:9.3f}"

@@ -74,8 +74,8 @@ class RuntimeConfig(BaseModel):
     max_rewinds: int = Field(3, ge=0, description="replays of a stream from its checkpoint without progress before it fails")
     restart_wait_s: float = Field(120.0, ge=0, description="after an encode or sink process died: how long to wait "
                                   "for Ray to restart it before the affected streams are replayed")
-    sink_recycle_s: float = Field(3600.0, ge=0, description="replace the sink processes, between write groups, once "
-                                  "they are this old: bounds the slow heap growth of long-lived LanceDB writers (0: never)")
+    sink_recycle_s: float = Field(0.0, ge=0, description="replace the sink processes, between write groups, once "
+                                  "they are this old (0: never, the default: a sink's memory stays flat without it)")
     checkpoint_interval_s: float = Field(1.0, ge=0, description="min seconds between checkpoint rows of a stream")
     placement: Literal["DEFAULT", "SPREAD"] = Field(
         "DEFAULT", description="Ray scheduling of the decode and encode actors: SPREAD places them over the cluster's "

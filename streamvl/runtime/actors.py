@@ -22,8 +22,13 @@ from streamvl.types import FrameBatch, StreamEvent, StreamInfo, StreamState
 __all__ = ["SINK_ENV", "BatchMeta", "DecodeActor", "EncodeActor", "SinkActor"]
 
 
-# Sink processes: two malloc arenas and Arrow on the system allocator (see streamvl/storage/sink.py).
+# Sink processes: one malloc arena and Arrow on the system allocator (see streamvl/storage/sink.py).
 SINK_ENV = {"env_vars": dict(SINK_PROCESS_ENV)}
+# The calls a run makes every second (next_batch, process, write, record_states): without task
+# events. Ray's GCS keeps the events of the last 100 000 tasks (~3 KiB each here), so at 40 live
+# streams (~50 calls/s) it grew by ~150 MiB per 50 000 calls, for the first half hour of a run
+# (docs/benchmarks.md, "Sink memory"). The actors' creation and rare calls keep theirs.
+HOT = {"enable_task_events": False}
 
 
 @ray.remote(max_restarts=0)
@@ -49,7 +54,7 @@ class DecodeActor:
 
         return os.getpid()
 
-    @ray.method(num_returns=2)
+    @ray.method(num_returns=2, **HOT)
     def next_batch(self) -> tuple[BatchMeta, FrameBatch | None]:
         return self.puller.next()
 
@@ -76,7 +81,7 @@ class EncodeActor:
 
         return os.getpid()
 
-    @ray.method(num_returns=3)
+    @ray.method(num_returns=3, **HOT)
     def process(self, *batches: FrameBatch | None):
         return self.stage.process([b for b in batches if b is not None])
 
@@ -101,11 +106,16 @@ class SinkActor:
 
         return os.getpid()
 
+    @ray.method(**HOT)
     def write(self, data: pa.Table) -> int:
         return self.sink.write(data)
 
     def record_state(self, state: StreamState) -> None:
         self.sink.record_state(state)
+
+    @ray.method(**HOT)
+    def record_states(self, states: list[StreamState]) -> int:
+        return self.sink.record_states(states)
 
     def record_events(self, events: list[StreamEvent]) -> int:
         return self.sink.record_events(events)

@@ -196,6 +196,9 @@ class Backend(Protocol):
     def record_state(self, state: StreamState) -> Ref:
         """Write one stream's `streams` row (its whole StreamState)."""
 
+    def record_states(self, states: list[StreamState]) -> Ref:
+        """Write several streams' `streams` rows in one commit."""
+
     def record_events(self, events: list[StreamEvent]) -> Ref:
         """Append rows to `stream_events`."""
 

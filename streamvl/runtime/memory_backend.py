@@ -76,6 +76,8 @@ class MemoryBackend:
         self.swaps = self.unsafe_swaps = 0  # sink swaps, and sink calls still queued at one (must stay 0)
         self.blocking_gets = 0  # get() of a result not ready yet: the loop would block on it
         self.killed: list[str] = []
+        self.state_writes: list[int] = []  # rows per `streams` write (record_states calls)
+        self.peak_state_writes = 0  # record_states calls queued at once
 
     # -- calls ---------------------------------------------------------------------------------
     def _call(self, worker: str, kind: str, fn: Callable[[], Any], outputs: int = 1) -> list[MemRef]:
@@ -193,6 +195,13 @@ class MemoryBackend:
     def record_state(self, state: StreamState) -> MemRef:
         row = stream_row(state)  # the row the streams sink stores
         return self._call(f"sink:{STREAMS}", "record", lambda: self.db.rows.__setitem__(row["stream_id"], row))[0]
+
+    def record_states(self, states: list[StreamState]) -> MemRef:
+        rows = [stream_row(state) for state in states]
+        self.state_writes.append(len(rows))
+        queued = sum(1 for c in self.queues[f"sink:{STREAMS}"] if c.kind == "states")
+        self.peak_state_writes = max(self.peak_state_writes, queued + 1)
+        return self._call(f"sink:{STREAMS}", "states", lambda: self.db.rows.update((r["stream_id"], r) for r in rows))[0]
 
     def record_events(self, events: list[StreamEvent]) -> MemRef:
         return self._call(f"sink:{STREAMS}", "record", lambda: self.db.events.extend(events))[0]

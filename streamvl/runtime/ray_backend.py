@@ -129,6 +129,9 @@ class RayBackend:
     def record_state(self, state: StreamState) -> Ref:
         return self.sinks.current[STREAMS].record_state.remote(state)
 
+    def record_states(self, states: list[StreamState]) -> Ref:
+        return self.sinks.current[STREAMS].record_states.remote(states)
+
     def record_events(self, events: list[StreamEvent]) -> Ref:
         return self.sinks.current[STREAMS].record_events.remote(events)
 

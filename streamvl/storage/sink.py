@@ -189,6 +189,12 @@ class TableSink:
         self.store.stream_tables.record_state(state)
         self._after_write(1)
 
+    def record_states(self, states: Sequence[StreamState]) -> int:
+        """Write several streams' states in one commit (the `streams` sink); returns rows written."""
+        rows = self.store.stream_tables.record_states(states)
+        self._after_write(rows)
+        return rows
+
     def record_stream(self, stream_id: str, uri: str, status: str, **fields: Any) -> None:
         """record_state with the state as keywords (what the runtime's SinkActor forwards)."""
         self.store.stream_tables.record_stream(stream_id, uri, status, **fields)

@@ -39,9 +39,18 @@ class StreamTables:
 
     def record_state(self, state: StreamState) -> None:
         """Write the whole row of one stream (every field is replaced, the checkpoint too), stamped now."""
-        table = streams_table([dataclasses.replace(state, updated_at=_now())])
+        self.record_states([state])
+
+    def record_states(self, states: Sequence[StreamState]) -> int:
+        """record_state for several streams in one commit (one table version, not one per stream:
+        the runtime records up to one row per stream per second). A stream given twice keeps its
+        last state. Returns the rows written."""
+        if not states:
+            return 0
+        now = _now()
+        table = streams_table([dataclasses.replace(state, updated_at=now) for state in states])
         self.conn.add_missing_columns(STREAMS, streams_schema())
-        self.writer.upsert(STREAMS, table)
+        return self.writer.upsert(STREAMS, table)
 
     def record_stream(self, stream_id: str, uri: str, status: str, *, frames_indexed: int = 0,
                       last_committed_pts: float | None = None, error: str | None = None, model: str = "",

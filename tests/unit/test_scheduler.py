@@ -263,6 +263,22 @@ def test_live_events_are_counted_and_stored():
     h.assert_exactly_once("live1")
 
 
+@pytest.mark.parametrize("progress", [0.0, 0.5])
+def test_streams_rows_go_out_together_one_write_at_a_time(progress):
+    """Six streams recorded at every commit (interval 0): their rows share `streams` writes, never
+    more than one in flight, a newer state replacing a waiting one; the rows end right."""
+    lengths = {f"s{i}": 12 for i in range(6)}
+    h = Harness(lengths, batch=1)
+    run = h.run(seed=3, progress=progress, max_active_streams=6, encode_batch=6)
+    assert all(s.status == "done" for s in run.run().streams)
+    b = h.backend
+    assert b.peak_state_writes == 1
+    assert max(b.state_writes) > 1  # rows of several streams in one commit
+    assert len(b.state_writes) < sum(lengths.values())  # far fewer commits than one per stream and batch
+    assert {sid: (r["status"], r["frames_indexed"]) for sid, r in h.db.rows.items()} == {s: ("done", 12) for s in lengths}
+    h.assert_ledger_within_tables()
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sinks_are_swapped_only_with_no_write_in_flight(seed):
     lengths = {"c": 15, "d": 15, "e": 9}

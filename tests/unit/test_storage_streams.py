@@ -36,6 +36,19 @@ def test_states_record_update_and_read(store):
         store.record_state(StreamState("a", "x", Status.REQUESTED))
 
 
+def test_states_of_several_streams_are_one_commit(store):
+    """record_states: one table version for all rows (the runtime's rows of one step); a stream
+    given twice keeps its last state."""
+    store.record_state(StreamState("a", "u", Status.QUEUED))
+    before = store.conn.open(STREAMS).version
+    states = [StreamState("a", "u", Status.RUNNING, frames_indexed=1), StreamState("b", "v", Status.RUNNING),
+              StreamState("a", "u", Status.RUNNING, frames_indexed=2)]
+    assert store.stream_tables.record_states(states) == 2
+    assert store.conn.open(STREAMS).version == before + 1
+    assert [(s.stream_id, s.frames_indexed) for s in store.stream_states()] == [("a", 2), ("b", 0)]
+    assert store.stream_tables.record_states([]) == 0 and store.conn.open(STREAMS).version == before + 1
+
+
 def test_record_stream_keywords_and_the_row_dict_are_the_same_state(store):
     """The runtime's forms: record_stream(id, uri, status, **columns) and stream(id) -> row dict."""
     store.record_stream("a", "rtsp://a", "running", frames_indexed=4, last_committed_pts=1.5, model="m",

@@ -1,0 +1,233 @@
+"""Memory of every process of a long live run: is each one flat after warm-up?
+
+Starts --streams live cameras (one ffmpeg per camera serving a looping
+h264 video as real-time MPEG-TS on tcp://127.0.0.1, half of them static scenes), indexes them with
+the streamvl runtime for --minutes (sink processes never replaced unless --sink-recycle-s), and
+every --print-s prints the load average, frames, worst lag and each process's RSS and RssAnon
+(its private heap): driver, encoder, the three sinks by table, the decoders (sum, min, max), and
+Ray's raylet and GCS. At the end: per process, RssAnon at the end of warm-up (--warmup-min) and at
+the end, their ratio (goal: < 1.05) and the slope after warm-up in MiB/min.
+
+    python bench/bench_live_memory.py [--streams 40] [--minutes 60] [--warmup-min 10]
+
+Process ids come from the actors themselves (pid()), so other Ray instances on the machine are
+never counted. Needs Debian's ffmpeg. Prints figures only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_live import camera_video  # noqa: E402
+from bench.procs import rss_parts  # noqa: E402
+from streamvl.config import IndexConfig  # noqa: E402
+from streamvl.types import StreamInfo  # noqa: E402
+from tests.live_servers import FFMPEG, free_port  # noqa: E402
+
+
+def still_video(path: Path, seed: int, seconds: float, fps: int, size: tuple[int, int]) -> Path:
+    """A static scene: one shapes-world frame with sensor noise, h264, a keyframe every second."""
+    import av
+    from fractions import Fraction
+
+    from streamvl.lab.synthetic.clips import iter_frames, sample_stream
+
+    still = next(iter(iter_frames(sample_stream(seed, 1.0, width=size[0], height=size[1], fps=float(fps)))))[1]
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"g": str(fps), "preset": "veryfast", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(int(seconds * fps)):
+            noisy = np.clip(still.astype(np.int16) + rng.normal(0, 2.0, still.shape), 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(noisy, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+class Camera:
+    """One ffmpeg serving a looping video as real-time MPEG-TS to the first tcp:// client."""
+
+    def __init__(self, video: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen([FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+                                          "-i", str(video), "-c", "copy", "-f", "mpegts", f"{self.url}?listen=1"],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_listening(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(c.laddr.port == self.port and c.status == psutil.CONN_LISTEN for c in psutil.net_connections("tcp4")):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ffmpeg camera on {self.url} did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def ray_pids(run) -> dict[str, int]:
+    """label -> pid of every process of this run: driver, its raylet and GCS, encoder, sinks, decoders."""
+    import ray
+
+    pids = {"driver": os.getpid()}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            name = child.name()
+        except psutil.NoSuchProcess:
+            continue
+        if name in ("raylet", "gcs_server"):
+            pids[name] = child.pid
+    asks = {"encoder": run.encoder.pid.remote()}
+    asks |= {f"sink {table}": sink.pid.remote() for table, sink in run.sinks.items()}
+    asks |= {f"decoder {i:02d}": d.actor.pid.remote() for i, d in enumerate(run.backend._decoders.values())}
+    for label, ref in asks.items():
+        try:
+            pids[label] = ray.get(ref, timeout=30)
+        except Exception:  # noqa: BLE001 (a decoder being restarted: counted at the next sample)
+            pass
+    return pids
+
+
+def sample(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """label -> (RSS, RssAnon) MiB."""
+    got = {}
+    for label, pid in pids.items():
+        try:
+            parts = rss_parts(pid)
+        except FileNotFoundError:
+            continue
+        got[label] = (parts["anon"] + parts["file"] + parts["shmem"], parts["anon"])
+    return got
+
+
+def grouped(snapshot: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """RssAnon per process, decoders folded into their sum."""
+    out = {k: v[1] for k, v in snapshot.items() if not k.startswith("decoder")}
+    dec = [v[1] for k, v in snapshot.items() if k.startswith("decoder")]
+    if dec:
+        out[f"decoders ({len(dec)}, sum)"] = sum(dec)
+    return out
+
+
+def print_sample(minute: float, snapshot: dict[str, tuple[float, float]], run, lags: list[float]) -> None:
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    frames = sum(r.frames for r in run.reports.values())
+    print(f"--- {minute:5.1f} min  load {load}  frames {frames}  worst lag {max(lags, default=0):.1f}s  "
+          f"writes waiting {len(run.committer.queue)} groups, {len(run.recorder.refs())} stream records", flush=True)
+    dec = [v for k, v in snapshot.items() if k.startswith("decoder")]
+    for label, (rss, anon) in sorted(snapshot.items()):
+        if not label.startswith("decoder"):
+            print(f"    {label:<18} RSS {rss:7.1f}  RssAnon {anon:7.1f} MiB", flush=True)
+    if dec:
+        anon = [a for _, a in dec]
+        print(f"    decoders ({len(dec):>2})      RSS sum {sum(r for r, _ in dec):7.1f}  RssAnon sum {sum(anon):7.1f}, "
+              f"min {min(anon):.1f} max {max(anon):.1f} MiB", flush=True)
+
+
+def report(series: dict[str, list[tuple[float, float]]], warmup_min: float) -> None:
+    """Per process: RssAnon at the end of warm-up and at the end, ratio, slope after warm-up."""
+    print(f"\nRssAnon MiB      at {warmup_min:g} min (end of warm-up)   at the end   end/warm-up   MiB/min after warm-up")
+    for label, points in sorted(series.items()):
+        late = np.array([(t, m) for t, m in points if t >= warmup_min])
+        if len(late) < 3:
+            print(f"  {label:<22} (too few samples after warm-up)")
+            continue
+        first = late[late[:, 0] <= late[0, 0] + 1.0, 1].mean()  # the first minute after warm-up
+        last = late[late[:, 0] >= late[-1, 0] - 1.0, 1].mean()  # the last minute
+        slope = np.polyfit(late[:, 0], late[:, 1], 1)[0]
+        flag = "" if last / first < 1.05 else "   >= 5%"
+        print(f"  {label:<22} {first:10.1f}              {last:10.1f}   {last / first:10.3f}   {slope:+10.3f}{flag}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=40)
+    parser.add_argument("--static-share", type=float, default=0.5)
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--warmup-min", type=float, default=10.0, help="growth is measured from here")
+    parser.add_argument("--print-s", type=float, default=300.0, help="print every process's memory this often")
+    parser.add_argument("--sample-s", type=float, default=30.0, help="memory samples for the final table")
+    parser.add_argument("--model", default="ViT-B-32@random:0")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--index-min-rows", type=int, default=2000,
+                        help="clips rows before the sink builds the ANN index (2000: ~3 min at 40 streams, inside warm-up)")
+    parser.add_argument("--sink-recycle-s", type=float, default=0.0, help="replace the sinks this often (0: never)")
+    args = parser.parse_args()
+    if not Path(FFMPEG).exists():
+        sys.exit("needs Debian's ffmpeg: apt-get install ffmpeg")
+    import ray
+
+    from streamvl.runtime.driver import IndexRun
+
+    work = Path(tempfile.mkdtemp(prefix="streamvl-livemem-"))
+    size = (320, 240)
+    moving = [camera_video(work / f"moving{i}.mp4", seed=i, seconds=60.0, fps=25, size=size) for i in range(2)]
+    still = [still_video(work / f"static{i}.mp4", seed=i, seconds=60.0, fps=25, size=size) for i in range(2)]
+    n_static = int(round(args.streams * args.static_share))
+    cameras = [Camera((still if i < n_static else moving)[i % 2], work / f"cam{i}.log") for i in range(args.streams)]
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    try:
+        for cam in cameras:
+            cam.wait_listening()
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
+                 _node_ip_address="127.0.0.1")
+        config = IndexConfig(db=str(work / "db"), model=args.model, precision=args.precision,
+                             sampling={"fps": 1.0, "decode": "keyframes"}, store_frames=True,
+                             store={"index_min_rows": args.index_min_rows},
+                             runtime={"decode_cpus": 0.01, "sink_cpus": 0.01, "encode_batch": 64,
+                                      "sink_recycle_s": args.sink_recycle_s})
+        print(f"{args.streams} live tcp:// MPEG-TS cameras ({n_static} static, 320x240 h264 25 fps), 1 frame/s each, "
+              f"{args.model} at {args.precision}, {args.minutes:g} min, sinks replaced every "
+              f"{args.sink_recycle_s:g} s (0: never), {os.cpu_count()} cores", flush=True)
+        run = IndexRun([StreamInfo(f"cam{i:02d}", c.url) for i, c in enumerate(cameras)], config, None).start()
+        start = time.monotonic()
+        pids, next_sample, next_print = {}, start + 5, start + args.print_s
+        while (now := time.monotonic()) < start + args.minutes * 60:
+            run.step()
+            if now >= next_sample:
+                next_sample = now + args.sample_s
+                if len(pids) < args.streams + 7 or run.sink_recycles:  # + driver, raylet, GCS, encoder, 3 sinks
+                    pids = ray_pids(run)
+                snap = sample(pids)
+                minute = (now - start) / 60
+                for label, anon in grouped(snap).items():
+                    series[label].append((minute, anon))
+                if now >= next_print or len(series["driver"]) == 1:
+                    next_print = now + args.print_s if now >= next_print else next_print
+                    lags = [r.lag_s for r in run.reports.values() if r.lag_s is not None]
+                    print_sample(minute, snap, run, lags)
+        frames = {s: r.frames for s, r in run.reports.items()}
+        print(f"\nran {(time.monotonic() - start) / 60:.1f} min; frames per stream min {min(frames.values())} "
+              f"max {max(frames.values())}; sink replacements {run.sink_recycles}; restarts "
+              f"{sum(r.restarts for r in run.reports.values())}; load {os.getloadavg()}")
+        report(series, args.warmup_min)
+        ray.shutdown()
+    finally:
+        for cam in cameras:
+            cam.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
