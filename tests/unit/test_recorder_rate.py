@@ -10,14 +10,22 @@ from streamvl.types import StreamInfo
 
 
 class RowsBackend:
-    """Counts record_state calls (the only Backend call the recorder makes here)."""
+    """Counts the `streams` rows the recorder sends (record_states; its writes finish at once)."""
 
     def __init__(self) -> None:
         self.rows: list[str] = []
+        self.writes = 0
 
-    def record_state(self, state):
-        self.rows.append(state.stream_id)
-        return len(self.rows)
+    def record_states(self, states):
+        self.rows.extend(state.stream_id for state in states)
+        self.writes += 1
+        return self.writes
+
+    def wait(self, refs, num_returns, timeout):
+        return list(refs)
+
+    def get(self, ref):
+        return None
 
 
 def run_for(streams: int, seconds: float, interval_s: float = 1.0) -> tuple[list[str], list[ActiveStream]]:
@@ -34,6 +42,7 @@ def run_for(streams: int, seconds: float, interval_s: float = 1.0) -> tuple[list
         now[0] += 0.1
         for s in states:
             recorder.record(s)
+        recorder.prune()  # the end of a step of the run: the rows due go out as one write
     return backend.rows, states
 
 
@@ -57,6 +66,8 @@ def test_a_forced_row_is_written_whatever_the_budget():
     state = ActiveStream(StreamInfo("s0", "rtsp://h"), reports["s0"])
     state.last_record = 4.9
     recorder.record(state)
+    recorder.prune()
     assert backend.rows == []
     recorder.record(state, force=True)
+    recorder.prune()
     assert backend.rows == ["s0"]
