@@ -37,3 +37,22 @@ def clips(sid: str, starts, emb: np.ndarray, adapter="meanpool", length=2.0, ext
     if extra:
         cols |= {"labels": [[f"l{i}"] for i in range(n)], "confidence": np.linspace(0, 1, n, dtype=np.float32)}
     return pa.table(cols, schema=clips_schema(emb.shape[1], [LABELS, CONF] if extra else [], META))
+
+
+class FakeTensor:
+    """Quacks like a torch tensor for the text query path (detach/cpu/float/numpy), no torch import."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+
+    def detach(self):
+        return self
+
+    def cpu(self):
+        return self
+
+    def float(self):
+        return self
+
+    def numpy(self):
+        return self.a

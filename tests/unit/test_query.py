@@ -16,6 +16,7 @@ from streamvl.search.query import merge_segments, search, search_vectors
 from streamvl.storage.schema import CLIPS, clips_schema
 from streamvl.storage.store import Store
 from streamvl.types import Hit, Status, StreamState
+from tests.rows import FakeTensor
 
 D = 8
 SPEC = "tiny@random:0"
@@ -140,25 +141,6 @@ def test_search_vectors_widens_when_grouping_leaves_too_few(tmp_path):
 
 
 # ---------------------------------------------------------------- search (text path, fakes)
-
-
-class FakeTensor:
-    """Quacks like a torch tensor for query.search (detach/cpu/float/numpy), no torch import."""
-
-    def __init__(self, a: np.ndarray) -> None:
-        self.a = a
-
-    def detach(self):
-        return self
-
-    def cpu(self):
-        return self
-
-    def float(self):
-        return self
-
-    def numpy(self):
-        return self.a
 
 
 class FakeAdapter:

@@ -19,6 +19,7 @@ from streamvl.plugins.manager import Plugins, build_plugin_manager
 from streamvl.search.sequences import Clip, _stream_chains, join, proven, sequence_vectors
 from streamvl.storage.store import CLIPS, Store
 from streamvl.storage.schema import clips_schema
+from tests.rows import FakeTensor
 
 D = 8
 SPEC = "tiny@random:0"
@@ -251,23 +252,6 @@ def test_one_step_is_not_a_sequence(store):
 
 
 # ---------------------------------------------------------------- the text path (api.search_sequence) with fakes
-
-
-class FakeTensor:
-    def __init__(self, a: np.ndarray) -> None:
-        self.a = a
-
-    def detach(self):
-        return self
-
-    def cpu(self):
-        return self
-
-    def float(self):
-        return self
-
-    def numpy(self):
-        return self.a
 
 
 class FakeAdapter:
