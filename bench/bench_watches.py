@@ -191,7 +191,8 @@ def sink_cost(args, tmp: Path) -> None:
 def live_latency(args, tmp: Path, free_cores: float) -> None:
     import ray
 
-    from bench.bench_capacity import TsCamera, camera_video, static_video
+    from bench.bench_live import camera_video
+    from bench.capacity_cameras import TsCameras, static_video
     from streamvl.config import IndexConfig
     from streamvl.runtime.driver import IndexRun
     from streamvl.storage.schema import FRAMES
@@ -202,16 +203,15 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
     static = args.streams // 2
     moving = [camera_video(tmp / f"moving{i}.mp4", seed=i, seconds=args.loop_s, fps=25, size=size) for i in range(2)]
     still = [static_video(tmp / f"static{i}.mp4", seed=i, seconds=args.loop_s, fps=25, size=size) for i in range(2)]
-    cameras = [TsCamera((still if i < static else moving)[i % 2], tmp, f"cam{i}") for i in range(args.streams)]
+    cameras = TsCameras([(still if i < static else moving)[i % 2] for i in range(args.streams)], tmp)
     db = str(tmp / "live")
     server = client = run_ = None
     try:
-        for cam in cameras:
-            cam.wait_listening(timeout=180.0)  # a loaded machine starts 40 ffmpeg slowly
+        cameras.wait_ready(timeout=180.0)  # a loaded machine starts 40 ffmpeg slowly
         start_ray(ray)
         config = IndexConfig(db=db, model=args.model, sampling={"fps": 1.0, "decode": "keyframes"}, store_frames=True,
                              runtime={"decode_cpus": 0.01, "sink_cpus": 0.01, "encode_batch": 64})
-        streams = [StreamInfo(f"{'static' if i < static else 'moving'}{i:02d}", c.url) for i, c in enumerate(cameras)]
+        streams = [StreamInfo(f"{'static' if i < static else 'moving'}{i:02d}", url) for i, url in enumerate(cameras.urls)]
         run_ = IndexRun(streams, config, None).start()
         start, store = time.monotonic(), Store(db)
         while time.monotonic() - start < args.warmup or moving_clips(store) < 4 * args.real:
@@ -274,8 +274,7 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
             run_.close()
         if ray.is_initialized():
             ray.shutdown()
-        for cam in cameras:
-            cam.stop()
+        cameras.stop()
 
 
 # ------------------------------------------------------------------------------ part 3: the pipeline
@@ -287,7 +286,7 @@ def pipeline_cost(args, tmp: Path) -> None:
     without (--pairs 2) so a load trend falls on both arms alike."""
     import ray
 
-    from bench.bench_capacity import camera_video
+    from bench.bench_live import camera_video
     from streamvl.config import IndexConfig
     from streamvl.runtime.driver import IndexRun
     from streamvl.types import StreamInfo
