@@ -75,6 +75,8 @@ def trial(args, n: int, per_decoder: int, videos, work: Path, rows: bool = False
         cams.wait_ready()
         for attempt in range(3):  # Ray gives its raylet 30 s to start: not always enough on a loaded machine
             try:
+                from streamvl.runtime.cluster import keep_on_loopback  # 127.0.0.1 only
+                keep_on_loopback()
                 ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
                          _node_ip_address="127.0.0.1")
                 break

@@ -218,6 +218,8 @@ def run_live(args, work: Path, urls: list[str]) -> tuple[SimpleNamespace, dict, 
 
     from streamvl.runtime.driver import IndexRun
 
+    from streamvl.runtime.cluster import keep_on_loopback  # 127.0.0.1 only
+    keep_on_loopback()
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     config = IndexConfig(db=str(work / "db"), model=args.model, sampling={"fps": args.fps},
                          live={"rtsp_transport": "udp"}, store={"index_min_rows": args.index_min_rows},

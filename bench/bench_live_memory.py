@@ -190,6 +190,8 @@ def main() -> None:
     try:
         for cam in cameras:
             cam.wait_listening()
+        from streamvl.runtime.cluster import keep_on_loopback  # 127.0.0.1 only
+        keep_on_loopback()
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
                  _node_ip_address="127.0.0.1")
         config = IndexConfig(db=str(work / "db"), model=args.model, precision=args.precision,

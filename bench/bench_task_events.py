@@ -21,6 +21,8 @@ import sys
 CHILD = r"""
 import sys, time, psutil, ray
 n, events = int(sys.argv[1]), sys.argv[2] == "on"
+from streamvl.runtime.cluster import keep_on_loopback  # 127.0.0.1 only
+keep_on_loopback()
 ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
 gcs = next(p for p in psutil.Process().children(recursive=True) if p.name() == "gcs_server")
 def anon():

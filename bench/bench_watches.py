@@ -331,6 +331,8 @@ def start_ray(ray, attempts: int = 3) -> None:
     """A private local Ray; tried again when its raylet misses Ray's fixed 30 s start-up wait (a loaded machine)."""
     for attempt in range(1, attempts + 1):
         try:
+            from streamvl.runtime.cluster import keep_on_loopback  # 127.0.0.1 only
+            keep_on_loopback()
             ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
                      _node_ip_address="127.0.0.1")
             return

@@ -147,10 +147,20 @@ def plugins():
 def ray_local():
     """A private local Ray instance per test module (never a `ray start` cluster that may be running)."""
     import ray
+    from ray._private import ray_constants
 
+    from streamvl.runtime.cluster import ONE_MACHINE_ENV, keep_on_loopback
+
+    before = os.environ.get(ONE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    keep_on_loopback()  # 127.0.0.1 only; undone after, for the netns tests' multi-node Ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()
+    if before[0] is None:
+        os.environ.pop(ONE_MACHINE_ENV, None)
+    else:
+        os.environ[ONE_MACHINE_ENV] = before[0]
+    ray_constants.ENABLE_RAY_CLUSTER = before[1]
 
 
 @pytest.fixture(scope="module")

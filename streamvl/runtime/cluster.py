@@ -5,7 +5,7 @@
 never calls it that way. The address is explicit:
 
 - none (no --ray-address, RAY_ADDRESS unset or "local"): a private Ray started for this process,
-  bound to 127.0.0.1, no dashboard, random free ports; it ends with the process;
+  bound to 127.0.0.1 (see `keep_on_loopback`), no dashboard, random free ports; it ends with the process;
 - "auto": the cluster `ray start` recorded on this host (its ray_current_cluster file), only that;
 - HOST:PORT (GCS) or ray://HOST:PORT (Ray Client): that cluster.
 
@@ -27,6 +27,8 @@ from streamvl.errors import ClusterError, StreamvlError
 
 LOCAL, AUTO = "local", "auto"
 LOOPBACK = "127.0.0.1"
+# Ray's switch for its one-machine mode (named for the platforms where it is the default).
+ONE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 REACH_TIMEOUT_S = 3.0
 _VERSIONS = re.compile(r"Ray:\s*(\S+)\s+Python:\s*(\S+)")
 _TYPED_LINE = re.compile(r"\bstreamvl\.errors\.(\w+): (.*)$")
@@ -47,11 +49,26 @@ def connect(address: str | None = None) -> str:
     if not ray.is_initialized():
         target = requested(address)
         if target == LOCAL:
+            keep_on_loopback()
             ray.init(address=LOCAL, _node_ip_address=LOOPBACK, include_dashboard=False,
                      logging_level=logging.WARNING, log_to_driver=True)
         else:
             _join(target)
     return current_address()
+
+
+def keep_on_loopback() -> None:
+    """Make the Ray this process starts use 127.0.0.1 only: its GCS, raylet, agents and workers.
+
+    `ray.init(_node_ip_address="127.0.0.1")` alone does not do it: Ray replaces a loopback address by
+    the machine's outward one (`services.resolve_ip_for_localhost`) and its agents listen there,
+    unless it runs in its one-machine mode. That mode is read from the environment at import (by this
+    process and by the raylet and workers it starts), so both are set. A private Ray only: a
+    one-machine Ray refuses to join other nodes."""
+    from ray._private import ray_constants
+
+    os.environ[ONE_MACHINE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def current_address() -> str:

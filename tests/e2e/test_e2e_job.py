@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from streamvl.runtime.cluster import ONE_MACHINE_ENV
+
 from tests.videos import make_video
 
 pytestmark = pytest.mark.e2e
@@ -45,7 +47,8 @@ def run(*args, env, timeout=600, check=True, tries=60):
 def cluster():
     """A local Ray head on loopback with the job server; stopped afterwards."""
     # Ray >= 2.5x enables token auth for new clusters: server and client share ~/.ray/auth_token.
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+                        ONE_MACHINE_ENV: "0"}  # Ray on 127.0.0.1 only (it takes the outward address for "127.0.0.1" otherwise)
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="svlray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes

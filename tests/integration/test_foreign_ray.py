@@ -19,6 +19,8 @@ from typing import Iterator
 import psutil
 import pytest
 
+from streamvl.runtime.cluster import ONE_MACHINE_ENV
+
 from tests.videos import make_video
 
 pytestmark = pytest.mark.integration
@@ -40,7 +42,8 @@ def base_env(tmp: Path) -> dict[str, str]:
     """Ray's temp dir (where `ray start` records its cluster) and auth token under tmp: the token
     exists, so the cluster uses token authentication, as Ray >= 2.5x sets it up by default."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-    return env | {"RAY_TMPDIR": str(tmp), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_TOKEN_PATH": str(tmp / "auth_token")}
+    return env | {"RAY_TMPDIR": str(tmp), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_TOKEN_PATH": str(tmp / "auth_token"),
+                  ONE_MACHINE_ENV: "0"}  # the cluster and its drivers on 127.0.0.1 only
 
 
 def explicit_env(tmp: Path, address: str) -> dict[str, str]:
