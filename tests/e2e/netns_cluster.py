@@ -46,6 +46,8 @@ from typing import Any
 
 import pytest
 
+from streamvl.runtime.cluster import ONE_MACHINE_ENV
+
 PREFIX = "svl"
 _STALE = re.compile(rf"^{PREFIX}-(\d+)-([0-9a-f]{{6}})-(head|worker)$")
 GCS_PORT, DASHBOARD_PORT = 6379, 8265
@@ -143,7 +145,7 @@ class NetnsCluster:
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
         env |= {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                 "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
-                "NO_PROXY": "*"}
+                "NO_PROXY": "*", ONE_MACHINE_ENV: "1"}  # multi-node, even after a test's private Ray set it to 0
         return env | self.extra_env
 
     # -- lifecycle
