@@ -20,7 +20,10 @@ from streamvl.storage.schema import (
     CLIPS, EMBEDDING, FRAMES, SEGMENTS, TAGS, check_table, clip_filter, embeddings_array, sql_float, sql_str, table_dim,
 )
 
-REFINE_CANDIDATES = 10  # ANN searches re-rank this many times k rows exactly (no effect without an index)
+# ANN searches re-rank this many times k rows exactly (refine_factor; no effect without an index). PQ codes alone
+# give recall@10 ~0.91 at 1M rows; re-ranking 2 x k exactly already gives 1.00 there, and every further
+# candidate is one more random read of a full vector (bench/bench_ann_probes.py, docs/benchmarks.md "Queries").
+REFINE_CANDIDATES = 2
 # IVF partitions every ANN search probes at least (LanceDB's default: 20). Probing is most of an IVF_PQ search's
 # time; at 1M rows (256 partitions) 10 keeps recall@10 at 1.00 on in-distribution queries and halves the
 # search (bench/bench_queries.py, docs/benchmarks.md "Queries"). Only a minimum: a narrow prefilter still
@@ -85,7 +88,7 @@ class Reader:
         tags: keep only clips whose `tags` column holds every one of them (written by a tagging
         plugin such as alpro). candidates: with an ANN index on clips.embedding, re-rank this many
         rows exactly (refine_factor; default REFINE_CANDIDATES * k, which keeps recall@10 of IVF_PQ
-        above 0.95, see bench/bench_live.py); a table without an index is searched exhaustively.
+        above 0.95, see bench/bench_ann_probes.py); a table without an index is searched exhaustively.
         """
         handle = self.conn.open(CLIPS)
         if handle is None or k <= 0 or (stream_ids is not None and len(stream_ids) == 0):
