@@ -93,11 +93,12 @@ class Reader:
         handle = self.conn.open(CLIPS)
         if handle is None or k <= 0 or (stream_ids is not None and len(stream_ids) == 0):
             return []
-        if tags and handle.schema.get_field_index(TAGS) < 0:
+        schema = handle.schema  # one read: each `.schema` of a LanceDB handle is a round trip (checks the version)
+        if tags and schema.get_field_index(TAGS) < 0:
             raise StoreError(f"table {CLIPS!r} has no {TAGS!r} column to filter on: index with a tagging adapter "
                              f"plugin installed (e.g. streamvl-alpro)")
-        query = _query_vector(vector, table_dim(handle.schema, CLIPS))
-        columns = [n for n in handle.schema.names if n != EMBEDDING]
+        query = _query_vector(vector, table_dim(schema, CLIPS))
+        columns = [n for n in schema.names if n != EMBEDDING]
         where = clip_filter(adapter, stream_ids, start, end, tags)
         candidates = REFINE_CANDIDATES * k if candidates is None else candidates
         with lance_errors(CLIPS, "vector search", self.conn.uri):
