@@ -48,32 +48,45 @@ def quantisation_missing() -> str | None:
     return None
 
 
-def int8_transformer(transformer: Any) -> Any:
-    """A copy of an open_clip text transformer with its nn.Linear layers (the MLPs) as dynamic int8.
+def int8_transformer(transformer: Any) -> Callable[[], None]:
+    """Turn an open_clip text transformer's nn.Linear layers (the MLPs) into dynamic int8, in place;
+    returns the undo (puts the fp32 layers back). In place, not a copy: a copy's freed fp32 weights
+    stay in the process's heap, so the int8 tower would cost memory instead of saving it.
 
     MultiheadAttention's projections are left fp32 (its in-projection is not a Linear and torch
     excludes its out-projection from dynamic quantisation). open_clip reads the cast dtype from
     the first MLP's weight; the `int8_original_dtype` attribute is open_clip's own hook for that."""
     import torch
 
-    with warnings.catch_warnings():  # torch.ao's eager quantisation warns it is deprecated (still in torch 2.14)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
-        quantised = torch.ao.quantization.quantize_dynamic(transformer, {torch.nn.Linear}, dtype=torch.qint8)
-    for block in getattr(quantised, "resblocks", ()):
-        block.mlp.c_fc.int8_original_dtype = torch.float32
-    return quantised.eval()
+    fp32 = {name: module for name, module in transformer.named_modules() if type(module) is torch.nn.Linear}
+
+    def undo() -> None:
+        for name, module in fp32.items():
+            parent, _, attr = name.rpartition(".")
+            setattr(transformer.get_submodule(parent) if parent else transformer, attr, module)
+
+    try:
+        with warnings.catch_warnings():  # torch.ao's eager quantisation warns it is deprecated (still in torch 2.14)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+            torch.ao.quantization.quantize_dynamic(transformer, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        for block in getattr(transformer, "resblocks", ()):
+            block.mlp.c_fc.int8_original_dtype = torch.float32
+    except Exception:
+        undo()
+        raise
+    return undo
 
 
 def with_int8_text(model: Any, requested: str = "auto", probe: Sequence[str] = PROBE_TEXTS,
-                   quantise: Callable[[Any], Any] = int8_transformer,
+                   quantise: Callable[[Any], Callable[[], None]] = int8_transformer,
                    missing: Callable[[], str | None] = quantisation_missing) -> PrecisionChoice:
     """Put `model`'s text tower (model.model.transformer) at `requested` precision, in place; returns why.
 
     `model` is a LoadedModel (or anything with encode_text(texts) -> [N, D] and model.transformer).
-    'fp32' leaves it alone; 'auto' and 'int8' swap in `quantise(transformer)` and keep it when the
-    probe texts' embeddings agree with fp32 (min cosine >= MIN_COSINE). Otherwise the fp32 tower is
-    put back: 'auto' logs the reason, 'int8' raises ModelLoadError."""
+    'fp32' leaves it alone; 'auto' and 'int8' run `quantise(transformer)` (in place; it returns the
+    undo) and keep it when the probe texts' embeddings agree with fp32 (min cosine >= MIN_COSINE).
+    Otherwise the fp32 layers are put back: 'auto' logs the reason, 'int8' raises ModelLoadError."""
     spec = getattr(getattr(model, "spec", None), "text", "?")
     if requested not in TEXT_PRECISIONS:
         raise ModelLoadError(f"model {spec!r}: unknown text precision {requested!r}; choose one of {TEXT_PRECISIONS}")
@@ -81,22 +94,36 @@ def with_int8_text(model: Any, requested: str = "auto", probe: Sequence[str] = P
         return PrecisionChoice("fp32", "requested")
     why = missing()
     if why is None:
-        fp32 = model.model.transformer
-        reference = _embed(model, probe)
+        reference, undo = _embed(model, probe), None
         try:
-            model.model.transformer = quantise(fp32)
+            undo = quantise(model.model.transformer)
             cosine = min_cosine(reference, _embed(model, probe))
         except Exception as exc:  # noqa: BLE001 - any failure of the int8 path means: use fp32
-            model.model.transformer, cosine, why = fp32, None, f"int8 text tower failed: {type(exc).__name__}: {exc}"
+            cosine, why = None, f"int8 text tower failed: {type(exc).__name__}: {exc}"
         if cosine is not None and cosine >= MIN_COSINE:
+            del undo  # it holds the fp32 layers
+            _release_freed_memory()
             return PrecisionChoice("int8", f"{requested}: probe cosine to fp32 {cosine:.5f}", cosine)
-        model.model.transformer = fp32
+        if undo is not None:
+            undo()
         if cosine is not None:
             why = f"int8 probe cosine to fp32 {cosine:.5f} < {MIN_COSINE}"
     if requested == "int8":
         raise ModelLoadError(f"model {spec!r}: text precision int8 refused: {why}; use auto or fp32")
     log.warning("model %s: text tower stays fp32 (%s)", spec, why)
     return PrecisionChoice("fp32", f"auto: {why}")
+
+
+def _release_freed_memory() -> None:
+    """Hand the freed fp32 weights back to the OS (glibc keeps freed heap pages otherwise)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _embed(model: Any, texts: Sequence[str]) -> np.ndarray:

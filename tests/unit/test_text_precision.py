@@ -36,28 +36,25 @@ class FakeTextModel:
 
 
 def noisy(scale: float):
-    """A 'quantiser' whose tower adds output noise of this size (relative to unit-scale outputs)."""
+    """A 'quantiser' that makes the tower add output noise of this size, in place; returns the undo."""
     import torch
 
-    class Noisy(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-            self.gen = torch.Generator().manual_seed(1)
+    def quantise(tower):
+        gen = torch.Generator().manual_seed(1)
+        hook = tower.register_forward_hook(lambda m, i, y: y + scale * torch.randn(y.shape, generator=gen) * y.abs().mean())
+        return hook.remove
 
-        def forward(self, x):
-            y = self.inner(x)
-            return y + scale * torch.randn(y.shape, generator=self.gen) * y.abs().mean()
-
-    return lambda tower: Noisy(tower)
+    return quantise
 
 
 def test_int8_is_kept_when_the_probe_agrees_with_fp32():
     fake = FakeTextModel()
     fp32 = fake.model.transformer
+    before = fake.encode_text(["a red car"]).numpy()
     choice = textprecision.with_int8_text(fake, "auto", quantise=noisy(0.001), missing=lambda: None)
-    assert choice.precision == "int8" and choice.probe_cosine >= textprecision.MIN_COSINE
-    assert fake.model.transformer is not fp32 and "probe cosine" in choice.reason
+    assert choice.precision == "int8" and choice.probe_cosine >= textprecision.MIN_COSINE and "probe cosine" in choice.reason
+    after = fake.encode_text(["a red car"]).numpy()
+    assert fake.model.transformer is fp32 and not np.array_equal(after, before)  # changed in place, kept
 
 
 @pytest.mark.parametrize("requested", ["auto", "int8"])
@@ -114,3 +111,18 @@ def test_real_tiny_model_int8_text_tower_is_quantised_and_close_to_fp32():
     cos = (a * b).sum(1)
     assert cos.min() >= textprecision.MIN_COSINE and not np.array_equal(a, b)
     assert load_text_model(TINY).text_precision.precision in ("int8", "fp32")  # auto: whichever passed the probe
+
+
+def test_int8_transformer_undo_restores_the_fp32_tower_bit_for_bit():
+    import torch
+
+    from streamvl.models.textonly import load_text_model
+
+    model = load_text_model(TINY, "fp32")
+    texts = ["a small blue circle moves left", "x"]
+    before = model.encode_text(texts)
+    undo = textprecision.int8_transformer(model.model.transformer)
+    assert not torch.equal(model.encode_text(texts), before)
+    undo()
+    assert type(model.model.transformer.resblocks[0].mlp.c_fc) is torch.nn.Linear
+    assert torch.equal(model.encode_text(texts), before)
