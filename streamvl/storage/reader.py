@@ -21,9 +21,10 @@ from streamvl.storage.schema import (
 )
 
 # ANN searches re-rank this many times k rows exactly (refine_factor; no effect without an index). PQ codes alone
-# give recall@10 ~0.91 at 1M rows; re-ranking 2 x k exactly already gives 1.00 there, and every further
-# candidate is one more random read of a full vector (bench/bench_ann_probes.py, docs/benchmarks.md "Queries").
-REFINE_CANDIDATES = 2
+# give recall@10 ~0.91 at 1M rows; re-ranking 2 x k exactly already gives 1.00 there for the query path's
+# 50-row fetch, but 0.96 for a bare 10-row search at 100k rows: 4 x k keeps a margin. Every further candidate
+# is one more random read of a full vector (bench/bench_ann_probes.py, docs/benchmarks.md "Queries").
+REFINE_CANDIDATES = 4
 # IVF partitions every ANN search probes at least (LanceDB's default: 20). Probing is most of an IVF_PQ search's
 # time; at 1M rows (256 partitions) 10 keeps recall@10 at 1.00 on in-distribution queries and halves the
 # search (bench/bench_queries.py, docs/benchmarks.md "Queries"). Only a minimum: a narrow prefilter still
