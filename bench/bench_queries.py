@@ -6,7 +6,10 @@ real index: --streams streams, each a slowly drifting random walk on the sphere 
 --stride seconds (window --window s), written through streamvl's own store writer and schema; then
 builds the ANN index the way the store's upkeep does (Store.maintain: IVF_PQ, cosine).
 
-A query process of its own (so its peak RSS is a query server's) then times
+Two query processes of their own, one per column (so each RSS is a query server's): `baseline`
+(main's query defaults before issue 43's work: fp32 text tower, refine 10 x the first fetch, a streams
+read per search) and
+`defaults` (today's code). Each times
 `streamvl.api.search(text, db)`, the path `streamvl search` takes: model and adapter text encoding
 (ViT-B-32 text tower with RANDOM weights: right for timing, meaningless for relevance), vector
 search with the prefilter, IVF_PQ + exact refine, streams lookup, segment merge. Stage times come
@@ -199,17 +202,51 @@ def texts(n: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(WORDS, size=int(rng.integers(2, 7)))) + f" {i}" for i in range(n)]
 
 
-def timed_queries(db: str, queries: list[str], warmup: int, row_queries: np.ndarray, threads: int | None) -> dict[str, Any]:
-    """Runs in a fresh process: warm-up, then each query through streamvl.api.search, timed per stage."""
+CONFIGS = ("baseline", "defaults")
+
+
+def apply_config(name: str) -> dict[str, Any]:
+    """In the query process: 'baseline' puts back main's query defaults before this work (fp32 text
+    tower, refine budget 10 x the first fetch); 'defaults' leaves today's code as it is. Returns them."""
+    import streamvl.search.query as query
+    from streamvl.models import textonly
+    from streamvl.storage import reader
+
+    from streamvl.storage import streams
+    from streamvl.storage.schema import STREAMS, sql_in
+
+    def uris_per_call(self, stream_ids):  # main's stream_uris: a filtered read per search
+        ids = sorted(set(stream_ids))
+        got = self.reader.read(STREAMS, sql_in("stream_id", ids), ["stream_id", "uri"]) if ids else None
+        return dict(zip(got["stream_id"].to_pylist(), got["uri"].to_pylist())) if got is not None and got.num_rows else {}
+
+    if name == "baseline":
+        textonly.load_text_model = functools.partial(textonly.load_text_model, precision="fp32")
+        reader.REFINE_CANDIDATES = query.REFINE_CANDIDATES = 10
+        streams.StreamTables.stream_uris = uris_per_call
+    elif name != "defaults":
+        raise ValueError(name)
+    return {"refine": reader.REFINE_CANDIDATES, "nprobes": reader.ANN_NPROBES}
+
+
+def vm_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
+
+
+def timed_queries(config: str, db: str, queries: list[str], warmup: int, row_queries: np.ndarray,
+                  threads: int | None) -> dict[str, Any]:
+    """Runs in a fresh process under one config: warm-up, then each query through streamvl.api.search,
+    timed per stage; then its RSS, the repeated texts, the vector path and the inputs of recall@10."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
+    params = apply_config(config)
 
     import streamvl.search.query as query
     from streamvl import api
-    from streamvl.models import textonly as models  # what the query path loads for meanpool: no image tower
-    from streamvl.storage import reader
+    from streamvl.models import textonly
     from streamvl.storage.store import Store as StoreCls
     from streamvl.plugins.meanpool import MeanPoolAdapter
 
@@ -218,12 +255,11 @@ def timed_queries(db: str, queries: list[str], warmup: int, row_queries: np.ndar
     watch.wrap(StoreCls, "search_clips", "search")
     watch.wrap(query, "merge_segments", "merge")
     t0 = time.perf_counter()
-    models.load_text_model(MODEL)
+    model = textonly.load_text_model(MODEL)
     load_s = time.perf_counter() - t0
     for text in queries[:warmup]:
         api.search(text, db, k=10, adapter=ADAPTER)
     watch.take()
-    rss_before = peak_rss_mib()
     total, cpu, stages, rounds = [], [], [], []
     for text in queries[warmup:]:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -233,17 +269,15 @@ def timed_queries(db: str, queries: list[str], warmup: int, row_queries: np.ndar
         ms, calls = watch.take()
         stages.append(ms)
         rounds.append(calls.get("search", 0))
+    load = os.getloadavg()
+    rss, peak = vm_rss_mib(), peak_rss_mib()
     measured = queries[warmup:]
     repeat = []  # the same texts again: text embeddings come from the query path's cache
     for text in measured:
         t0 = time.perf_counter()
         api.search(text, db, k=10, adapter=ADAPTER)
         repeat.append((time.perf_counter() - t0) * 1000)
-    watch.take()
-    versus = baseline_vs_defaults(api, db, queries[:warmup] + measured, reader)
-    bare = bare_text_tower(models.load_text_model(MODEL), measured[:50])
-    # recall inputs: the text vectors (as the API computed them) and each query set's ANN top 10 of clips
-    model = models.load_text_model(MODEL)
+    # recall inputs: the text vectors as this config's encoder computes them, and each query set's ANN top 10
     text_vecs = np.asarray(model.encode_text(measured).float().numpy(), np.float32)
     store = StoreCls(db)
     ann = {name: [[(r["stream_id"], r["start"]) for r in store.search_clips(q, 10, adapter=ADAPTER)] for q in vecs]
@@ -255,89 +289,10 @@ def timed_queries(db: str, queries: list[str], warmup: int, row_queries: np.ndar
         query.search_vectors(store, q, k=10, adapter=ADAPTER)
         row_ms.append((time.perf_counter() - t0) * 1000)
     row_rounds = watch.take()[1].get("search", 0) / max(1, len(row_queries))
-    return {"total_ms": total, "repeat_ms": repeat, "cpu_ms": cpu, "stages": stages, "rounds": rounds, "load_s": load_s, "threads": torch.get_num_threads(),
-            "rss_after_warmup_mib": rss_before, "peak_rss_mib": peak_rss_mib(), "text_vecs": text_vecs, "ann": ann,
-            "row_ms": row_ms, "row_rounds": row_rounds, "bare": bare, "versus": versus}
-
-
-def baseline_vs_defaults(api: Any, db: str, texts: list[str], reader: Any) -> dict[str, Any]:
-    """api.search with LanceDB's default probe count (20, the baseline) and with streamvl's
-    (reader.ANN_NPROBES), interleaved per query with the order alternating so load hits both alike;
-    each call a new text (the text tower included). Same process, so the same model and caches."""
-    new = reader.ANN_NPROBES
-    out: dict[str, list[float]] = {"baseline": [], "defaults": []}
-    for i in range(0, len(texts) - 1, 2):
-        order = (("baseline", 20), ("defaults", new)) if i % 4 else (("defaults", new), ("baseline", 20))
-        for j, (name, nprobes) in enumerate(order):
-            reader.ANN_NPROBES = nprobes
-            t0 = time.perf_counter()
-            api.search(texts[i + j] + " again", db, k=10, adapter=ADAPTER)
-            out[name].append((time.perf_counter() - t0) * 1000)
-    reader.ANN_NPROBES = new
-    return {**out, "load": os.getloadavg()[0], "nprobes": new}
-
-
-def memory_probe(db: str, texts: list[str], text_only: bool) -> dict[str, float]:
-    """A fresh process answering texts with the whole model (the baseline) or the query path's text
-    model: its RSS after the searches and its peak."""
-    from streamvl import api
-    from streamvl.search import query
-
-    if not text_only:
-        query.textonly.load_text_model = lambda spec: query.models.load_model(spec)  # the baseline: whole model
-    for text in texts:
-        api.search(text, db, k=10, adapter=ADAPTER)
-    with open("/proc/self/status") as f:
-        now = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
-    return {"rss_mib": now, "peak_mib": peak_rss_mib(), "load": os.getloadavg()[0]}
-
-
-def bare_text_tower(model: Any, queries: list[str]) -> dict[str, Any]:
-    """Baseline in the same process: plain open_clip encode_text on one query (the 77-token context)
-    against streamvl's LoadedModel.encode_text, which runs only the query's own tokens (exact: the
-    text tower's attention is causal and pools at the end-of-text token), and two candidates measured,
-    not used: that under bf16 autocast, and with torch's dynamic int8 Linear layers (MLPs, out proj)."""
-    import copy
-
-    import torch
-
-    from streamvl.models.loading import _encode_text_prefix
-
-    qmodel = copy.deepcopy(model.model)
-    qmodel.transformer = torch.ao.quantization.quantize_dynamic(qmodel.transformer, {torch.nn.Linear}, dtype=torch.qint8)
-    qmodel.transformer.get_cast_dtype = lambda: torch.float32
-
-    def trimmed(text: str) -> Any:
-        tokens = model.tokenizer([text])
-        return tokens[:, : int(tokens.ne(0).sum())]
-
-    def bf16(text: str) -> Any:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            return model.encode_text([text]).float()
-
-    def int8(text: str) -> Any:
-        with torch.inference_mode():
-            return _encode_text_prefix(qmodel, trimmed(text))
-
-    def full(text: str) -> Any:
-        with torch.inference_mode():
-            return model.model.encode_text(model.tokenizer([text]), normalize=True)
-
-    paths = {"full": full, "trim": lambda t: model.encode_text([t]), "bf16": bf16, "int8": int8}
-    ms: dict[str, list[float]] = {name: [] for name in paths}
-    cos: dict[str, float] = {name: 1.0 for name in paths}
-    diff = 0.0
-    for i, text in enumerate(queries):
-        ref = None
-        for name in (list(paths) if i % 2 else list(reversed(paths))):  # alternate the order: load hits all alike
-            t0 = time.perf_counter()
-            vec = paths[name](text)
-            ms[name].append((time.perf_counter() - t0) * 1000)
-            ref = full(text) if ref is None else ref
-            cos[name] = min(cos[name], float((vec.float() * ref).sum()))
-            if name == "trim":
-                diff = max(diff, float((vec - ref).abs().max()))
-    return {"full_ms": ms["full"], "trim_ms": ms["trim"], "max_diff": diff, "ms": ms, "cos": cos, "load": os.getloadavg()[0]}
+    return {"config": config, "params": params, "precision": model.text_precision.reason if hasattr(model, "text_precision")
+            else "fp32", "total_ms": total, "repeat_ms": repeat, "cpu_ms": cpu, "stages": stages, "rounds": rounds,
+            "load_s": load_s, "threads": torch.get_num_threads(), "rss_mib": rss, "peak_rss_mib": peak, "load": load,
+            "text_vecs": text_vecs, "ann": ann, "row_ms": row_ms, "row_rounds": row_rounds}
 
 
 def _child(fn: Callable, args: tuple, out) -> None:
@@ -432,53 +387,68 @@ def main() -> None:
     if args.build_only:
         return
     rq = row_queries(db, args.queries, args.noise, args.seed + 1)
-    res = in_process(timed_queries, str(db), texts(args.queries + args.warmup, args.seed), args.warmup, rq, args.torch_threads)
-    stages = {s: [m.get(s, 0.0) for m in res["stages"]] for s in ("encode", "search", "merge")}
-    other = [t - sum(m.values()) for t, m in zip(res["total_ms"], res["stages"])]
-    print(f"query process         model {MODEL} (RANDOM weights: timing only) loaded in {res['load_s']:.1f} s, "
-          f"torch threads {res['threads']}, {os.cpu_count()} cores")
-    print(f"end to end (api.search, {len(res['total_ms'])} text queries after {args.warmup} warm-up)")
-    print(f"  total               p50 {pct(res['total_ms'], 50):6.1f} ms  p95 {pct(res['total_ms'], 95):6.1f} ms  "
-          f"p99 {pct(res['total_ms'], 99):6.1f} ms  max {max(res['total_ms']):6.1f} ms")
-    print(f"  cpu (all threads)   p50 {pct(res['cpu_ms'], 50):6.1f} ms  p99 {pct(res['cpu_ms'], 99):6.1f} ms "
-          f"(wall >> CPU: waiting for a core on a busy machine)")
-    for name, vals in (*stages.items(), ("other", other)):
-        print(f"  {name:<20}p50 {pct(vals, 50):6.1f} ms  p95 {pct(vals, 95):6.1f} ms  p99 {pct(vals, 99):6.1f} ms")
-    print(f"  search calls/query  mean {np.mean(res['rounds']):.2f}  max {max(res['rounds'])} (>1: merging left < k segments, widened)")
-    print(f"  repeated texts      p50 {pct(res['repeat_ms'], 50):6.1f} ms  p95 {pct(res['repeat_ms'], 95):6.1f} ms  "
-          f"p99 {pct(res['repeat_ms'], 99):6.1f} ms (same {len(res['repeat_ms'])} texts again: text embedding cached)")
-    print(f"vector path (search_vectors, {len(res['row_ms'])} in-distribution row queries): p50 {pct(res['row_ms'], 50):.1f} ms  "
-          f"p95 {pct(res['row_ms'], 95):.1f} ms  p99 {pct(res['row_ms'], 99):.1f} ms, "
-          f"{res['row_rounds']:.2f} search calls/query")
-    bare = res["bare"]
-    print(f"text tower, {len(bare['full_ms'])} queries: plain open_clip (77-token context) p50 {pct(bare['full_ms'], 50):.1f} ms; "
-          f"streamvl (the query's own tokens) p50 {pct(bare['trim_ms'], 50):.1f} ms "
-          f"(x{pct(bare['full_ms'], 50) / pct(bare['trim_ms'], 50):.1f}; max |diff| {bare['max_diff']:.1e})")
-    for name in ("bf16", "int8"):
-        print(f"  candidate {name:<5} p50 {pct(bare['ms'][name], 50):.1f} ms (x{pct(bare['trim_ms'], 50) / pct(bare['ms'][name], 50):.2f} of "
-              f"streamvl's), min cosine to fp32 {bare['cos'][name]:.5f}  (not used; load {bare['load']:.1f})")
-    vs = res["versus"]
-    print(f"baseline vs defaults, api.search interleaved ({len(vs['defaults'])} new texts each, load {vs['load']:.1f}):")
-    print(f"  baseline (nprobes 20) p50 {pct(vs['baseline'], 50):6.1f} ms  p99 {pct(vs['baseline'], 99):6.1f} ms")
-    print(f"  defaults (nprobes {vs['nprobes']}) p50 {pct(vs['defaults'], 50):6.1f} ms  p99 {pct(vs['defaults'], 99):6.1f} ms  "
-          f"(x{pct(vs['baseline'], 50) / pct(vs['defaults'], 50):.2f} faster at p50)")
-    print(f"peak RSS              query process {res['peak_rss_mib']:.0f} MiB (after warm-up {res['rss_after_warmup_mib']:.0f} MiB; "
-          f"includes the bench's int8 copy of the text tower)")
-    probe_texts = texts(args.warmup, args.seed + 7)
-    for label, text_only in (("whole model (baseline)", False), ("text model (default)", True)):
-        mem = in_process(memory_probe, str(db), probe_texts, text_only)
-        print(f"  memory, {label:<22} RSS {mem['rss_mib']:5.0f} MiB  peak {mem['peak_mib']:5.0f} MiB after "
-              f"{len(probe_texts)} searches (load {mem['load']:.1f})")
+    qtexts = texts(args.queries + args.warmup, args.seed)
+    runs = {c: in_process(timed_queries, c, str(db), qtexts, args.warmup, rq, args.torch_threads) for c in CONFIGS}
     t0 = time.perf_counter()
-    exact, scores = exact_top10(db, {"rows": rq, "text": res["text_vecs"]})
+    fp32_text = runs["baseline"]["text_vecs"]
+    # the defaults' text-tower error (its vector minus fp32's, per text) added to the in-distribution row
+    # queries: what that error does to the exact top 10 where scores are spread as in real searches
+    err = runs["defaults"]["text_vecs"] - fp32_text
+    m = min(len(rq), len(err))
+    exact, scores = exact_top10(db, {"rows": rq, "text": fp32_text, **{f"text_{c}": runs[c]["text_vecs"] for c in CONFIGS},
+                                     "rows_err": unit(rq[:m] + err[:m])})
+    exact_s = time.perf_counter() - t0
+    print_side_by_side(runs, exact, args)
     n = len(rq)
-    print(f"recall@10 vs brute force ({time.perf_counter() - t0:.0f} s of numpy over every row)")
-    print(f"  rows (in distribution, the honest figure)  {recall(res['ann']['rows'], exact['rows']):.3f}  "
-          f"(exact 10th-best cosine median {np.median(scores[:n, 9]):.2f})")
-    print(f"  text (random-weight text vectors)         {recall(res['ann']['text'], exact['text']):.3f}  "
-          f"(exact 10th-best cosine median {np.median(scores[n:, 9]):.2f}: out of distribution)")
+    print(f"recall@10 vs an exact numpy scan of every row ({exact_s:.0f} s); exact 10th-best cosine median: rows "
+          f"{np.median(scores[:n, 9]):.2f}, text {np.median(scores[n:2 * n, 9]):.2f} (random-weight text: out of distribution)")
     print(f"load average          {' '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min, {os.cpu_count()} cores; shared machine)")
     print(f"bench wall time       {time.perf_counter() - t_start:.0f} s")
+
+
+def print_side_by_side(runs: dict[str, dict[str, Any]], exact: dict[str, list], args: argparse.Namespace) -> None:
+    """One table: each figure under baseline and defaults, and defaults' ratio to baseline."""
+    base, new = runs["baseline"], runs["defaults"]
+
+    def stage(res: dict[str, Any], name: str) -> list[float]:
+        if name == "total":
+            return res["total_ms"]
+        if name == "other":
+            return [t - sum(m.values()) for t, m in zip(res["total_ms"], res["stages"])]
+        return [m.get(name, 0.0) for m in res["stages"]]
+
+    print(f"query process         model {MODEL} (RANDOM weights: timing only), torch threads {new['threads']}, "
+          f"{os.cpu_count()} cores; {len(new['total_ms'])} text queries after {args.warmup} warm-up, one process per column")
+    for res in (base, new):
+        print(f"  {res['config']:<10} text tower {res['precision']}; nprobes >= {res['params']['nprobes']}, refine "
+              f"{res['params']['refine']} x first fetch; model loaded in {res['load_s']:.1f} s; "
+              f"load {' '.join(f'{x:.1f}' for x in res['load'])}")
+    print(f"{'':22}{'baseline':>27}   {'defaults':>27}   {'x p50':>6}")
+    print(f"{'':22}{'p50    p95    p99':>27}   {'p50    p95    p99':>27}")
+    for name in ("total", "encode", "search", "merge", "other"):
+        b, d = stage(base, name), stage(new, name)
+        ratio = pct(b, 50) / pct(d, 50) if pct(d, 50) > 0.05 else float("nan")
+        print(f"  {name:<20}" + "   ".join(f"{pct(v, 50):7.1f} {pct(v, 95):6.1f} {pct(v, 99):6.1f} ms" for v in (b, d))
+              + f"   x{ratio:.2f}")
+    for label, key in (("repeated texts", "repeat_ms"), ("vector path", "row_ms")):
+        print(f"  {label:<20}" + "   ".join(f"{pct(r[key], 50):7.1f} {pct(r[key], 95):6.1f} {pct(r[key], 99):6.1f} ms"
+                                            for r in (base, new)))
+    print(f"  {'search calls/query':<20}{np.mean(base['rounds']):>20.2f}   {np.mean(new['rounds']):>27.2f}")
+    print(f"  {'RSS after queries':<20}{base['rss_mib']:>17.0f} MiB   {new['rss_mib']:>23.0f} MiB   "
+          f"(peak {base['peak_rss_mib']:.0f} / {new['peak_rss_mib']:.0f} MiB)")
+    for name, label in (("rows", "recall@10 rows (in distribution: the goal's figure)"),):
+        print(f"  {label}: baseline {recall(base['ann'][name], exact[name]):.3f}  defaults {recall(new['ann'][name], exact[name]):.3f}")
+    # the text encoder's share of the whole query: the exact top 10 with each config's text vectors
+    # against the exact top 10 with fp32 vectors (the ANN's share is the rows figure above)
+    print(f"  recall@10 text, exact scan with the config's text vectors vs with fp32's: baseline "
+          f"{recall(exact['text_baseline'], exact['text']):.3f}  defaults {recall(exact['text_defaults'], exact['text']):.3f}")
+    m = len(exact["rows_err"])
+    print(f"  recall@10 rows + the defaults' text-tower error (int8 - fp32 per text, added to the row query), exact "
+          f"scan vs the rows' exact top 10: {recall(exact['rows_err'], exact['rows'][:m]):.3f}  (in distribution: the "
+          f"encoder's share of the whole query's recall)")
+    print(f"  recall@10 text, ANN with the config's text vectors vs exact fp32: baseline "
+          f"{recall(base['ann']['text'], exact['text']):.3f}  defaults {recall(new['ann']['text'], exact['text']):.3f} "
+          f"(out of distribution: low for both)")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ class LoadedModel:
     precision: prec.PrecisionChoice = prec.PrecisionChoice("fp32", "default")
     visual_bf16: Any = None  # bf16 copy of the image tower when precision is bf16 (see streamvl/precision.py)
     visual_int8: Any = None  # compiled int8 tower (pixels -> features) when precision is int8 (models/int8.py)
+    text_precision: prec.PrecisionChoice = prec.PrecisionChoice("fp32", "default")  # models/textprecision.py
 
     @property
     def random_weights(self) -> bool:

@@ -20,7 +20,11 @@ from streamvl.storage.schema import (
     CLIPS, EMBEDDING, FRAMES, SEGMENTS, TAGS, check_table, clip_filter, embeddings_array, sql_float, sql_str, table_dim,
 )
 
-REFINE_CANDIDATES = 10  # ANN searches re-rank this many times k rows exactly (no effect without an index)
+# ANN searches re-rank this many times k rows exactly (refine_factor; no effect without an index). PQ codes alone
+# give recall@10 ~0.91 at 1M rows; re-ranking 2 x k exactly already gives 1.00 there for the query path's
+# 50-row fetch, but 0.96 for a bare 10-row search at 100k rows: 4 x k keeps a margin. Every further candidate
+# is one more random read of a full vector (bench/bench_ann_probes.py, docs/benchmarks.md "Queries").
+REFINE_CANDIDATES = 4
 # IVF partitions every ANN search probes at least (LanceDB's default: 20). Probing is most of an IVF_PQ search's
 # time; at 1M rows (256 partitions) 10 keeps recall@10 at 1.00 on in-distribution queries and halves the
 # search (bench/bench_queries.py, docs/benchmarks.md "Queries"). Only a minimum: a narrow prefilter still
@@ -85,16 +89,17 @@ class Reader:
         tags: keep only clips whose `tags` column holds every one of them (written by a tagging
         plugin such as alpro). candidates: with an ANN index on clips.embedding, re-rank this many
         rows exactly (refine_factor; default REFINE_CANDIDATES * k, which keeps recall@10 of IVF_PQ
-        above 0.95, see bench/bench_live.py); a table without an index is searched exhaustively.
+        above 0.95, see bench/bench_ann_probes.py); a table without an index is searched exhaustively.
         """
         handle = self.conn.open(CLIPS)
         if handle is None or k <= 0 or (stream_ids is not None and len(stream_ids) == 0):
             return []
-        if tags and handle.schema.get_field_index(TAGS) < 0:
+        schema = handle.schema  # one read: each `.schema` of a LanceDB handle is a round trip (checks the version)
+        if tags and schema.get_field_index(TAGS) < 0:
             raise StoreError(f"table {CLIPS!r} has no {TAGS!r} column to filter on: index with a tagging adapter "
                              f"plugin installed (e.g. streamvl-alpro)")
-        query = _query_vector(vector, table_dim(handle.schema, CLIPS))
-        columns = [n for n in handle.schema.names if n != EMBEDDING]
+        query = _query_vector(vector, table_dim(schema, CLIPS))
+        columns = [n for n in schema.names if n != EMBEDDING]
         where = clip_filter(adapter, stream_ids, start, end, tags)
         candidates = REFINE_CANDIDATES * k if candidates is None else candidates
         with lance_errors(CLIPS, "vector search", self.conn.uri):

@@ -46,7 +46,7 @@ def exact(flat: np.ndarray, q: np.ndarray, k: int, rows: np.ndarray | None = Non
     return set(np.argsort(-scores)[:k].tolist())
 
 
-def test_probe_budget_is_below_lancedb_default_and_keeps_recall(indexed):
+def test_probe_and_refine_budgets_keep_recall(indexed):
     store, flat, _ = indexed
     assert reader.ANN_NPROBES < 20  # LanceDB probes 20 partitions unless told otherwise
     rng = np.random.default_rng(1)
@@ -54,7 +54,8 @@ def test_probe_budget_is_below_lancedb_default_and_keeps_recall(indexed):
     recalls = []
     for i in rng.choice(len(flat), 40, replace=False):
         q = unit(flat[i] + 0.25 * unit(rng.normal(size=D)))  # in distribution: near a stored row
-        got = store.search_clips(q, 10, adapter="meanpool", candidates=100)  # refine as search_vectors asks
+        # as the query path asks: a first fetch of 50 clips, re-ranking REFINE_CANDIDATES x 50 exactly; its top 10
+        got = store.search_clips(q, 50, adapter="meanpool", candidates=reader.REFINE_CANDIDATES * 50)[:10]
         recalls.append(len({key[(r["stream_id"], r["start"])] for r in got} & exact(flat, q, 10)) / 10)
     assert np.mean(recalls) >= 0.95
 

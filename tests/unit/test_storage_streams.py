@@ -90,6 +90,18 @@ def test_stream_uris_reads_only_the_asked_streams(store):
     assert store.stream_uris([]) == {}
 
 
+def test_stream_uris_see_every_new_version_of_the_streams_table(store, tmp_path, monkeypatch):
+    store.record_state(StreamState("a", "file:///a.mp4", Status.DONE))
+    assert store.stream_uris(["a", "b"]) == {"a": "file:///a.mp4"}
+    other = Store(str(tmp_path / "db"))  # another process's writes: a new version, seen at the next call
+    other.record_state(StreamState("b", "rtsp://cam/b", Status.RUNNING))
+    other.record_state(StreamState("a", "file:///a2.mp4", Status.DONE))
+    assert store.stream_uris(["a", "b"]) == {"a": "file:///a2.mp4", "b": "rtsp://cam/b"}
+    monkeypatch.setattr("streamvl.storage.streams.URI_CACHE_ROWS", 1)  # a big table: only the asked rows are read
+    other.record_state(StreamState("c", "file:///c.mp4", Status.DONE))
+    assert store.stream_uris(["c", "missing"]) == {"c": "file:///c.mp4"}
+
+
 def test_events_are_idempotent_and_requests_hold_the_desired_state(store):
     events = [StreamEvent("cam", "reconnect", 100.0, attempts=2), StreamEvent("cam", "gap", 105.0, gap_s=5.0),
               StreamEvent("other", "restart", 101.0)]

@@ -23,7 +23,7 @@ def test_text_model_embeds_texts_exactly_as_the_whole_model_and_refuses_images()
     from streamvl.models.loading import load_model
     from streamvl.models.textonly import load_text_model, tokenizer
 
-    whole, text = load_model(TINY), load_text_model(TINY)
+    whole, text = load_model(TINY), load_text_model(TINY, "fp32")
     texts = ["a red star", "x", "a small blue circle moves left then right"]
     assert torch.equal(text.encode_text(texts), whole.encode_text(texts))
     assert text.weights_sha256 == whole.weights_sha256  # the same weights, recorded the same way
