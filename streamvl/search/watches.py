@@ -122,10 +122,12 @@ class WatchMatcher:
     def __init__(self, watches: Sequence[Watch]):
         self.watches = list(watches)
         self._by_adapter: dict[str, tuple[list[Watch], np.ndarray, np.ndarray]] = {}
+        self._filtered: dict[str, list[tuple[int, list[str]]]] = {}  # adapter -> (column, streams) of filtered watches
         for adapter in sorted({a for w in self.watches for a in w.vectors}):
             ws = [w for w in self.watches if adapter in w.vectors]
             self._by_adapter[adapter] = (ws, np.stack([w.vectors[adapter] for w in ws], axis=1),
                                          np.array([w.threshold for w in ws], np.float32))
+            self._filtered[adapter] = [(j, sorted(w.streams)) for j, w in enumerate(ws) if w.streams]
 
     def scores(self, embeddings: np.ndarray, adapter: str) -> np.ndarray:
         """Cosine scores [N, W] of rows against this adapter's watches (W = 0 columns if none)."""
@@ -146,9 +148,8 @@ class WatchMatcher:
                 continue
             scores = self.scores(embeddings[rows], adapter)
             hit = scores >= thresholds[None, :]
-            for j, w in enumerate(ws):
-                if w.streams:
-                    hit[:, j] &= np.isin(sids[rows], list(w.streams))
+            for j, streams in self._filtered[adapter]:
+                hit[:, j] &= np.isin(sids[rows], streams)
             for i, j in zip(*np.nonzero(hit)):
                 r = rows[i]
                 out.append(Match(ws[j].watch_id, str(sids[r]), float(starts[r]), float(ends[r]), float(scores[i, j]),
@@ -167,6 +168,7 @@ class EventBuilder:
         self._quiet = quiet_s if callable(quiet_s) else (lambda _wid, q=float(quiet_s): q)
         self.clock = clock
         self.events: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._open: set[tuple[str, str]] = set()  # the (watch, stream)s whose latest event is open: all a close checks
 
     def restore(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Continue from stored events (the latest few per watch and stream)."""
@@ -174,6 +176,13 @@ class EventBuilder:
             self.events.setdefault((r["watch_id"], r["stream_id"]), []).append(dict(r))
         for key, evs in self.events.items():
             self.events[key] = evs[-self.keep:]
+            self._note(key)
+
+    def _note(self, key: tuple[str, str]) -> None:
+        if self.events[key][-1]["status"] == "open":
+            self._open.add(key)
+        else:
+            self._open.discard(key)
 
     def feed(self, matches: Sequence[Match], latest: Mapping[str, float]) -> list[dict[str, Any]]:
         """Apply matches (sorted by stream, start), then close open events of the streams whose
@@ -183,12 +192,16 @@ class EventBuilder:
         for m in matches:
             for ev in self._apply(m, stamp):  # nothing when a replayed match changes nothing
                 changed[(ev["watch_id"], ev["stream_id"], ev["start"])] = ev
-        for (wid, sid), evs in self.events.items():
+            self._note((m.watch_id, m.stream_id))
+        for wid, sid in list(self._open):  # not every (watch, stream) ever seen: that grows with the run
             t = latest.get(sid)
-            ev = evs[-1]
-            if t is not None and ev["status"] == "open" and t > ev["end"] + self._quiet(wid):
+            ev = self.events[(wid, sid)][-1]
+            if ev["status"] != "open":
+                self._open.discard((wid, sid))
+            elif t is not None and t > ev["end"] + self._quiet(wid):
                 ev["status"], ev["updated_at"] = "closed", stamp
                 changed[(wid, sid, ev["start"])] = ev
+                self._open.discard((wid, sid))
         return [dict(e) for e in changed.values()]
 
     def _apply(self, m: Match, stamp: dt.datetime) -> list[dict[str, Any]]:
