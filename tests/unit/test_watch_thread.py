@@ -252,3 +252,20 @@ def test_closes_are_held_to_share_one_upsert_and_a_kill_before_it_loses_nothing(
     assert again.flush_held() == 2
     assert len(spans(store)) == 6
     assert [s for s in spans(store) if s[1] == 16.0] == [("a", 16.0, 19.0, "closed"), ("b", 16.0, 19.0, "closed")]
+
+
+def test_watch_events_are_compacted_only_after_enough_event_commits(tmp_path):
+    """The clips sink's upkeep compacts `watch_events` once its watchers committed to it
+    EVENTS_COMPACT_COMMITS times since the last compaction (a compaction of an unchanged table costs
+    as much as a clips write), counting the plain and sequence watchers of the watch thread."""
+    from streamvl.storage.sink import EVENTS_COMPACT_COMMITS
+
+    store = with_watch(tmp_path / "db")
+    sink = TableSink(store.uri, CLIPS, watch_in_background=True)
+    feed(sink, {"cam": SPEC})
+    assert sink.flush_watches(timeout=60)
+    made = sink.watch_thread.watcher.commits
+    assert made >= 2 and not sink._events_due()  # events written, but fewer commits than the step
+    sink.watch_thread.sequences.commits = EVENTS_COMPACT_COMMITS - made
+    assert sink._events_due() and not sink._events_due()  # due once, then counted from there
+    sink.close()
