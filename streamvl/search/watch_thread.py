@@ -11,7 +11,7 @@ in the same thread on the same batches, after the plain watches: their rules are
 keyed, a key looked up before an event opens, trackers rebuilt from stored clip rows when a
 sink meets a stream or a replay), so a kill with batches queued is rescored like the plain ones.
 
-The watcher runs with one BLAS thread (watches.limit_blas_threads) and holds closes and growth
+The watcher runs with one BLAS thread (limit_blas_threads) and holds closes and growth
 of stored events for watches.UPSERT_EVERY_S stream seconds so they share one upsert; flush()
 writes them, flush(held=False) only waits for the queue.
 
@@ -46,8 +46,6 @@ class WatchThread:
 
     def __init__(self, make_watcher: Callable[[], Any], *, max_pending: int = MAX_PENDING,
                  make_sequences: Callable[[], Any] | None = None) -> None:
-        from streamvl.search.watches import limit_blas_threads
-
         limit_blas_threads()
         self._make, self._make_sequences = make_watcher, make_sequences
         self.watcher = make_watcher()
@@ -146,3 +144,21 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     """One table of the batches (their nullability may differ: the first one's schema wins)."""
     first = tables[0].schema
     return pa.concat_tables([t if t.schema == first else t.cast(first) for t in tables])
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread in this process (once). The watch product is small (40 x 512 x 1,000):
+    OpenBLAS's thread pool spins around it, ~14x the product's own CPU on a busy 2-core machine
+    (bench/bench_watches.py). Process-wide: meant for the sink process, which does no big BLAS work."""
+    global _BLAS_LIMITED
+    if not _BLAS_LIMITED:
+        _BLAS_LIMITED = True
+        try:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(1, user_api="blas")
+        except Exception as exc:  # noqa: BLE001 (only slower without it)
+            log.info("watches: BLAS threads not limited (%s)", exc)
+
+
+_BLAS_LIMITED = False

@@ -37,24 +37,6 @@ GROWTH_WRITE_S = 5.0  # an open event's growth is stored once its end moved this
 UPSERT_EVERY_S = 10.0  # background watching: closes and growth wait this long (stream s) to share one upsert
 
 
-def limit_blas_threads() -> None:
-    """One BLAS thread in this process (once). The watch product is small (40 x 512 x 1,000):
-    OpenBLAS's thread pool spins around it, ~14x the product's own CPU on a busy 2-core machine
-    (bench/bench_watches.py). Process-wide: meant for the sink process, which does no big BLAS work."""
-    global _BLAS_LIMITED
-    if not _BLAS_LIMITED:
-        _BLAS_LIMITED = True
-        try:
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(1, user_api="blas")
-        except Exception as exc:  # noqa: BLE001 (only slower without it)
-            log.info("watches: BLAS threads not limited (%s)", exc)
-
-
-_BLAS_LIMITED = False
-
-
 def embed_watch_texts(texts: Sequence[str], db: str, adapters: Sequence[str] = ("meanpool",), *,
                       model: str | None = None, adapter_options: Mapping[str, Any] | None = None,
                       plugins: Any = None) -> list[dict[str, np.ndarray]]:
