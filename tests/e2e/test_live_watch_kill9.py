@@ -50,6 +50,19 @@ FPS = 2.0  # the camera's sampling rate (CONFIG)
 WINDOW = 4  # frames per clip window (CONFIG)
 
 
+@pytest.fixture(autouse=True)
+def sigterm_runs_the_cleanup():
+    """A SIGTERM (`timeout 600 pytest ...`) ends the test through its `finally`, like Ctrl-C: the
+    indexing jobs (their own sessions, with their local Ray), the camera and the server are stopped
+    instead of outliving pytest, which SIGTERM would otherwise end on the spot."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
 def camera_video(path: Path, seconds: float, red: tuple[tuple[float, float], ...]):
     """A static camera picture with red episodes, 25 fps, a keyframe every second."""
     return make_video(path, size=(160, 120), fps=25, seconds=seconds, gop=25, pattern="static",
