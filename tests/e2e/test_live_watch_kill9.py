@@ -123,10 +123,14 @@ def start_ready_job(db: Path, cfg: Path, log: Path, attempts: int = 6, timeout: 
         path = log.with_name(f"{log.stem}-start{attempt}{log.suffix}") if attempt > 1 else log
         job = start_job(db, cfg, path)
         deadline = time.monotonic() + timeout
-        while job.poll() is None and time.monotonic() < deadline:
-            if "serving " in path.read_text(errors="replace"):
-                return job
-            time.sleep(0.5)
+        try:
+            while job.poll() is None and time.monotonic() < deadline:
+                if "serving " in path.read_text(errors="replace"):
+                    return job
+                time.sleep(0.5)
+        except BaseException:  # interrupted while it starts (SIGTERM, Ctrl-C): the caller does not know it yet
+            kill_job(job)
+            raise
         left = kill_job(job)  # a job that exited may leave Ray processes in its session
         assert not left, f"processes of a failed serve-index still alive: {left}"
         if time.monotonic() >= deadline:
