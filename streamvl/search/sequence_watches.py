@@ -181,6 +181,7 @@ class SequenceWatcher:
         self._loaded_at: float | None = None
         self._version: int | None = None
         self.events_written = 0
+        self.commits = 0  # event-table commits so far
 
     def _tables(self):
         from streamvl.storage.watches import WatchTables
@@ -241,6 +242,7 @@ class SequenceWatcher:
         if changed:
             self._tables().record_watch_events(changed)
             self.events_written += len(changed)
+            self.commits += 1
         return len(changed)
 
     def _history(self, stream_id: str, adapter: str, before: float, clip_s: float) -> Any:

@@ -44,6 +44,7 @@ from streamvl.storage.store import Store
 from streamvl.types import StreamState
 
 log = logging.getLogger(__name__)
+EVENTS_COMPACT_COMMITS = 20  # watcher commits to `watch_events` between two compactions of it
 SINK_CACHE_BYTES = 16 << 20  # cap of a sink's LanceDB index and metadata caches, each (between reopens)
 # Environment of a sink process (the runtime passes it as the sink actors' runtime_env):
 #   MALLOC_ARENA_MAX=1: glibc's per-thread arenas fragment under LanceDB's many write threads; with
@@ -122,13 +123,16 @@ class TableSink:
         if watch and table == CLIPS:
             from streamvl.search.watches import Watcher
 
-            if watch_in_background:
+            if watch_in_background:  # plain and sequence watches in one thread, off the commit path
                 from streamvl.search.watch_thread import WatchThread
+                from streamvl.search.watches import UPSERT_EVERY_S
 
-                self.watch_thread = WatchThread(lambda: Watcher(self.store))
+                self.watch_thread = WatchThread(lambda: Watcher(self.store, upsert_every_s=UPSERT_EVERY_S),
+                                                make_sequences=self._sequence_watcher)
             else:
                 self.watcher = Watcher(self.store)
-        self.sequences = self._sequence_watcher() if watch and table == CLIPS else None
+        self.sequences = self._sequence_watcher() if watch and table == CLIPS and self.watch_thread is None else None
+        self._event_commits = 0  # watcher commits to `watch_events` at the last compaction of it
 
     def write(self, data: pa.Table) -> int:
         """Write one batch (one commit): appended under write claims on frames and clips when
@@ -174,10 +178,10 @@ class TableSink:
             log.warning("sequence watches: scoring a committed clips batch failed: %s", exc)
             self.sequences = self._sequence_watcher()
 
-    def flush_watches(self, timeout: float | None = None) -> bool:
-        """Wait until the events of every committed batch are written (background watching);
-        False on timeout."""
-        return True if self.watch_thread is None else self.watch_thread.flush(timeout)
+    def flush_watches(self, timeout: float | None = None, *, held: bool = True) -> bool:
+        """Wait until the events of every committed batch are written (background watching; held=False:
+        except closes and growth held for a shared upsert, see Watcher.upsert_every_s); False on timeout."""
+        return True if self.watch_thread is None else self.watch_thread.flush(timeout, held=held)
 
     def close(self) -> None:
         """Write the events of the batches still queued and stop the watch thread (if any)."""
@@ -223,6 +227,17 @@ class TableSink:
         """Compact (and index) this sink's tables now; returns Upkeep.maintain's dict for its table."""
         return self._upkeep()
 
+    def _events_due(self, every: int = EVENTS_COMPACT_COMMITS) -> bool:
+        """Whether the watchers committed to `watch_events` `every` times since its last compaction
+        (compacting a table no write touched costs as much as a clips write)."""
+        watchers = [self.watcher, self.sequences,
+                    *((self.watch_thread.watcher, self.watch_thread.sequences) if self.watch_thread else ())]
+        commits = sum(getattr(w, "commits", 0) for w in watchers if w is not None)
+        if commits - self._event_commits < every and not (commits < self._event_commits):
+            return False
+        self._event_commits = commits
+        return True
+
     def _after_write(self, rows: int) -> None:
         if rows:
             self._writes += 1
@@ -233,7 +248,7 @@ class TableSink:
     def _upkeep(self) -> dict[str, Any]:
         self._writes, self._last_upkeep = 0, self._clock()
         tables = [self.table, STREAM_EVENTS] if self.table == STREAMS else [self.table]  # events share this sink
-        if self.watcher is not None or self.watch_thread is not None:
+        if self._events_due():
             tables.append(EVENTS)  # the watch events this sink writes: one fragment per event write otherwise
         cfg = self.upkeep
         results = [self.store.upkeep.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,

@@ -50,6 +50,19 @@ FPS = 2.0  # the camera's sampling rate (CONFIG)
 WINDOW = 4  # frames per clip window (CONFIG)
 
 
+@pytest.fixture(autouse=True)
+def sigterm_runs_the_cleanup():
+    """A SIGTERM (`timeout 600 pytest ...`) ends the test through its `finally`, like Ctrl-C: the
+    indexing jobs (their own sessions, with their local Ray), the camera and the server are stopped
+    instead of outliving pytest, which SIGTERM would otherwise end on the spot."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
 def camera_video(path: Path, seconds: float, red: tuple[tuple[float, float], ...]):
     """A static camera picture with red episodes, 25 fps, a keyframe every second."""
     return make_video(path, size=(160, 120), fps=25, seconds=seconds, gop=25, pattern="static",
@@ -110,10 +123,14 @@ def start_ready_job(db: Path, cfg: Path, log: Path, attempts: int = 6, timeout: 
         path = log.with_name(f"{log.stem}-start{attempt}{log.suffix}") if attempt > 1 else log
         job = start_job(db, cfg, path)
         deadline = time.monotonic() + timeout
-        while job.poll() is None and time.monotonic() < deadline:
-            if "serving " in path.read_text(errors="replace"):
-                return job
-            time.sleep(0.5)
+        try:
+            while job.poll() is None and time.monotonic() < deadline:
+                if "serving " in path.read_text(errors="replace"):
+                    return job
+                time.sleep(0.5)
+        except BaseException:  # interrupted while it starts (SIGTERM, Ctrl-C): the caller does not know it yet
+            kill_job(job)
+            raise
         left = kill_job(job)  # a job that exited may leave Ray processes in its session
         assert not left, f"processes of a failed serve-index still alive: {left}"
         if time.monotonic() >= deadline:

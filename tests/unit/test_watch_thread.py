@@ -145,3 +145,127 @@ def test_batches_that_do_not_concatenate_restart_the_watcher_and_the_thread_live
     thread.submit(clip_table(timeline("cam", "..rr")))
     thread.close()
     assert [e["start"] for e in tables(store).watch_events()] == [2.0]
+
+
+# -- sequence watches run in the same thread: the same events as on the commit path, exactly once
+
+
+def seq_commit(db, table, size=3, background=True):
+    """Commit `table` through a clips sink, `size` rows a batch; close it (queued batches scored)."""
+    sink = TableSink(str(db), CLIPS, watch_in_background=background)
+    for i in range(0, table.num_rows, size):
+        sink.write(table.slice(i, size))
+    sink.close()
+    return sink
+
+
+def test_sequence_watches_run_in_the_watch_thread_with_the_same_events(tmp_path):
+    from tests.unit.test_sequence_watches import A_ONLY, AB, BA, RED, clips, events, red_then_blue
+    from tests.unit.test_sequence_watches import tables as seq_tables
+
+    data = pa.concat_tables([clips("ab", AB + AB), clips("ba", BA), clips("a_only", A_ONLY)])
+    got = {}
+    for mode in ("sync", "bg"):
+        t = seq_tables(Store(tmp_path / mode))
+        red_then_blue(t, watch_id="seq")
+        t.add_watch("red", {"meanpool": RED}, threshold=0.9, quiet_s=2.0, watch_id="plain")
+        sink = seq_commit(tmp_path / mode, data, background=mode == "bg")
+        assert (sink.sequences is None) == (mode == "bg")  # nothing on the commit path when in the background
+        got[mode] = [(e["watch_id"], e["stream_id"], e["start"], e["end"], e["status"],
+                      [(s["text"], s["start"]) for s in e["steps"] or ()]) for e in events(t, "seq") + events(t, "plain")]
+    assert got["bg"] == got["sync"]
+    assert [g[1:4] for g in got["bg"] if g[0] == "seq"] == [("ab", 4.0, 11.0), ("ab", 21.0, 28.0)]
+
+
+def test_sequence_replay_through_a_background_sink_rewrites_nothing(tmp_path):
+    from streamvl.storage.schema import EVENTS
+    from tests.unit.test_sequence_watches import AB, clips, events, red_then_blue
+    from tests.unit.test_sequence_watches import tables as seq_tables
+
+    store = Store(tmp_path / "db")
+    t = seq_tables(store)
+    red_then_blue(t, watch_id="seq")
+    data = clips("ab", AB + AB)
+    seq_commit(tmp_path / "db", data)
+    first, version = events(t, "seq"), store.conn.open(EVENTS).version
+    seq_commit(tmp_path / "db", data, size=5)  # a new sink replays the stream from its start
+    seq_commit(tmp_path / "db", data.slice(6, 8), size=2)  # ... and a part of it
+    assert len(first) == 2 and events(t, "seq") == first
+    assert store.conn.open(EVENTS).version == version
+
+
+def test_sequence_batches_queued_at_a_kill_are_completed_by_the_next_background_sink(tmp_path):
+    """Rows committed while their batches still waited in the thread (the process dies): the next
+    sink rebuilds the trackers from the stored rows before its first batch and stores the chain once."""
+    from tests.unit.test_sequence_watches import clips, events, red_then_blue
+    from tests.unit.test_sequence_watches import tables as seq_tables
+
+    store = Store(tmp_path / "db")
+    t = seq_tables(store)
+    red_then_blue(t, watch_id="seq")
+    rows = clips("cam", "..rrr...bbb.......")
+    store.upsert(CLIPS, rows.slice(0, 9))  # committed; "killed" before the thread scored them (A and B's start)
+    seq_commit(tmp_path / "db", rows.slice(9), size=3)
+    [ev] = events(t, "seq")
+    assert (ev["start"], ev["status"]) == (4.0, "closed")
+    assert [(s["text"], s["start"]) for s in ev["steps"]] == [("red", 4.0), ("blue", 8.0)]
+    seq_commit(tmp_path / "db", rows.slice(9), size=3)  # and again: nothing new
+    assert len(events(t, "seq")) == 1
+
+
+def test_closes_are_held_to_share_one_upsert_and_a_kill_before_it_loses_nothing(tmp_path):
+    """upsert_every_s (the background sink's): a close is stored once upsert_every_s stream seconds
+    passed on its stream, in one commit with the others held meanwhile; new events are appended at
+    once. A watcher dropped with a close held (a kill) leaves its event open in the table; the next
+    one closes it from the stored tail, without a new event."""
+    from streamvl.storage.schema import EVENTS
+
+    store = with_watch(tmp_path / "db")  # quiet gap 2 s; windows 2 s long, one a second
+    rows = {sid: timeline(sid, "rr......rr......rr.........") for sid in ("a", "b")}
+    w = Watcher(store, upsert_every_s=10.0)
+
+    def step(watcher, i):
+        batch = clip_table([rows["a"][i], rows["b"][i]])
+        store.upsert(CLIPS, batch)
+        for sid in rows:
+            store.record_state(StreamState(sid, "rtsp://x", Status.RUNNING, last_committed_pts=float(i)))
+        watcher.on_commit(batch)
+
+    for i in range(7):
+        step(w, i)  # the first episodes (0..3) close at 6 (6 > 3 + 2): held
+    assert spans(store) == [("a", 0.0, 2.0, "open"), ("b", 0.0, 2.0, "open")]
+    version = store.conn.open(EVENTS).version
+    for i in range(7, 16):
+        step(w, i)  # the second episodes open at 8 (appended at once) and close at 14 (held)
+    assert spans(store) == [("a", 0.0, 2.0, "open"), ("a", 8.0, 10.0, "open"),
+                            ("b", 0.0, 2.0, "open"), ("b", 8.0, 10.0, "open")]
+    assert store.conn.open(EVENTS).version == version + 1
+    step(w, 16)  # 10 s after the first close: ONE upsert of the four closes (and the third episodes' append)
+    assert store.conn.open(EVENTS).version == version + 3
+    assert [s for s in spans(store) if s[3] == "closed"] == [("a", 0.0, 3.0, "closed"), ("a", 8.0, 11.0, "closed"),
+                                                             ("b", 0.0, 3.0, "closed"), ("b", 8.0, 11.0, "closed")]
+    for i in range(17, 24):
+        step(w, i)  # the third episodes (16..19) close at 22: held, then the process dies
+    assert ("a", 16.0, 18.0, "open") in spans(store)
+    again = Watcher(store, upsert_every_s=10.0)
+    step(again, 24)  # restores the events, rescores the stored tail: the close again, held
+    assert again.flush_held() == 2
+    assert len(spans(store)) == 6
+    assert [s for s in spans(store) if s[1] == 16.0] == [("a", 16.0, 19.0, "closed"), ("b", 16.0, 19.0, "closed")]
+
+
+def test_watch_events_are_compacted_only_after_enough_event_commits(tmp_path):
+    """The clips sink's upkeep compacts `watch_events` once its watchers committed to it
+    EVENTS_COMPACT_COMMITS times since the last compaction (a compaction of an unchanged table costs
+    as much as a clips write), counting the plain and sequence watchers of the watch thread."""
+    from streamvl.storage.sink import EVENTS_COMPACT_COMMITS
+
+    store = with_watch(tmp_path / "db")
+    sink = TableSink(store.uri, CLIPS, watch_in_background=True)
+    feed(sink, {"cam": SPEC})
+    assert sink.flush_watches(timeout=60)
+    made = sink.watch_thread.watcher.commits
+    assert made >= 2 and not sink._events_due()  # events written, but fewer commits than the step
+    sink.watch_thread.sequences.commits = EVENTS_COMPACT_COMMITS - made
+    assert sink._events_due() and not sink._events_due()  # due once, then counted from there
+    sink.close()
