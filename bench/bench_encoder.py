@@ -77,13 +77,43 @@ def load_average() -> str:
     return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def matmul_peaks(rounds: int = 3, m: int = 3200, k: int = 768, n: int = 3072) -> dict[str, float]:
+    """This CPU's measured matmul rate (GFLOP/s, best of `rounds`) at fp32, bf16 and int8, on a ViT-B/32
+    MLP-shaped product (64 images x 50 tokens, 768 -> 3072): fp32 and bf16 through torch.matmul (oneDNN),
+    int8 through oneDNN's int8 linear (u8 x s8 -> fp32 on VNNI / AMX-INT8), the kernel the int8 tower runs."""
+    import torch
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return 2 * m * k * n / min(times) / 1e9
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    peaks = {"fp32": best(lambda: a @ b), "bf16": best(lambda: a16 @ b16)}
+    try:
+        qx = torch.randint(0, 255, (m, k), dtype=torch.uint8)
+        qw = torch.ops.onednn.qlinear_prepack(torch.randint(-127, 127, (n, k), dtype=torch.int8), [m, k])
+        scales, zeros = torch.full((n,), 0.01), torch.zeros(n, dtype=torch.int64)
+        peaks["int8"] = best(lambda: torch.ops.onednn.qlinear_pointwise(
+            qx, 0.02, 128, qw, scales, zeros, None, 1.0, 0, torch.float32, "none", [], ""))
+    except (AttributeError, RuntimeError) as exc:  # a torch build without oneDNN int8
+        print(f"int8 matmul peak unavailable: {exc}")
+    return peaks
+
+
 def speed(base: LoadedModel, paths: dict[str, LoadedModel], frames: np.ndarray, batches: list[int], rounds: int,
-          gflop: float, peak: float) -> None:
+          gflop: float, peak: float, cpu_peaks: dict[str, float]) -> None:
     """Median images/s of fp32 eager and every path per batch size, rounds interleaved so load drifts hit all."""
     plain_fp32(base, frames[:8])
     for quick in paths.values():
         fast(quick, frames[:8])  # warm-up (oneDNN primitive caches)
-    print(f"{'batch':>6} {'path':<14}{'img/s':>8} {'x fp32':>7} {'TFLOP/s':>8} {'of peak':>8}  load (1/5/15 min)")
+    print(f"{'batch':>6} {'path':<14}{'img/s':>8} {'x fp32':>7} {'TFLOP/s':>8} {'of peak':>8} {'of CPU':>7}  "
+          f"load (1/5/15 min)")
     for batch in batches:
         rates: dict[str, list[float]] = {name: [] for name in ["fp32 eager", *paths]}
         for _ in range(rounds):
@@ -94,8 +124,10 @@ def speed(base: LoadedModel, paths: dict[str, LoadedModel], frames: np.ndarray, 
         for name, values in rates.items():
             rate = statistics.median(values)
             tflops = rate * gflop / 1000
-            print(f"{batch:>6} {name:<14}{rate:>8.1f} {rate / base_rate:>7.2f} {tflops:>8.3f} {tflops / peak:>8.1%}  "
-                  f"{load_average()}")
+            own = cpu_peaks.get(name.rpartition(":")[2] if ":" in name else "fp32")
+            of_cpu = f"{tflops * 1000 / own:>7.1%}" if own else f"{'-':>7}"
+            print(f"{batch:>6} {name:<14}{rate:>8.1f} {rate / base_rate:>7.2f} {tflops:>8.3f} {tflops / peak:>8.1%} "
+                  f"{of_cpu}  {load_average()}")
 
 
 def cosine_report(base: LoadedModel, name: str, quick: LoadedModel, frames: np.ndarray) -> None:
@@ -158,8 +190,13 @@ def main() -> None:
     frames = real_frames(args.videos, base.image_size, args.frames)
     print(f"frames                 {len(frames)} real frames from {args.videos}, {base.image_size}px, "
           f"{args.threads} torch threads")
+    cpu_peaks = matmul_peaks()
+    print("CPU peak               " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in cpu_peaks.items())
+          + f" (best {3200}x768x3072 matmul, {args.threads} threads); {load_average()}")
+    print(f"of peak = of --peak-tflops {args.peak_tflops} (the AMX figure); of CPU = of this CPU's measured "
+          "matmul peak at the path's precision")
     speed(base, paths, frames, [int(b) for b in args.batches.split(",")], args.rounds, args.gflop_per_image,
-          args.peak_tflops)
+          args.peak_tflops, cpu_peaks)
     for name, quick in paths.items():
         cosine_report(base, name, quick, frames)
     if args.shapes_model:

@@ -64,20 +64,32 @@ def int8_tower(visual: Any, calibration: "torch.Tensor", dynamic: bool = False,
         prepared(calibration)
         quantised = convert_pt2e(prepared)
     compiled = torch.compile(quantised, dynamic=False)
+    from torch._inductor import config
 
     def run(pixels: "torch.Tensor") -> "torch.Tensor":
         outs = []
-        with torch.no_grad():
+        # freezing folds and prepacks the int8 weights into oneDNN kernels; without it inductor dequantises
+        # every weight on every call (about x10 slower than fp32). It is patched around every call, not only
+        # the first, so that a recompile (a guard that fails on a new caller's state) still freezes.
+        with torch.no_grad(), config.patch(freezing=True):
             for start in range(0, len(pixels), chunk):
-                part = pixels[start : start + chunk].float()
-                pad = chunk - len(part)
-                if pad:
-                    part = torch.cat([part, part.new_zeros((pad, *part.shape[1:]))])
-                outs.append(compiled(part)[: chunk - pad].float())
+                part = _fixed(pixels[start : start + chunk], chunk)
+                outs.append(compiled(part)[: min(chunk, len(pixels) - start)].float())
         return torch.cat(outs)
 
-    from torch._inductor import config
-
-    with config.patch(freezing=True):  # fold and prepack the int8 weights once; compiles now, at load
-        run(calibration[:2])
+    run(calibration[:2])  # compiles now, at load
     return run
+
+
+def _fixed(part: "torch.Tensor", chunk: int) -> "torch.Tensor":
+    """`part` as the one input the graph was compiled for: float32, contiguous, zero-padded to `chunk` rows.
+
+    The layout matters as much as the shape: dynamo guards on strides, and preprocessed frames come
+    channels-last (a permute of HWC pixels), so an unpadded batch of exactly `chunk` frames used to miss
+    the guard of the padded (contiguous) load-time batch and recompile, unfrozen, inside the first
+    timed call (the x0.17 of docs/benchmarks.md)."""
+    import torch
+
+    part = part.float().contiguous()
+    pad = chunk - len(part)
+    return torch.cat([part, part.new_zeros((pad, *part.shape[1:]))]) if pad else part

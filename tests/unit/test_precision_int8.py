@@ -62,3 +62,24 @@ def test_int8_tower_matches_fp32_on_a_fixed_batch():
     assert b.dtype == np.float32 and b.shape == a.shape
     assert precision.min_cosine(a, b) >= 0.99
     assert not np.array_equal(a, b)  # it really ran quantised
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(int8.available() is not None or not precision.native_int8(),
+                    reason="no int8 stack (torchao / x86 engine) or no VNNI/AMX-INT8 on this CPU")
+def test_int8_tower_never_recompiles_after_load():
+    """Any batch size and any input layout runs the graph compiled (frozen) at load: a recompile inside
+    indexing would cost tens of seconds and, unfrozen, run slower than fp32."""
+    import torch
+
+    fast = load_model("streamvl-tiny@random:0", "int8")
+    size = fast.image_size
+    frames = precision.probe_frames(size, count=64, seed=5)  # exactly one chunk: no padding (no copy) in the tower
+    pixels = fast.preprocess(frames)
+    assert not pixels.is_contiguous()  # HWC frames come out channels-last, unlike the padded load-time batch
+    with torch.compiler.set_stance("fail_on_recompile"):
+        full = fast.encode_pixels(pixels)
+        few = fast.encode_pixels(pixels[:3].contiguous())
+        bf16 = fast.encode_pixels(pixels[:5].to(torch.bfloat16))
+    assert full.shape == (64, few.shape[1]) and few.shape[0] == 3 and bf16.shape[0] == 5
+    assert precision.min_cosine(full[:3].numpy(), few.numpy()) > 0.999
