@@ -2,7 +2,12 @@
 optimize_every_s seconds), as the sink actors do under live streams, in a fresh process per setting.
 
     python bench/bench_sink_memory.py [--commits 3000] [--table frames|clips|streams]
-        [--keep-versions-s 30] [--rate 0] [--rows 1] [--settings before,...]
+        [--keep-versions-s 30] [--rate 0] [--rows 1] [--settings before,...,after,tiered]
+        [--compact-rows 16384] [--dim 128] [--index-min-rows 20000] [--thumbnail-bytes 0]
+
+`tiered` is `after` with size-tiered compaction (StoreConfig.compact_rows, issue 43); every other
+setting compacts with LanceDB's optimize (compact_rows=0). Also printed: the peak RssAnon of each
+upkeep window (a 20 ms sampler thread) at 0/25/50/75/100% of the upkeeps.
 
 --rows R: R rows per commit (R streams' rows; for `streams` the states of R streams in one
 record_states commit, as the runtime's Recorder sends them since issue 43). `--settings after
@@ -57,6 +62,8 @@ from streamvl.types import Status, StreamState
 
 db, table, n, keep, release, fixed, rate, rows = (sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]),
                                                     sys.argv[6] == "1", sys.argv[7] == "1", float(sys.argv[8]), int(sys.argv[9]))
+compact_rows, dim, index_min_rows, thumb = int(sys.argv[10]), int(sys.argv[11]), int(sys.argv[12]), int(sys.argv[13])
+from streamvl.storage.schema import THUMBNAIL
 if not fixed:  # the sink as shipped before: no cycle collection, missing tables found by open_table raising
     streamvl.storage.sink.free_dropped_handles = lambda: 0
     shipped_open = Connection.open
@@ -75,15 +82,28 @@ libc.mallinfo2.restype = MallInfo2
 def anon_mib():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("RssAnon:")) / 1024
-sink = TableSink(db, table, StoreConfig(keep_versions_s=keep, release_after_upkeep=release))
-rng, dim = np.random.default_rng(0), 128
-anon, heap, t0 = [], [], time.perf_counter()
+sink = TableSink(db, table, StoreConfig(keep_versions_s=keep, release_after_upkeep=release, compact_rows=compact_rows,
+                                        index_min_rows=index_min_rows))
+rng = np.random.default_rng(0)
+anon, heap, t0, peak, frags = [], [], time.perf_counter(), [], []
+import threading
+top = [0.0]
+def sample_peak():  # RssAnon every 20 ms: the peak of each upkeep (compaction) window
+    while True:
+        top[0] = max(top[0], anon_mib())
+        time.sleep(0.02)
+threading.Thread(target=sample_peak, daemon=True).start()
 for i in range(n):
     sids = [f"cam{(i * rows + j) % max(4, rows)}" for j in range(rows)]
     emb = rng.normal(size=(rows, dim)).astype(np.float32)
     vec = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), dim)
     pts = [float(i // max(1, 4 // rows))] * rows
-    if table == FRAMES:
+    if table == FRAMES and thumb:  # the live encoder's frames rows carry a JPEG thumbnail
+        sink.write(pa.Table.from_pydict({"stream_id": sids, "pts": pts, "wallclock": [time.time()] * rows,
+                                         "embedding": vec, "model": ["m"] * rows,
+                                         "thumbnail": [rng.bytes(thumb) for _ in range(rows)]},
+                                        schema=frames_schema(dim).append(THUMBNAIL)))
+    elif table == FRAMES:
         sink.write(pa.Table.from_pydict({"stream_id": sids, "pts": pts, "wallclock": [time.time()] * rows,
                                          "embedding": vec, "model": ["m"] * rows}, schema=frames_schema(dim)))
     elif table == CLIPS:
@@ -102,27 +122,34 @@ for i in range(n):
     if (i + 1) * 100 % n < 100 or i == 0:
         anon.append(anon_mib())
         heap.append(libc.mallinfo2().uordblks / 2**20)
+    if sink.upkeeps > len(peak):  # peak RssAnon since the last upkeep (it includes this one), fragments after it
+        peak.append(top[0])
+        top[0] = 0.0
+        frags.append(sink.last_upkeep.get("fragments", 0))
     if rate > 0:
         time.sleep(max(0.0, t0 + (i + 1) / rate - time.perf_counter()))
 seconds = time.perf_counter() - t0
-print(json.dumps({"anon": anon, "heap": heap, "cache": sink.store.cache_stats(), "garbage": gc.collect(),
+print(json.dumps({"anon": anon, "heap": heap, "after_upkeep": peak, "fragments": frags, "cache": sink.store.cache_stats(), "garbage": gc.collect(),
                   "upkeeps": sink.upkeeps, "pool": pa.default_memory_pool().backend_name, "seconds": seconds}))
 """
 
-# label -> (release_after_upkeep, reference-cycle fixes, process env)
-SETTINGS = {"before": (False, False, {"MALLOC_ARENA_MAX": "2"}),
-            "reopen + trim": (True, False, {"MALLOC_ARENA_MAX": "2"}),
-            "system pool": (True, False, SINK_PROCESS_ENV),
-            "after": (True, True, SINK_PROCESS_ENV)}
+# label -> (release_after_upkeep, reference-cycle fixes, process env, tiered compaction)
+SETTINGS = {"before": (False, False, {"MALLOC_ARENA_MAX": "2"}, False),
+            "reopen + trim": (True, False, {"MALLOC_ARENA_MAX": "2"}, False),
+            "system pool": (True, False, SINK_PROCESS_ENV, False),
+            "after": (True, True, SINK_PROCESS_ENV, False),
+            "tiered": (True, True, SINK_PROCESS_ENV, True)}
 
 
-def run(table: str, commits: int, keep_s: float, rate: float, setting: str, rows: int = 1) -> dict:
+def run(table: str, commits: int, keep_s: float, rate: float, setting: str, rows: int = 1, compact_rows: int = 16384,
+        dim: int = 128, index_min_rows: int = 20000, thumbnail_bytes: int = 0) -> dict:
     """One setting in a fresh process; its samples and end state."""
-    release, fixed, sink_env = SETTINGS[setting]
+    release, fixed, sink_env, tiered = SETTINGS[setting]
     with tempfile.TemporaryDirectory() as work:
         env = {k: v for k, v in os.environ.items() if k not in SINK_PROCESS_ENV} | sink_env
         out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(Path(work) / "db"), table, str(commits),
-                              str(keep_s), "1" if release else "0", "1" if fixed else "0", str(rate), str(rows)],
+                              str(keep_s), "1" if release else "0", "1" if fixed else "0", str(rate), str(rows),
+                              str(compact_rows if tiered else 0), str(dim), str(index_min_rows), str(thumbnail_bytes)],
                              env=env, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"bench child failed:\n{out.stderr[-3000:]}")
@@ -138,6 +165,12 @@ def main() -> None:
                         "streams in one commit, as the runtime's Recorder sends them)")
     parser.add_argument("--rate", type=float, default=0.0, help="commits/s (0: as fast as possible)")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {list(SETTINGS)}")
+    parser.add_argument("--compact-rows", type=int, default=16384, help="StoreConfig.compact_rows of `tiered` "
+                        "(the other settings: 0, LanceDB's optimize)")
+    parser.add_argument("--dim", type=int, default=128, help="embedding width (ViT-B/32: 512)")
+    parser.add_argument("--index-min-rows", type=int, default=20000, help="clips: rows before the ANN index")
+    parser.add_argument("--thumbnail-bytes", type=int, default=0, help="frames: a thumbnail of this many bytes per row "
+                        "(the live encoder's frames carry a JPEG thumbnail; 0: none)")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.settings.split(",")]
     if unknown := set(chosen) - set(SETTINGS):
@@ -150,12 +183,18 @@ def main() -> None:
           f" {'peak heap >25%':>15} {'cache items':>12} {'garbage':>8} {'commits/s':>10}")
     results = {}
     for label in chosen:
-        got = results[label] = run(args.table, args.commits, args.keep_versions_s, args.rate, label, args.rows)
+        got = results[label] = run(args.table, args.commits, args.keep_versions_s, args.rate, label, args.rows,
+                                   args.compact_rows, args.dim, args.index_min_rows, args.thumbnail_bytes)
         anon, heap = got["anon"], got["heap"]
         at = [anon[min(len(anon) - 1, round(q * (len(anon) - 1)))] for q in (0, 0.25, 0.5, 0.75, 1.0)]
         print(f"{label:<14} {got['pool']:>10} {' '.join(f'{x:5.0f}' for x in at)} {at[-1] / at[1]:9.3f}"
               f" {max(heap[len(heap) // 4:]):11.1f} MiB {got['cache']['items']:12d} {got['garbage']:8d}"
               f" {args.commits / got['seconds']:10.1f}")
+    print("peak RssAnon of the upkeep windows (MiB) at 0/25/50/75/100% of the upkeeps, and fragments at the end:")
+    for label, got in results.items():
+        up = got["after_upkeep"]
+        at = [up[min(len(up) - 1, round(q * (len(up) - 1)))] for q in (0, 0.25, 0.5, 0.75, 1.0)] if up else []
+        print(f"  {label:<14} {' '.join(f'{x:5.0f}' for x in at)}  fragments {got['fragments'][-1:] or ['-']}")
     if len(results) > 1:
         base, last = results[chosen[0]], results[chosen[-1]]
         peak = [max(r["heap"][len(r["heap"]) // 4:]) for r in (base, last)]

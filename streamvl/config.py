@@ -128,6 +128,14 @@ class StoreConfig(BaseModel):
     release_after_upkeep: bool = Field(
         True, description="after each upkeep, reopen the table handles (dropping LanceDB's caches) and return "
                           "free heap pages to the OS, so a sink's memory stays flat under continuous appends")
+    compact_rows: int = Field(
+        16384, ge=0, description="compaction target rows per fragment: a fragment that reached it is not rewritten "
+                                 "again (size-tiered, storage/compaction.py); 0: LanceDB's optimize, which rewrites the "
+                                 "table's one growing fragment at every upkeep")
+    compact_tier_factor: int = Field(4, ge=2, description="a tier merges this many adjacent full fragments into one")
+    compact_tiers: int = Field(
+        1, ge=0, description="tiers above compact_rows (fragments of compact_rows * factor**k rows); bounds both the "
+                             "fragment count and the largest rewrite (compact_rows * factor**tiers rows)")
 
 
 class IndexConfig(BaseModel):

@@ -130,7 +130,19 @@ class LoadedModel:
         return self.encode_pixels(self.preprocess(frames))
 
     def encode_pixels(self, pixels: "torch.Tensor") -> "torch.Tensor":
-        """Preprocessed images [N, 3, S, S] -> L2-normalised float32 embeddings [N, D], at this model's precision."""
+        """Preprocessed images [N, 3, S, S] -> L2-normalised float32 embeddings [N, D], at this model's precision.
+
+        The batch is padded to one of a few sizes (padded_batch) and the padding's rows dropped: every
+        distinct batch size costs the CPU kernels (oneDNN primitives, their scratch buffers) memory that
+        is never given back, and a live encoder sees every size from 1 to runtime.encode_batch
+        (measured: +300 MiB over 300 calls of sizes 1-64, flat with one size; issue 43)."""
+        n = pixels.shape[0]
+        size = padded_batch(n)
+        if size == n:
+            return self._encode_exact(pixels)
+        return self._encode_exact(torch_cat_zeros(pixels, size - n))[:n]
+
+    def _encode_exact(self, pixels: "torch.Tensor") -> "torch.Tensor":
         import torch
 
         if self.visual_int8 is not None:  # compiled graphs run under no_grad, not inference_mode
@@ -154,6 +166,27 @@ class LoadedModel:
                 return self.model.encode_text(tokens, normalize=True)
             used = torch.nonzero(tokens.ne(0).any(dim=0))
             return _encode_text_prefix(self.model, tokens[:, : int(used.max()) + 1 if len(used) else 1])
+
+
+# Batch sizes the image tower runs at: powers of two up to PAD_STEP, then multiples of it.
+PAD_STEP = 16
+
+
+def padded_batch(n: int) -> int:
+    """The batch size n images run at: the next power of two up to PAD_STEP, else the next multiple
+    of PAD_STEP (so runtime.encode_batch 64 gives 8 sizes: 1, 2, 4, 8, 16, 32, 48, 64)."""
+    if n <= 1:
+        return max(n, 0)
+    if n <= PAD_STEP:
+        return 1 << (n - 1).bit_length()
+    return -(-n // PAD_STEP) * PAD_STEP
+
+
+def torch_cat_zeros(pixels: "torch.Tensor", extra: int) -> "torch.Tensor":
+    """pixels with `extra` zero images appended (padding rows, dropped after the tower)."""
+    import torch
+
+    return torch.cat([pixels, pixels.new_zeros((extra, *pixels.shape[1:]))])
 
 
 def _prefix_exact(model: Any, tokenizer: Any) -> bool:

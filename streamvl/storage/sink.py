@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from streamvl.config import StoreConfig
 from streamvl.storage.appender import HOT_TABLES
+from streamvl.storage.compaction import Tiers
 from streamvl.storage.lease import LEASES
 from streamvl.storage.schema import CLIPS, EVENTS, STREAM_EVENTS, STREAMS
 from streamvl.storage.store import Store
@@ -251,8 +252,9 @@ class TableSink:
         if self._events_due():
             tables.append(EVENTS)  # the watch events this sink writes: one fragment per event write otherwise
         cfg = self.upkeep
+        tiers = Tiers(cfg.compact_rows, cfg.compact_tier_factor, cfg.compact_tiers) if cfg.compact_rows else None
         results = [self.store.upkeep.maintain(name, keep_versions_s=cfg.keep_versions_s, index_min_rows=cfg.index_min_rows,
-                                              index_type=cfg.index_type, index_max_deltas=cfg.index_max_deltas)
+                                              index_type=cfg.index_type, index_max_deltas=cfg.index_max_deltas, tiers=tiers)
                    for name in tables]
         if self.appender is not None and self.table == CLIPS:
             self._compact_leases()

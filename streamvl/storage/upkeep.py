@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from streamvl.errors import StoreError
+from streamvl.storage.compaction import Tiers, optimize_tiered
 from streamvl.storage.connection import Connection, lance_errors
 from streamvl.storage.lease import LEASES, Lease, holder_id
 from streamvl.storage.schema import CLIPS, EMBEDDING, table_dim
@@ -43,7 +44,8 @@ class Upkeep:
         return self.conn.target.scheme != "file" if self._lease is None else self._lease
 
     def maintain(self, table: str, *, keep_versions_s: float | None = None, index_min_rows: int | None = None,
-                 index_type: str = "IVF_PQ", index_max_deltas: int = INDEX_MAX_DELTAS) -> dict[str, Any]:
+                 index_type: str = "IVF_PQ", index_max_deltas: int = INDEX_MAX_DELTAS,
+                 tiers: Tiers | None = None) -> dict[str, Any]:
         """Upkeep of one table under continuous appends: compact fragments, fold new rows into
         existing indices, build the ANN index on `embedding` once the table has index_min_rows
         rows (clips only), and merge that index's deltas into one once it has more than
@@ -54,6 +56,8 @@ class Upkeep:
         deltas, so every upkeep would leave one more fragment (and every search one more delta to
         probe). The merge keeps the centroids and codebooks trained at the build (no retraining),
         after which compaction merges the fragments again. index_min_rows=None never builds one.
+        tiers: compact through Lance with these size tiers (streamvl.storage.compaction), so no
+        upkeep rewrites fragments past the top tier; None: LanceDB's optimize (one growing fragment).
         Returns {fragments, rows, indexed, deltas (after upkeep), merged (deltas merged, 0 if none),
         merge_s (seconds of the merge and the compaction after it)}.
         """
@@ -63,23 +67,23 @@ class Upkeep:
         if handle is None:
             return {"fragments": 0, "rows": 0, "indexed": False, "deltas": 0, "merged": 0, "merge_s": 0.0}
         if not self.leased():
-            return self._maintain(table, handle, keep_versions_s, index_min_rows, index_type, index_max_deltas)
+            return self._maintain(table, handle, keep_versions_s, index_min_rows, index_type, index_max_deltas, tiers)
         lease = Lease(self.conn, f"optimize:{table}", holder=self.holder)
         if not lease.acquire():
             self.skipped += 1
             return {"fragments": self.fragments(table), "rows": int(handle.count_rows()), "indexed": vector_index(handle)[0]
                     is not None, "deltas": vector_index(handle)[1], "merged": 0, "merge_s": 0.0, "skipped": True}
         try:
-            return self._maintain(table, handle, keep_versions_s, index_min_rows, index_type, index_max_deltas)
+            return self._maintain(table, handle, keep_versions_s, index_min_rows, index_type, index_max_deltas, tiers)
         finally:
             lease.release()
 
     def _maintain(self, table: str, handle: Any, keep_versions_s: float | None, index_min_rows: int | None,
-                  index_type: str, index_max_deltas: int) -> dict[str, Any]:
+                  index_type: str, index_max_deltas: int, tiers: Tiers | None = None) -> dict[str, Any]:
         older = None if keep_versions_s is None else dt.timedelta(seconds=keep_versions_s)
         merged, merge_s = 0, 0.0
         with lance_errors(table, "optimize", self.conn.uri):
-            handle.optimize(cleanup_older_than=older)
+            _optimize(handle, older, tiers)
             rows = int(handle.count_rows())
             name, deltas = vector_index(handle)
             if table == CLIPS and name is None and index_min_rows is not None and rows >= index_min_rows:
@@ -87,7 +91,7 @@ class Upkeep:
                 name, deltas = vector_index(handle)
             elif name is not None and deltas > index_max_deltas:
                 began = time.perf_counter()
-                merged, deltas = deltas, _merge_index_deltas(table, handle, name, deltas, older)
+                merged, deltas = deltas, _merge_index_deltas(table, handle, name, deltas, older, tiers)
                 merge_s = time.perf_counter() - began
             if name is not None and table == CLIPS and not any(list(ix.columns) == ["adapter"] for ix in handle.list_indices()):
                 from lancedb.index import Bitmap
@@ -134,7 +138,15 @@ def vector_index(handle: Any) -> tuple[str | None, int]:
     return names[0], 1 if stats is None else int(stats.num_indices or 1)
 
 
-def _merge_index_deltas(table: str, handle: Any, name: str, deltas: int, older: dt.timedelta | None) -> int:
+def _optimize(handle: Any, older: dt.timedelta | None, tiers: Tiers | None) -> None:
+    if tiers is None:
+        handle.optimize(cleanup_older_than=older)
+    else:
+        optimize_tiered(handle, tiers, older)
+
+
+def _merge_index_deltas(table: str, handle: Any, name: str, deltas: int, older: dt.timedelta | None,
+                        tiers: Tiers | None = None) -> int:
     """Merge the `deltas` deltas of index `name` into one with Lance's own optimize_indices
     (lancedb's optimize can only add deltas: it does not expose num_indices_to_merge), then
     compact: the fragments the deltas kept apart now share one index and merge. Needs pylance
@@ -147,7 +159,7 @@ def _merge_index_deltas(table: str, handle: Any, name: str, deltas: int, older: 
     handle.checkout_latest()
     handle.to_lance().optimize.optimize_indices(num_indices_to_merge=deltas, index_names=[name])
     handle.checkout_latest()
-    handle.optimize(cleanup_older_than=older)
+    _optimize(handle, older, tiers)
     return vector_index(handle)[1]
 
 

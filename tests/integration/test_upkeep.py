@@ -276,3 +276,30 @@ def test_indexed_search_keeps_adapters_apart_with_and_without_the_prefilter(tmp_
     assert {r["adapter"] for r in mean} == {"meanpool"} and mean[0]["start"] == pytest.approx(7.0)
     x = store.search_clips(query, 5, adapter="xclip", candidates=100)
     assert {r["adapter"] for r in x} == {"xclip"} and len(x) == 5
+
+
+def test_tiered_compaction_leaves_full_fragments_alone_and_merges_them_a_tier_up(tmp_path):
+    """Sink upkeep with small tiers (32 rows, 2 per tier): a fragment that reached a tier's size is
+    never rewritten by a later upkeep except by the one tier merge, so the rows an upkeep rewrites stay
+    bounded; rows and the ANN index survive; compact_rows=0 is LanceDB's one growing fragment."""
+    def run(cfg: StoreConfig) -> tuple[TableSink, list[dict[int, int]]]:
+        sink, rng, seen = TableSink(str(tmp_path / f"db{cfg.compact_rows}"), CLIPS, cfg), np.random.default_rng(7), []
+        for i in range(60):
+            sink.write(clips("cam", np.arange(i * 8, i * 8 + 8, dtype=np.float64), rng))
+            if i % 2 == 1:  # after each upkeep: fragment id -> rows
+                seen.append({f.fragment_id: f.count_rows() for f in sink.store.conn.open(CLIPS).to_lance().get_fragments()})
+        return sink, seen
+
+    cfg = StoreConfig(optimize_every_writes=2, keep_versions_s=3600, index_min_rows=256, compact_rows=32,
+                      compact_tier_factor=2, compact_tiers=1)
+    sink, seen = run(cfg)
+    assert sink.upkeeps == 30 and sink.store.count(CLIPS) == 480 and sink.last_upkeep["indexed"]
+    top = {f: r for f, r in seen[-1].items() if r >= 64}
+    assert len(top) >= 4 and sum(seen[-1].values()) == 480
+    assert max(seen[-1].values()) < 4 * 64  # no fragment beyond the top tier (+ what one merge can add)
+    for before, after in zip(seen, seen[1:]):  # a top-tier fragment, once written, is never rewritten
+        assert {f: r for f, r in before.items() if r >= 64}.items() <= after.items()
+    hits = sink.store.search_clips(np.ones(D, np.float32) / np.sqrt(D), k=5, adapter="meanpool")
+    assert len(hits) == 5
+    old, old_seen = run(cfg.model_copy(update={"compact_rows": 0}))
+    assert old.store.count(CLIPS) == 480 and len(old_seen[-1]) <= 2 and max(old_seen[-1].values()) > 256
