@@ -1,6 +1,8 @@
 """One test per hookspec, each marked with the hook it exercises (tests/unit/test_contract.py fails
 when a hookspec has no such test, datasette-style)."""
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -94,6 +96,11 @@ def test_hook_streamvl_rerankers(plugins, tmp_path, monkeypatch):
     store = Store(str(tmp_path / "db"))
     store.upsert(CLIPS, clips)
     store.record_state(StreamState("r", "file:///r", Status.DONE, model=model.name))
+    # a reranked search runs on the whole fp32 model; the plain one on the text tower at fp32 too, so
+    # the scores compare exactly (by default its Linear layers are int8: models.textprecision)
+    text_fp32 = functools.partial(query.textonly.load_text_model, precision="fp32")
+    monkeypatch.setattr(query.textonly, "load_text_model", text_fp32)
+    monkeypatch.setattr(query, "_ENCODERS", type(query._ENCODERS)())
     plain = query.search("anything", str(tmp_path / "db"), k=3, plugins=plugins)
     inverted = query.search("anything", str(tmp_path / "db"), k=3, plugins=plugins, rerank="invert")
     assert len(plain) >= 1
