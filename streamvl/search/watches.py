@@ -160,6 +160,10 @@ class EventBuilder:
             self.events[key] = evs[-self.keep:]
             self._note(key)
 
+    def open_keys(self) -> set[tuple[str, str]]:
+        """The (watch, stream)s whose latest event is open."""
+        return set(self._open)
+
     def _note(self, key: tuple[str, str]) -> None:
         if self.events[key][-1]["status"] == "open":
             self._open.add(key)
@@ -312,7 +316,14 @@ class Watcher:
         return written
 
     def flush_held(self) -> int:
-        """Write the held closes and growth now (see upsert_every_s); returns rows written."""
+        """Write the held closes and growth now (see upsert_every_s), and the small growth of open
+        events (< GROWTH_WRITE_S) too: called before a sink stops, it leaves the stored events equal
+        to the rules over the committed rows. Returns rows written."""
+        for key in list(self.builder.open_keys()):
+            e = self.builder.events[key][-1]
+            eid = e["event_id"]
+            if eid in self._stored and eid not in self._held and e["end"] > self._stored[eid]:
+                self._held[eid] = dict(e)
         if not self._held:
             return 0
         from streamvl.storage.watches import WatchTables

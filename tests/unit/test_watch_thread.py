@@ -269,3 +269,19 @@ def test_watch_events_are_compacted_only_after_enough_event_commits(tmp_path):
     sink.watch_thread.sequences.commits = EVENTS_COMPACT_COMMITS - made
     assert sink._events_due() and not sink._events_due()  # due once, then counted from there
     sink.close()
+
+
+def test_flush_held_stores_the_small_growth_of_an_open_event(tmp_path):
+    """Growth of an open event below GROWTH_WRITE_S is not written as it happens; flush_held (what a sink
+    runs before it stops) writes it, so a stopped run leaves every stored event equal to its rules."""
+    store = with_watch(tmp_path / "db")  # quiet gap 2 s; windows 2 s long, one a second
+    rows = timeline("a", "rrrr")
+    w = Watcher(store, upsert_every_s=10.0)
+    for i in range(4):
+        batch = clip_table([rows[i]])
+        store.upsert(CLIPS, batch)
+        w.on_commit(batch)
+    assert spans(store) == [("a", 0.0, 2.0, "open")]  # appended when it opened; grown 3 s since: not written
+    assert w.flush_held() == 1
+    assert spans(store) == [("a", 0.0, 5.0, "open")]
+    assert w.flush_held() == 0  # nothing changed since
