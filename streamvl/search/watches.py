@@ -237,6 +237,10 @@ class Watcher:
         self.commits = 0  # event-table commits so far (the sink compacts the table after enough of them)
         self.matcher = WatchMatcher([])
         self._quiet: dict[str, float] = {}
+        # each stream's checkpoint when this watcher started, before its sink committed anything: a live
+        # stream resumes after a gap, so its checkpoint at the first commit is already past the
+        # predecessor's last rows, which the catch-up must reach
+        self._started_at = {st.stream_id: st.last_committed_pts for st in store.stream_states()}
         self.builder = EventBuilder(lambda wid: self._quiet.get(wid, self.quiet_s))
         self._loaded_at: float | None = None
         self._version: int | None = None  # the watches table version last read
@@ -273,8 +277,10 @@ class Watcher:
         not replay them)."""
         from streamvl.storage.schema import CLIPS, sql_float, sql_str
 
-        parts = [f"(stream_id = {sql_str(st.stream_id)} AND start >= {sql_float(st.last_committed_pts - CATCHUP_S)})"
-                 for st in self.store.stream_states() if st.last_committed_pts is not None]
+        refs = {st.stream_id: st.last_committed_pts for st in self.store.stream_states()}
+        refs.update({sid: pts for sid, pts in self._started_at.items() if pts is not None})
+        parts = [f"(stream_id = {sql_str(sid)} AND start >= {sql_float(pts - CATCHUP_S)})"
+                 for sid, pts in refs.items() if pts is not None]
         return self.store.read(CLIPS, " OR ".join(parts)) if parts else None
 
     def on_commit(self, clips: Any) -> int:

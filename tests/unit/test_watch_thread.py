@@ -285,3 +285,27 @@ def test_flush_held_stores_the_small_growth_of_an_open_event(tmp_path):
     assert w.flush_held() == 1
     assert spans(store) == [("a", 0.0, 5.0, "open")]
     assert w.flush_held() == 0  # nothing changed since
+
+
+def test_a_live_restart_after_a_gap_catches_up_from_where_the_killed_run_stopped(tmp_path):
+    """A live stream resumes where the camera is now, not where the killed run stopped: the new watcher's
+    catch-up must still reach the rows the killed run committed without scoring (it snapshots each
+    stream's checkpoint when it starts, before its sink's first commit moves it on)."""
+    store = with_watch(tmp_path / "db")  # quiet gap 2 s; windows 2 s long, one a second
+    rows = timeline("a", "rrrr" + "." * 40)
+
+    def commit(i, watcher=None):
+        batch = clip_table([rows[i]])
+        store.upsert(CLIPS, batch)
+        store.record_state(StreamState("a", "rtsp://x", Status.RUNNING, last_committed_pts=float(i)))
+        if watcher is not None:
+            watcher.on_commit(batch)
+
+    w = Watcher(store)
+    commit(0, w)
+    commit(1, w)  # the event is stored open at 0..3
+    commit(2)
+    commit(3)  # committed, then the run is killed before its watcher scored them
+    again = Watcher(store)  # the restarted sink's watcher, created before its first commit
+    commit(40, again)  # the camera is 37 s further on
+    assert spans(store) == [("a", 0.0, 5.0, "closed")]
