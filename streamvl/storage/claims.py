@@ -107,29 +107,41 @@ class WriteClaims:
         except Exception as exc:  # noqa: BLE001 (a conflict with another claimer: read back what we got)
             log.info("claims on %s: %s", self.table, str(exc).splitlines()[0][:200])
         self.commits += 1
-        got = self._read(names)
-        others = {}
+        rows = self._rows(names)
+        others, yield_ = {}, []
         for sid in names:
-            holder, expires = got.get(self.name(sid), (None, 0.0))
-            if holder == self.holder and expires >= now:
-                self._expires[sid] = expires
-            else:
-                self._expires.pop(sid, None)
-                if holder is not None and expires >= now:
-                    others[sid] = holder
+            live = {h: e for h, e in rows.get(self.name(sid), []) if e >= now}
+            rivals = sorted(h for h in live if h != self.holder)
+            if self.holder in live and not rivals:
+                self._expires[sid] = live[self.holder]
+                continue
+            self._expires.pop(sid, None)
+            if rivals:
+                others[sid] = rivals[0]
+                if self.holder in live and self.holder > rivals[0]:
+                    yield_.append(sid)  # both inserted a row at once: the greater holder id gives way
+        if yield_:
+            self.release(yield_, force=True)
         return others
 
-    def _read(self, sids: list[str]) -> dict[str, tuple[str, float]]:
+    def _rows(self, sids: list[str]) -> dict[str, list[tuple[str, float]]]:
+        """{claim name: [(holder, expires), ...]}: usually one row per name, but two writers that both
+        found none insert one each in the same instant (merge_insert does not stop two inserts of one
+        key). Neither holds such a claim; the greater holder id gives its row up (_write)."""
         handle = self._table()
         names = ", ".join(sql_str(self.name(s)) for s in sids)
         with lance_errors(LEASES, "read claims", self.conn.uri):
             rows = handle.search().where(f"name IN ({names})").limit(None).to_arrow().to_pylist()
-        return {r["name"]: (r["holder"], r["expires"]) for r in rows}
+        got: dict[str, list[tuple[str, float]]] = {}
+        for r in rows:
+            got.setdefault(r["name"], []).append((r["holder"], r["expires"]))
+        return got
 
     def holder_of(self, stream_id: str) -> str | None:
         """Who holds an unexpired claim on the stream (None: nobody)."""
-        holder, expires = self._read([stream_id]).get(self.name(stream_id), (None, 0.0))
-        return holder if expires >= self.clock() else None
+        now = self.clock()
+        live = sorted(h for h, e in self._rows([stream_id]).get(self.name(stream_id), []) if e >= now)
+        return live[0] if live else None
 
     def release_idle(self) -> list[str]:
         """Give up the claims of streams not written for idle_s (another writer need not wait out ttl_s)."""
@@ -139,9 +151,10 @@ class WriteClaims:
             self.release(idle)
         return idle
 
-    def release(self, stream_ids: Iterable[str] | None = None) -> None:
-        """Give up our claims on these streams (all: None)."""
-        sids = sorted(self._expires if stream_ids is None else set(stream_ids) & set(self._expires))
+    def release(self, stream_ids: Iterable[str] | None = None, *, force: bool = False) -> None:
+        """Give up our claims on these streams (all: None; force: also rows we no longer count as held)."""
+        chosen = set(self._expires) if stream_ids is None else set(stream_ids)
+        sids = sorted(chosen if force else chosen & set(self._expires))
         if not sids:
             return
         for sid in sids:

@@ -245,3 +245,19 @@ def test_a_failed_compaction_of_the_leases_table_does_not_fail_the_write(tmp_pat
     monkeypatch.setattr(sink.store.upkeep, "maintain", maintain)
     assert sink.write(clips("s", [0.0, 2.0], unit(2, seed=1))) == 2  # upkeep ran after it, leases failed quietly
     assert sink.upkeeps == 1 and Store(str(tmp_path / "db")).count(CLIPS) == 2
+
+
+def test_two_rows_of_one_claim_inserted_at_once_are_held_by_neither_until_they_expire(store):
+    """Two writers that both found no claim row insert one each at the same instant (merge_insert does
+    not stop two inserts of one key): neither may then believe it holds the stream alone."""
+    from streamvl.storage.lease import LEASES, _SCHEMA
+
+    clock = Clock()
+    a = WriteClaims(store.conn, FRAMES, holder="a", clock=clock)
+    b = WriteClaims(store.conn, FRAMES, holder="b", clock=clock)
+    assert a.claim(["s"])[0] == {"s"}
+    clock.now += CLAIM_TTL_S / 2 + 1  # a's claim is due for renewal
+    store.conn.open(LEASES).add(pa.table({"name": [b.name("s")], "holder": ["b"],  # b's insert, landed alongside
+                                          "expires": [clock.now + CLAIM_TTL_S]}, schema=_SCHEMA))
+    assert b.claim(["s"])[0] == set()  # b sees a's row too: not held, and b (the greater id) gives its row up
+    assert a.claim(["s"])[0] == {"s"} and b.claim(["s"])[0] == set()  # a's renewal at half life sees only its own
