@@ -35,6 +35,15 @@ def container_for(codec: str) -> str:
     return "mp4" if codec in MP4_CODECS else "mkv"
 
 
+def unused_name(folder: Path, start: float, end: float, ext: str) -> tuple[Path, float]:
+    """The segment's path, its end moved on by milliseconds while that name is taken: a source read
+    faster than real time (a file, a replayed buffer) gives consecutive segments the same span, and
+    a closed segment must never be replaced."""
+    while (path := folder / segment_name(start, end, ext)).exists():
+        end += 0.001
+    return path, end
+
+
 class SegmentWriter:
     """Packets of one video stream -> closed segment files in `folder`, named by their UTC span.
 
@@ -92,7 +101,7 @@ class SegmentWriter:
         if end <= self._start:
             part.unlink(missing_ok=True)
             return None
-        final = self.folder / segment_name(self._start, end, self._ext)
+        final, end = unused_name(self.folder, self._start, end, self._ext)
         os.replace(part, final)
         seg = Segment(final, round(self._start, 3), round(end, 3))
         self.on_closed(seg)

@@ -216,3 +216,16 @@ def test_segments_whose_estimated_starts_overlap_a_little_still_join(tmp_path, c
     frames, _ = decoded(out)
     assert len(frames) == pytest.approx(4 * FPS, abs=1)
     assert index_mod_period(frames[0].to_ndarray(format="rgb24")) == (2 * FPS) % 50
+
+
+def test_a_segment_never_replaces_one_with_the_same_span(tmp_path):
+    """A source read faster than real time gives consecutive segments the same UTC span: the second
+    one gets the next free name (its end a millisecond on) instead of overwriting the first."""
+    from streamvl.service.recorder import unused_name
+    from streamvl.service.recordings import segment_name
+
+    first, end = unused_name(tmp_path, 100.0, 104.0, "mp4")
+    assert (first.name, end) == (segment_name(100.0, 104.0, "mp4"), 104.0)
+    first.write_bytes(b"x")
+    second, end2 = unused_name(tmp_path, 100.0, 104.0, "mp4")
+    assert second != first and not second.exists() and abs(end2 - 104.001) < 1e-9
