@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from streamvl import inputs as checks
 from streamvl.config import IndexConfig
-from streamvl.errors import ConfigError, StreamvlError
+from streamvl.errors import ConfigError
 from streamvl.types import Hit, Status, StreamInfo, StreamState
 
 if TYPE_CHECKING:
@@ -78,11 +78,9 @@ def _on_ray(config: IndexConfig, work: Callable[[], "IndexReport"]) -> "IndexRep
     connect(config.ray_address)
     try:
         return work()
-    except StreamvlError:
-        raise
-    except Exception as exc:
+    except Exception as exc:  # a Ray error carrying a streamvl error is also an instance of it: unwrap it
         typed = typed_error(exc)
-        if typed is None:
+        if typed is None or typed is exc:
             raise
         raise typed from exc
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import ray
 
 from streamvl.config import IndexConfig, LiveConfig, SamplingConfig, StoreConfig
+from streamvl.errors import StreamvlError
 from streamvl.runtime.backend import BatchMeta, BatchPuller
 from streamvl.storage.sink import SINK_PROCESS_ENV
 from streamvl.types import FrameBatch, StreamEvent, StreamInfo, StreamState
@@ -69,9 +70,16 @@ class EncodeActor:
         from streamvl.pipeline.encode import EncodeStage
 
         torch.set_num_threads(config.runtime.torch_threads)
-        self.stage = EncodeStage(config)
+        self.error: StreamvlError | None = None
+        try:
+            self.stage = EncodeStage(config)
+        except StreamvlError as exc:  # kept for describe(): an actor dying in __init__ prints its traceback
+            self.error = exc
 
     def describe(self) -> dict[str, object]:
+        """The loaded model; raises the typed error (a model or plugin that failed to load) instead."""
+        if self.error is not None:
+            raise self.error
         model = self.stage.model
         return {"model": model.name, "warning": model.warning(), "meta": model.meta(),
                 "precision": model.precision.precision, "precision_reason": model.precision.reason}

@@ -120,3 +120,17 @@ def test_an_error_inside_an_actor_is_one_line(tmp_path):
     errors = [line for line in run.stderr.splitlines() if line.startswith("PluginError: ")]
     assert errors == [errors[0]] and "no adapter 'no-such-adapter'" in errors[0]
     assert "Traceback" not in run.stderr and "ActorDiedError" not in run.stderr
+
+
+def test_a_model_that_fails_to_load_inside_the_encoder_is_one_line(tmp_path):
+    """Weights that cannot be fetched are found only in the encode actor: the user sees the ModelLoadError
+    line, exit 5, and no traceback of the actor (Ray prints one for an actor that dies in __init__)."""
+    clip = make_video(tmp_path / "clip.mp4", seconds=1.0, size=(64, 48)).path
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_USAGE_STATS_ENABLED": "0",
+                                                                      "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([str(BIN / "streamvl"), "index", str(clip), "--db", str(tmp_path / "db"),
+                          "--model", "ViT-B-32@openai"], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 5, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("ModelLoadError: ")]
+    assert len(errors) == 1 and "ViT-B-32@openai" in errors[0], run.stderr[-3000:]
+    assert 'File "' not in run.stderr and "Traceback" not in run.stderr, run.stderr[-3000:]
