@@ -245,7 +245,7 @@ def _watch_tables(db: str, create: bool = False):
     if not create:
         checks.existing_db(db)
     store = open_store(str(db))
-    return WatchTables(store.conn, store.reader, store.writer)
+    return WatchTables.of(store)
 
 
 def _indexed_adapters(db: str) -> list[str]:

@@ -116,14 +116,12 @@ def with_int8_text(model: Any, requested: str = "auto", probe: Sequence[str] = P
 
 def _release_freed_memory() -> None:
     """Hand the freed fp32 weights back to the OS (glibc keeps freed heap pages otherwise)."""
-    import ctypes
     import gc
 
+    from streamvl.memory import release_free_heap
+
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
+    release_free_heap()
 
 
 def _embed(model: Any, texts: Sequence[str]) -> np.ndarray:

@@ -186,7 +186,7 @@ class SequenceWatcher:
     def _tables(self):
         from streamvl.storage.watches import WatchTables
 
-        return WatchTables(self.store.conn, self.store.reader, self.store.writer)
+        return WatchTables.of(self.store)
 
     def reload(self) -> None:
         """Reread the sequence watches if the watches table changed (a new watch starts from fresh trackers)."""

@@ -254,7 +254,7 @@ class Watcher:
         from streamvl.storage.schema import WATCHES
         from streamvl.storage.watches import WatchTables
 
-        tables = WatchTables(self.store.conn, self.store.reader, self.store.writer)
+        tables = WatchTables.of(self.store)
         handle = self.store.conn.open(WATCHES)
         version = None if handle is None else handle.version
         if self._loaded_at is not None and version == self._version:
@@ -317,7 +317,7 @@ class Watcher:
         changed = self.builder.feed(matches, latest)
         if not changed and not self._upsert_due():
             return 0
-        written = self._record(WatchTables(self.store.conn, self.store.reader, self.store.writer), changed)
+        written = self._record(WatchTables.of(self.store), changed)
         self.events_written += written
         return written
 
@@ -334,7 +334,7 @@ class Watcher:
             return 0
         from streamvl.storage.watches import WatchTables
 
-        written = self._upsert(WatchTables(self.store.conn, self.store.reader, self.store.writer))
+        written = self._upsert(WatchTables.of(self.store))
         self.events_written += written
         return written
 
@@ -348,8 +348,8 @@ class Watcher:
 
     def _upsert_due(self) -> bool:
         """Whether a held event waited upsert_every_s on its stream's clock."""
-        return any(self._latest.get(e["stream_id"], t) - t >= self.upsert_every_s
-                   for e, t in ((self._held[eid], t) for eid, t in self._held_at.items()))
+        return any(self._latest.get(self._held[eid]["stream_id"], t) - t >= self.upsert_every_s
+                   for eid, t in self._held_at.items())
 
     def _record(self, tables: Any, changed: list[dict[str, Any]]) -> int:
         """Append the events the table does not hold yet (no merge join); upsert the stored ones

@@ -94,7 +94,7 @@ def _webhooks(state: ServiceState):
     from streamvl.storage.watches import WatchTables
 
     store = state.engine.store
-    state.extra["webhooks"] = WebhookSender(WatchTables(store.conn, store.reader, store.writer)).start()
+    state.extra["webhooks"] = WebhookSender(WatchTables.of(store)).start()
     return state.extra["webhooks"]
 
 

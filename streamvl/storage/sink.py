@@ -25,9 +25,6 @@ trimming the heap (free_dropped_handles), for any other LanceDB error.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import gc
 import logging
 import math
@@ -37,6 +34,7 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 
 from streamvl.config import StoreConfig
+from streamvl.memory import release_free_heap
 from streamvl.storage.appender import HOT_TABLES
 from streamvl.storage.compaction import Tiers
 from streamvl.storage.lease import LEASES
@@ -55,31 +53,6 @@ SINK_CACHE_BYTES = 16 << 20  # cap of a sink's LanceDB index and metadata caches
 #   pages resident in a sink (the Arrow work per write: conform, dedupe); with the system pool
 #   they are glibc's, which release_free_heap() hands back after each upkeep.
 SINK_PROCESS_ENV = {"MALLOC_ARENA_MAX": "1", "ARROW_DEFAULT_MEMORY_POOL": "system"}
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None on other C libraries (musl, macOS)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-def release_free_heap() -> bool:
-    """Return the free pages of every malloc arena to the OS (glibc malloc_trim(0)).
-
-    Freed memory in the middle of an arena otherwise stays resident: RSS creeps up with
-    fragmentation although the bytes in use do not. Returns False where there is no glibc.
-    """
-    trim = _malloc_trim()
-    if trim is None:
-        return False
-    trim(0)
-    return True
 
 
 def free_dropped_handles() -> int:

@@ -53,6 +53,11 @@ class WatchTables:
     def __init__(self, conn: Connection, reader: Reader, writer: Writer) -> None:
         self.conn, self.reader, self.writer = conn, reader, writer
 
+    @classmethod
+    def of(cls, store: Any) -> "WatchTables":
+        """The watch tables of a Store (its connection, reader and writer)."""
+        return cls(store.conn, store.reader, store.writer)
+
     # -- watches
     def add_watch(self, text: str, vectors: Mapping[str, np.ndarray], *, name: str | None = None,
                   streams: Sequence[str] = (), threshold: float = 0.25, webhook: str | None = None,

@@ -23,7 +23,7 @@ def _tables(state: ServiceState):
     from streamvl.storage.watches import WatchTables
 
     store = state.engine.store
-    return WatchTables(store.conn, store.reader, store.writer)
+    return WatchTables.of(store)
 
 
 @router.get("/watches", response_model=list[WatchOut], summary="Active watches (standing queries)")
