@@ -88,8 +88,8 @@ def _fixed(part: "torch.Tensor", chunk: int) -> "torch.Tensor":
     channels-last (a permute of HWC pixels), so an unpadded batch of exactly `chunk` frames used to miss
     the guard of the padded (contiguous) load-time batch and recompile, unfrozen, inside the first
     timed call (the x0.17 of docs/benchmarks.md)."""
-    import torch
+    from streamvl.models.loading import torch_cat_zeros
 
     part = part.float().contiguous()
     pad = chunk - len(part)
-    return torch.cat([part, part.new_zeros((pad, *part.shape[1:]))]) if pad else part
+    return torch_cat_zeros(part, pad) if pad else part

@@ -137,7 +137,7 @@ class LoadedModel:
         is never given back, and a live encoder sees every size from 1 to runtime.encode_batch
         (measured: +300 MiB over 300 calls of sizes 1-64, flat with one size; issue 43)."""
         n = pixels.shape[0]
-        size = padded_batch(n)
+        size = n if self.visual_int8 is not None else padded_batch(n)  # the int8 graph pads to its own one size
         if size == n:
             return self._encode_exact(pixels)
         return self._encode_exact(torch_cat_zeros(pixels, size - n))[:n]
