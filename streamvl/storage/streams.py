@@ -100,13 +100,14 @@ class StreamTables:
         version = int(handle.version)
         if self._uris is None or self._uris[0] != version:
             if int(handle.count_rows()) > URI_CACHE_ROWS:
-                got = self.reader.read(STREAMS, sql_in("stream_id", ids), ["stream_id", "uri"])
-                return dict(zip(got["stream_id"].to_pylist(), got["uri"].to_pylist())) if got.num_rows else {}
-            got = self.reader.read(STREAMS, None, ["stream_id", "uri"])
-            uris = dict(zip(got["stream_id"].to_pylist(), got["uri"].to_pylist())) if got.num_rows else {}
-            self._uris = (version, uris)
+                return self._uri_map(sql_in("stream_id", ids))
+            self._uris = (version, self._uri_map(None))
         known = self._uris[1]
         return {i: known[i] for i in ids if i in known}
+
+    def _uri_map(self, where: str | None) -> dict[str, str]:
+        got = self.reader.read(STREAMS, where, ["stream_id", "uri"])
+        return dict(zip(got["stream_id"].to_pylist(), got["uri"].to_pylist())) if got.num_rows else {}
 
     # -- stream_events
 
