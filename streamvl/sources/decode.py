@@ -271,6 +271,8 @@ class VideoReader:
                 self._demuxed_end = end if self._demuxed_end is None else max(self._demuxed_end, end)
             try:
                 decoded = packet.decode()
+                if self.live and self.keyframes_only and packet.is_keyframe:
+                    decoded = [*decoded, *self._drain()]
             except AV_ERRORS as exc:
                 tail = self._tail(packets)
                 if tail is None:  # good data follows: the stream is corrupt here
@@ -286,6 +288,17 @@ class VideoReader:
 
     def close(self) -> None:
         self.container.close()
+
+    def _drain(self) -> list[av.VideoFrame]:
+        """The frames the decoder still holds, and a decoder ready for the next packet. Decoding
+        keyframes only, H.264's reorder buffer (has_b_frames) fills with keyframes alone: each one
+        would come out only after the next has_b_frames keyframes arrived (2 GOPs, 2 s and more,
+        of live latency); keyframes are never reordered among themselves, so draining after each
+        one gives the same frames in the same order, at once."""
+        context = self.stream.codec_context
+        frames = context.decode(None)
+        context.flush_buffers()
+        return frames
 
     # -- internals -------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ No Ray; the encode-stage tests use the tiny random model. Videos are generated w
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 
@@ -251,3 +252,46 @@ def test_keyframes_mode_resumes_exactly_where_the_full_run_would(gop_videos):
         assert np.concatenate([b.pts for b in batches]).tolist() == full[k + 1 :].tolist()
         assert batches[0].first_index == k + 1
         assert src.stats["frames_decoded"] <= 8 - k  # seeks to the keyframe, then decodes keyframes only
+
+
+def test_live_keyframes_come_out_as_their_packet_arrives_not_after_later_keyframes(gop_videos):
+    """Decoding keyframes only, H.264's reorder buffer (has_b_frames) fills with keyframes alone:
+    without draining, each live keyframe came out only after the next two had arrived (2 GOPs of
+    latency). A live reader (here a file read as one: the same decoder path) yields each keyframe
+    before it reads another packet, with the pixels full decoding gives it."""
+    from streamvl.sources.decode import VideoReader
+
+    spec = gop_videos[25]
+    info = StreamInfo("cam", str(spec.path))
+    reader = VideoReader(info, 10.0)
+    assert reader.stream.codec_context.has_b_frames > 0 or _reorders(spec.path)  # a delay to remove exists
+    reader.live = True  # what a URL gives; the file has no arrival times to stamp, only the order matters
+    reader.decode_keyframes_only()
+    read = [0]
+    packets = reader._packets
+
+    def counted(start_after):
+        for packet in packets(start_after):
+            read[0] += 1
+            yield packet
+
+    reader._packets = counted
+    seen = [(round(f.t, 3), read[0], f.frame.to_ndarray(format="rgb24")) for f in reader.frames()]
+    reader.close()
+    assert [t for t, _, _ in seen] == [float(k) for k in range(8)]
+    assert [n for _, n, _ in seen] == [25 * k + 1 for k in range(8)]  # keyframe k is packet 25k+1, read last
+    with av.open(str(spec.path)) as full:
+        stream = full.streams.video[0]
+        keyframes = [f.to_ndarray(format="rgb24") for f in full.decode(stream) if f.key_frame]
+    assert len(keyframes) == 8 and all(np.array_equal(a, b) for (_, _, a), b in zip(seen, keyframes))
+
+
+def _reorders(path) -> bool:
+    """Whether the decoder holds keyframes back in keyframes-only decoding (the bug's precondition)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONKEY"
+        for i, packet in enumerate(container.demux(stream)):
+            if list(packet.decode()):
+                return i > 0
+    return False
