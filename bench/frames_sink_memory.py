@@ -2,7 +2,7 @@
 
     python bench/frames_sink_memory.py [--writes 3600] [--streams 40] [--every 100]
         [--no-upkeep] [--no-release] [--thumb-bytes N | --no-thumbnails] [--append] [--compact-rows 16384]
-        [--keep-versions-s auto|S] [--no-tracemalloc] [--ray-buffers]
+        [--keep-versions-s auto|S] [--no-tracemalloc] [--ray-buffers] [--trim-only-at-upkeep] [--compare]
 
 Drives streamvl.storage.sink.TableSink on the `frames` table as the runtime's SinkActor builds it
 (streamvl/runtime/actors.py: upkeep_first=True, watch_in_background=True, the run's StoreConfig;
@@ -11,8 +11,9 @@ simulated second carries one frame row per stream (stream_id, pts, wallclock, 12
 shipped model, model, a 256x192 JPEG thumbnail; half the streams static, repeating their thumbnail),
 as streamvl.pipeline.encode builds them. The sink's clock is the simulated one, so upkeep runs at
 its live cadence (every optimize_every_s=60 simulated s or 50 writes) however fast the writes go.
-Lance removes old versions by wall-clock age, so `--keep-versions-s auto` scales the live 300 s
-by the measured speed before each upkeep (about 300 simulated seconds of versions kept, as live).
+Lance removes old versions by wall-clock age, so `--keep-versions-s auto` sets keep_versions_s
+before each write to the wall-clock span of the last 300 writes (300 simulated seconds of versions
+kept, as live).
 
 Prints, every --every writes: simulated minutes, rows, fragments, versions on disk, RssAnon
 (median and min of the per-write samples of that window, and the last sample), glibc heap in use
@@ -22,8 +23,17 @@ of the window medians from the first window after --warmup-min to the last.
 Bisect with the flags: --no-upkeep (never compact), --no-release (keep handles and caches, no
 trim), --no-thumbnails / --thumb-bytes (empty or synthetic-size thumbnails), --append (write claims
 and the appender instead of the upsert), --compact-rows 0 (LanceDB's optimize), --ray-buffers
-(each batch round-trips Arrow IPC, as Ray hands it to the actor). Every database is made under a
-temporary directory and deleted at the end. Figures only; nothing is asserted.
+(each batch round-trips Arrow IPC, as Ray hands it to the actor), --trim-only-at-upkeep (the sink
+before issue 43's fix); --compare runs that and the sink as it is, one fresh process after the
+other, and prints both growths. Every database is made under a temporary directory and deleted at
+the end (also on SIGTERM). Figures only; nothing is asserted.
+
+What it found (2026-12-08): the growth follows the upsert. Each merge_insert reads the keys of
+every fragment, so it allocates and frees in proportion to the table's rows; glibc kept those
+pages resident until the upkeep's malloc_trim, so RssAnon between upkeeps grew with the table
+(x1.10 from 10 to 60 simulated minutes; the minimum right after each upkeep's trim and the heap in
+use grew ~2 MiB). Unchanged with thumbnails off or Arrow-IPC buffers; the appender path (no read
+of the table) x1.03; the sink now trims after every upsert too: x1.01-1.02, ~1.5 ms per trim.
 """
 
 from __future__ import annotations
@@ -56,7 +66,8 @@ def rss_anon_mib() -> float:
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(f, ctypes.c_size_t) for f in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+    _fields_ = [(f, ctypes.c_size_t)
+                for f in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 
 
 def heap_in_use_mib() -> float:
@@ -144,6 +155,21 @@ def versions_on_disk(db: Path) -> int:
     return sum(1 for _ in path.iterdir()) if path.exists() else 0
 
 
+def describe(args: argparse.Namespace) -> str:
+    """The header line: load, the setting of every flag, the malloc/Arrow environment."""
+    def on(flag: bool) -> str:
+        return "on" if flag else "off"
+
+    thumbs = ("JPEG" if args.thumb_bytes < 0 else f"{args.thumb_bytes} random bytes") if args.thumbnails else "none"
+    trims = "at upkeep only (before the fix)" if args.trim_only_at_upkeep else "at upkeep and after upserts"
+    env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "ARROW_DEFAULT")))
+    return (f"# load {' '.join(f'{x:.1f}' for x in os.getloadavg())}; frames sink, {args.writes} writes of "
+            f"{args.streams} rows (1 simulated s each); upkeep {on(args.upkeep)}, release {on(args.release)}, "
+            f"thumbnails {thumbs}, {'append (claims)' if args.append else 'upsert'}, compact_rows {args.compact_rows}, "
+            f"keep_versions_s {args.keep_versions_s}, tracemalloc {on(args.tracemalloc)}, ray buffers "
+            f"{on(args.ray_buffers)}, sink trims {trims}, bench trims each write {on(args.trim_each_write)}; {env}")
+
+
 def run(args: argparse.Namespace, db: Path) -> None:
     import tracemalloc
 
@@ -156,7 +182,11 @@ def run(args: argparse.Namespace, db: Path) -> None:
 
     trims = [0, 0.0]  # the sink's own release_free_heap calls (upkeep, and after upserts where it does so), seconds
 
+    in_upkeep = [False]
+
     def timed_trim(release=sink_module.release_free_heap) -> bool:
+        if args.trim_only_at_upkeep and not in_upkeep[0]:
+            return False  # the sink before issue 43's fix: no trim after an upsert
         began = time.perf_counter()
         try:
             return release()
@@ -176,16 +206,19 @@ def run(args: argparse.Namespace, db: Path) -> None:
     sim = [0.0]
     sink = TableSink(str(db), FRAMES, config, clock=lambda: sim[0], upkeep_first=args.upkeep,
                      watch_in_background=True)
+    upkeep = sink._upkeep
+
+    def marked_upkeep():
+        in_upkeep[0] = True
+        try:
+            return upkeep()
+        finally:
+            in_upkeep[0] = False
+
+    sink._upkeep = marked_upkeep
     feed = Feed(args.streams, args.dim, thumbnails(args.streams, 60, None if args.thumb_bytes < 0 else args.thumb_bytes),
                 args.thumbnails)
-    print(f"# load {' '.join(f'{x:.1f}' for x in os.getloadavg())}; frames sink, {args.writes} writes of {args.streams} "
-          f"rows (1 simulated s each); upkeep {'on' if args.upkeep else 'off'}, release {'on' if args.release else 'off'}, "
-          f"thumbnails {('JPEG' if args.thumb_bytes < 0 else args.thumb_bytes) if args.thumbnails else 'none'}, {'append (claims)' if args.append else 'upsert'}, "
-          f"compact_rows {args.compact_rows}, keep_versions_s {args.keep_versions_s}, tracemalloc "
-          f"{'on' if args.tracemalloc else 'off'}, ray buffers {'on' if args.ray_buffers else 'off'}, "
-          f"trim each write {'on' if args.trim_each_write else 'off'}; "
-          + " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "ARROW_DEFAULT"))),
-          flush=True)
+    print(describe(args), flush=True)
     print(f"{'writes':>6} {'sim min':>7} {'rows':>7} {'frags':>5} {'vers':>5} {'anon med':>8} {'min':>6} {'last':>6}"
           f" {'heap':>6} {'py MiB':>6} {'cache':>6} {'w/s':>5} {'load':>5}", flush=True)
     window: list[float] = []
@@ -229,6 +262,27 @@ def run(args: argparse.Namespace, db: Path) -> None:
               f"bench's own trims {1e3 * trim_s / args.writes:.2f} ms/write; garbage {gc.collect()}; upkeeps {sink.upkeeps}")
 
 
+def compare(argv: list[str]) -> None:
+    """Before (trim at upkeep only) and after, one fresh process at a time; then both growths."""
+    import re
+    import subprocess
+
+    growth = {}
+    for label, extra in (("before", ["--trim-only-at-upkeep"]), ("after", [])):
+        print(f"## {label}", flush=True)
+        out = subprocess.run([sys.executable, __file__, *argv, *extra], capture_output=True, text=True)
+        print(out.stdout, end="", flush=True)
+        if out.returncode:
+            raise SystemExit(f"{label} run failed:\n{out.stderr[-3000:]}")
+        found = re.search(r"(\S+) -> (\S+) MiB, x(\S+) \((\S+) MiB per simulated min\); (\S+) writes/s", out.stdout)
+        growth[label] = found.groups() if found else None
+    if all(growth.values()):
+        (b0, b1, bx, bs, bw), (a0, a1, ax, as_, aw) = growth["before"], growth["after"]
+        print(f"# frames sink RssAnon growth after warm-up: before x{bx} ({b0} -> {b1} MiB, {bs} MiB/sim min, {bw} writes/s),"
+              f" after x{ax} ({a0} -> {a1} MiB, {as_} MiB/sim min, {aw} writes/s); after/before at the end "
+              f"{float(a1) / float(b1):.3f}; load now {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--writes", type=int, default=3600, help="writes (simulated seconds)")
@@ -247,11 +301,18 @@ def main() -> None:
     parser.add_argument("--compact-rows", type=int, default=16384, help="store.compact_rows (0: LanceDB's optimize)")
     parser.add_argument("--keep-versions-s", default="auto", help="'auto': the live 300 s scaled by the speed; or seconds")
     parser.add_argument("--no-tracemalloc", dest="tracemalloc", action="store_false")
-    parser.add_argument("--trim-each-write", action="store_true", help="malloc_trim after every write (not only upkeep)")
+    parser.add_argument("--trim-each-write", action="store_true", help="the bench calls malloc_trim after every write")
+    parser.add_argument("--trim-only-at-upkeep", action="store_true",
+                        help="the sink as it was before issue 43's fix: free heap released at upkeep only")
+    parser.add_argument("--compare", action="store_true", help="run --trim-only-at-upkeep and then the sink as it "
+                        "is, each in a fresh process with the other flags, and print both growths")
     parser.add_argument("--ray-buffers", action="store_true", help="round-trip each batch through Arrow IPC")
     args = parser.parse_args()
     if args.keep_versions_s != "auto":
         float(args.keep_versions_s)
+    if args.compare:
+        compare([a for a in sys.argv[1:] if a != "--compare"])
+        return
     if any(os.environ.get(k) != v for k, v in SINK_PROCESS_ENV.items()):  # the sink process's environment
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **SINK_PROCESS_ENV})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` or kill: still delete the database
