@@ -19,8 +19,9 @@ rows/s with that is the sustained rate with all watch work done (goal >= 0.95 x 
 commit path (time inside write()) is printed beside it. Commit -> SSE client latency of the
 background sink's events, through a real `streamvl serve` on 127.0.0.1.
 
-Part 2, live: --streams real live sources (ffmpeg -re serving generated h264 on tcp://127.0.0.1,
-half static scenes, as bench/bench_capacity.py), indexed by the Ray runtime (IndexRun, the
+Part 2, live: --streams real live cameras (one GStreamer RTSP server on 127.0.0.1 with a mount per
+camera, RTP over TCP, serving generated h264 in real time; --cameras tcp: an `ffmpeg -re` per camera
+on tcp://127.0.0.1), half static scenes, as bench/bench_capacity.py, indexed by the Ray runtime (IndexRun, the
 shipped model by default) into a database a `streamvl serve` serves. After --warmup s, --watches
 watches are added: --real of them built from clips already indexed (threshold: just above
 their best score over the stored clips of the OTHER videos and at least their 0.9 quantile over
@@ -37,6 +38,7 @@ cores - the 1-min load before the run. Figures only; nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -196,7 +198,7 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
     import ray
 
     from bench.bench_live import camera_video
-    from bench.capacity_cameras import TsCameras, static_video
+    from bench.capacity_cameras import RtspCameras, TsCameras, loop_video, static_video
     from streamvl.config import IndexConfig
     from streamvl.runtime.driver import IndexRun
     from streamvl.storage.schema import FRAMES
@@ -207,15 +209,31 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
     static = args.streams // 2
     moving = [camera_video(tmp / f"moving{i}.mp4", seed=i, seconds=args.loop_s, fps=25, size=size) for i in range(2)]
     still = [static_video(tmp / f"static{i}.mp4", seed=i, seconds=args.loop_s, fps=25, size=size) for i in range(2)]
-    cameras = TsCameras([(still if i < static else moving)[i % 2] for i in range(args.streams)], tmp)
+    if args.cameras == "rtsp":  # GStreamer does not loop: each video is the loop repeated past the run's end
+        times = int((args.warmup + args.live_minutes * 60 + 600) // args.loop_s) + 1
+        moving = [loop_video(v, v.with_name(f"long-{v.name}"), times) for v in moving]
+        still = [loop_video(v, v.with_name(f"long-{v.name}"), times) for v in still]
+    cameras = (RtspCameras if args.cameras == "rtsp" else TsCameras)(
+        [(still if i < static else moving)[i % 2] for i in range(args.streams)], tmp)
     db = str(tmp / "live")
     server = client = run_ = None
     try:
         cameras.wait_ready(timeout=180.0)  # a loaded machine starts 40 ffmpeg slowly
         start_ray(ray)
-        config = IndexConfig(db=db, model=args.model, sampling={"fps": 1.0, "decode": "keyframes"}, store_frames=True,
-                             runtime={"decode_cpus": 0.01, "sink_cpus": 0.01, "encode_batch": 64})
-        streams = [StreamInfo(f"{'static' if i < static else 'moving'}{i:02d}", url) for i, url in enumerate(cameras.urls)]
+        sections = {"sampling": {"fps": 1.0, "decode": "keyframes"},
+                    "runtime": {"decode_cpus": 0.01, "sink_cpus": 0.01, "encode_batch": 64}}
+        for item in args.set:  # section.key=value (JSON value, else a string)
+            key, value = item.split("=", 1)
+            section, name = key.split(".", 1)
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+            sections.setdefault(section, {})[name] = value
+        config = IndexConfig(db=db, model=args.model, store_frames=True, **sections)
+        print(f"part 2: config {sections}", flush=True)
+        streams = [StreamInfo(f"{'static' if i < static else 'moving'}{i:02d}", url, transport=cameras.transport)
+                   for i, url in enumerate(cameras.urls)]
         run_ = IndexRun(streams, config, None).start()
         start, store = time.monotonic(), Store(db)
         while time.monotonic() - start < args.warmup or moving_clips(store) < 4 * args.real:
@@ -234,8 +252,9 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
         add_watches(db, seeds, thresholds, prefix="real")
         add_watches(db, rand, 0.9, prefix="rand")
         added, lags, loads = time.monotonic(), [], []
-        print(f"part 2: live, {args.streams} tcp:// cameras ({static} static, 320x240 h264 25 fps looping {args.loop_s:g} s, "
-              f"ffmpeg -re), 1 frame/s each, {args.model}; {args.watches} watches added "
+        kind = "rtsp:// cameras (GStreamer, RTP over TCP" if args.cameras == "rtsp" else "tcp:// cameras (ffmpeg -re, MPEG-TS"
+        print(f"part 2: live, {args.streams} {kind}; {static} static, 320x240 h264 25 fps looping {args.loop_s:g} s), "
+              f"1 frame/s each, {args.model}; {args.watches} watches added "
               f"after {warm_s:.0f} s ({len(seeds)} from indexed clips, thresholds {thresholds.min():.3f}-{thresholds.max():.3f}, "
               f"above which {fires.min():.1%}-{fires.max():.1%} of the stored clips of their own video score; the rest random)",
               flush=True)
@@ -250,9 +269,11 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
                 print(f"  {(time.monotonic() - added):5.0f} s  frames {sum(r.frames for r in run_.reports.values())}  "
                       f"events on SSE {len(client.arrived)}  worst lag {max(lag, default=float('nan')):.1f}s  {load()}", flush=True)
         seconds = time.monotonic() - added
+        if args.timeline:  # Ray's task timeline (chrome://tracing JSON): where a frame's time goes
+            ray.timeline(filename=args.timeline)
         frames_with = sum(r.frames for r in run_.reports.values()) - frames_before
         time.sleep(3.0)
-        lat = []
+        detail = []  # per event: when its completing frame arrived, when the watcher stored it, when SSE had it
         for eid, ev in client.events.items():
             clip = store.read(CLIPS, f"stream_id = '{ev['stream_id']}' AND start = {float(ev['start'])!r} "
                                      "AND adapter = 'meanpool'", columns=["end"])
@@ -263,12 +284,27 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
                             columns=["wallclock"])
             walls = [w for w in fr["wallclock"].to_pylist() if w is not None] if fr.num_rows else []
             if walls:
-                lat.append(client.arrived[eid] - max(walls))
+                detail.append({**ev, "frame_arrival": max(walls), "sse_arrival": client.arrived[eid], "clip_end": end,
+                               "stored": dt.datetime.fromisoformat(str(ev["opened_at"])).timestamp()})
+        if args.events_out:
+            Path(args.events_out).write_text(json.dumps(detail, default=str))
         print(f"  {seconds:.0f} s with watches: {frames_with} frames indexed ({frames_with / seconds:.1f}/s, real time "
               f"offers {args.streams}/s); stream lag p50 {pct(lags, 50):.1f} s p95 {pct(lags, 95):.1f} s")
-        print(f"  events on the SSE client {len(client.arrived)}, with their frames found {len(lat)}")
-        print(f"  frame arrival -> SSE client   p50 {pct(lat, 50) * 1e3:7.0f} ms  p95 {pct(lat, 95) * 1e3:7.0f} ms  "
-              f"max {max(lat, default=float('nan')) * 1e3:7.0f} ms  (goal p95 <= 2000 ms)")
+        print(f"  events on the SSE client {len(client.arrived)}, with their frames found {len(detail)}")
+        # The watches are live in the sink from its first reload after they were added (Watcher.reload_s):
+        # the first stored event marks it. Events of frames that arrived earlier waited for that reload.
+        live_from = min((d["stored"] for d in detail), default=0.0)
+        steady = [d for d in detail if d["frame_arrival"] >= live_from]
+        for label, rows in ((f"{len(steady)} events of frames that arrived once the watches were live (the goal)", steady),
+                            (f"all {len(detail)} events (incl. frames that arrived before the watches were loaded)", detail)):
+            lat = [d["sse_arrival"] - d["frame_arrival"] for d in rows]
+            to_store = [d["stored"] - d["frame_arrival"] for d in rows]
+            sse = [d["sse_arrival"] - d["stored"] for d in rows]
+            print(f"  {label}:\n    frame arrival -> SSE client   p50 {pct(lat, 50) * 1e3:7.0f} ms  p95 {pct(lat, 95) * 1e3:7.0f} ms  "
+                  f"max {max(lat, default=float('nan')) * 1e3:7.0f} ms  (goal p95 <= 2000 ms)")
+            print(f"    of which frame arrival -> event stored (pipeline, commit, watcher) p50 {pct(to_store, 50) * 1e3:5.0f} "
+                  f"p95 {pct(to_store, 95) * 1e3:5.0f} ms; event stored -> SSE client p50 {pct(sse, 50) * 1e3:5.0f} "
+                  f"p95 {pct(sse, 95) * 1e3:5.0f} ms")
         print(f"  1-min load during it {min(loads, default=0):.2f}-{max(loads, default=0):.2f} on {os.cpu_count()} cores "
               f"(~{free_cores:.1f} free before the run); {load()}", flush=True)
     finally:
@@ -401,6 +437,12 @@ def main() -> None:
     ap.add_argument("--real", type=int, default=20, help="part 2: watches built from indexed clips")
     ap.add_argument("--quantile", type=float, default=1.0,
                     help="part 2: their threshold: this quantile of their scores over clips of other videos (+0.01)")
+    ap.add_argument("--cameras", choices=("rtsp", "tcp"), default="rtsp",
+                    help="part 2: one GStreamer RTSP server with a mount per camera (rtsp), or an ffmpeg -re per camera (tcp)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="part 2: an IndexConfig setting (repeatable), e.g. runtime.streams_per_decoder=20")
+    ap.add_argument("--events-out", default="", help="part 2: write every measured event (JSON) here")
+    ap.add_argument("--timeline", default="", help="part 2: write Ray's task timeline (chrome://tracing JSON) here")
     ap.add_argument("--pairs", type=int, default=1, help="part 3: pipeline runs per arm (0: skip part 3)")
     ap.add_argument("--file-s", type=float, default=30.0, help="part 3: seconds per file")
     ap.add_argument("--file-fps", type=float, default=2.0, help="part 3: frames sampled per second of file")

@@ -127,7 +127,8 @@ class StoreConfig(BaseModel):
                           "the table; storage/appender.py); false: upsert every batch (merge_insert reads every fragment)")
     release_after_upkeep: bool = Field(
         True, description="after each upkeep, reopen the table handles (dropping LanceDB's caches) and return "
-                          "free heap pages to the OS, so a sink's memory stays flat under continuous appends")
+                          "free heap pages to the OS (also after every upsert, which reads every fragment's keys), "
+                          "so a sink's memory stays flat under continuous appends")
     compact_rows: int = Field(
         16384, ge=0, description="compaction target rows per fragment: a fragment that reached it is not rewritten "
                                  "again (size-tiered, storage/compaction.py); 0: LanceDB's optimize, which rewrites the "
