@@ -28,7 +28,7 @@ before issue 43's fix); --compare runs that and the sink as it is, one fresh pro
 other, and prints both growths. Every database is made under a temporary directory and deleted at
 the end (also on SIGTERM). Figures only; nothing is asserted.
 
-What it found (2026-12-08): the growth follows the upsert. Each merge_insert reads the keys of
+What it found (2026-12-07): the growth follows the upsert. Each merge_insert reads the keys of
 every fragment, so it allocates and frees in proportion to the table's rows; glibc kept those
 pages resident until the upkeep's malloc_trim, so RssAnon between upkeeps grew with the table
 (x1.10 from 10 to 60 simulated minutes; the minimum right after each upkeep's trim and the heap in
