@@ -1,7 +1,9 @@
 """Memory of every process of a long live run: is each one flat after warm-up?
 
-Starts --streams live cameras (one ffmpeg per camera serving a looping
-h264 video as real-time MPEG-TS on tcp://127.0.0.1, half of them static scenes), indexes them with
+Starts --streams live cameras (real RTSP on 127.0.0.1: one GStreamer RTSP server with a mount per
+camera, RTP over TCP, as bench_capacity; half of them static scenes; --cameras tcp: one `ffmpeg -re`
+per camera serving MPEG-TS on tcp://127.0.0.1, which serves one connection only, so a stream that
+reconnects after a stall loses its camera for good), indexes them with
 the streamvl runtime for --minutes (sink processes never replaced unless --sink-recycle-s), and
 every --print-s prints the load average, frames, worst lag and each process's RSS and RssAnon
 (its private heap): driver, encoder, the three sinks by table, the decoders (sum, min, max), and
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +33,11 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_live import camera_video  # noqa: E402
+from bench.capacity_cameras import RtspCameras, TsCameras, loop_video  # noqa: E402
 from bench.procs import rss_parts  # noqa: E402
 from streamvl.config import IndexConfig  # noqa: E402
 from streamvl.types import StreamInfo  # noqa: E402
-from tests.live_servers import FFMPEG, free_port  # noqa: E402
+from tests.live_servers import FFMPEG  # noqa: E402
 
 
 def still_video(path: Path, seed: int, seconds: float, fps: int, size: tuple[int, int]) -> Path:
@@ -57,33 +59,6 @@ def still_video(path: Path, seed: int, seconds: float, fps: int, size: tuple[int
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return path
-
-
-class Camera:
-    """One ffmpeg serving a looping video as real-time MPEG-TS to the first tcp:// client."""
-
-    def __init__(self, video: Path, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"tcp://127.0.0.1:{self.port}"
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen([FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
-                                          "-i", str(video), "-c", "copy", "-f", "mpegts", f"{self.url}?listen=1"],
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-
-    def wait_listening(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(c.laddr.port == self.port and c.status == psutil.CONN_LISTEN for c in psutil.net_connections("tcp4")):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ffmpeg camera on {self.url} did not start")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 def ray_pids(run) -> dict[str, int]:
@@ -168,6 +143,8 @@ def main() -> None:
     parser.add_argument("--warmup-min", type=float, default=10.0, help="growth is measured from here")
     parser.add_argument("--print-s", type=float, default=300.0, help="print every process's memory this often")
     parser.add_argument("--sample-s", type=float, default=30.0, help="memory samples for the final table")
+    parser.add_argument("--cameras", choices=("rtsp", "tcp"), default="rtsp",
+                        help="one GStreamer RTSP server (rtsp), or an ffmpeg -re per camera serving one connection (tcp)")
     parser.add_argument("--model", default="ViT-B-32@random:0")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--index-min-rows", type=int, default=2000,
@@ -185,11 +162,15 @@ def main() -> None:
     moving = [camera_video(work / f"moving{i}.mp4", seed=i, seconds=60.0, fps=25, size=size) for i in range(2)]
     still = [still_video(work / f"static{i}.mp4", seed=i, seconds=60.0, fps=25, size=size) for i in range(2)]
     n_static = int(round(args.streams * args.static_share))
-    cameras = [Camera((still if i < n_static else moving)[i % 2], work / f"cam{i}.log") for i in range(args.streams)]
+    if args.cameras == "rtsp":  # GStreamer does not loop: each video is repeated past the run's end
+        times = int(args.minutes + 5) + 1
+        moving = [loop_video(v, v.with_name(f"long-{v.name}"), times) for v in moving]
+        still = [loop_video(v, v.with_name(f"long-{v.name}"), times) for v in still]
+    cameras = (RtspCameras if args.cameras == "rtsp" else TsCameras)(
+        [(still if i < n_static else moving)[i % 2] for i in range(args.streams)], work)
     series: dict[str, list[tuple[float, float]]] = defaultdict(list)
     try:
-        for cam in cameras:
-            cam.wait_listening()
+        cameras.wait_ready(timeout=180.0)
         from streamvl.runtime.cluster import keep_on_loopback  # 127.0.0.1 only
         keep_on_loopback()
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
@@ -199,10 +180,12 @@ def main() -> None:
                              store={"index_min_rows": args.index_min_rows},
                              runtime={"decode_cpus": 0.01, "sink_cpus": 0.01, "encode_batch": 64,
                                       "sink_recycle_s": args.sink_recycle_s})
-        print(f"{args.streams} live tcp:// MPEG-TS cameras ({n_static} static, 320x240 h264 25 fps), 1 frame/s each, "
+        kind = "rtsp:// cameras (GStreamer, RTP over TCP" if args.cameras == "rtsp" else "tcp:// cameras (ffmpeg -re, MPEG-TS"
+        print(f"{args.streams} live {kind}; {n_static} static, 320x240 h264 25 fps), 1 frame/s each, "
               f"{args.model} at {args.precision}, {args.minutes:g} min, sinks replaced every "
               f"{args.sink_recycle_s:g} s (0: never), {os.cpu_count()} cores", flush=True)
-        run = IndexRun([StreamInfo(f"cam{i:02d}", c.url) for i, c in enumerate(cameras)], config, None).start()
+        run = IndexRun([StreamInfo(f"cam{i:02d}", url, transport=cameras.transport) for i, url in enumerate(cameras.urls)],
+                       config, None).start()
         start = time.monotonic()
         pids, next_sample, next_print = {}, start + 5, start + args.print_s
         while (now := time.monotonic()) < start + args.minutes * 60:
@@ -220,14 +203,18 @@ def main() -> None:
                     lags = [r.lag_s for r in run.reports.values() if r.lag_s is not None]
                     print_sample(minute, snap, run, lags)
         frames = {s: r.frames for s, r in run.reports.items()}
-        print(f"\nran {(time.monotonic() - start) / 60:.1f} min; frames per stream min {min(frames.values())} "
+        status = defaultdict(list)
+        for sid, r in sorted(run.reports.items()):
+            status[r.status].append(sid)
+        print(f"\nstreams by status: " + "; ".join(f"{k} {len(v)}" + (f" ({', '.join(v)})" if k != 'running' else "")
+                                              for k, v in status.items()))
+        print(f"ran {(time.monotonic() - start) / 60:.1f} min; frames per stream min {min(frames.values())} "
               f"max {max(frames.values())}; sink replacements {run.sink_recycles}; restarts "
               f"{sum(r.restarts for r in run.reports.values())}; load {os.getloadavg()}")
         report(series, args.warmup_min)
         ray.shutdown()
     finally:
-        for cam in cameras:
-            cam.stop()
+        cameras.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
