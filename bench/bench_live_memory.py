@@ -7,8 +7,10 @@ reconnects after a stall loses its camera for good), indexes them with
 the streamvl runtime for --minutes (sink processes never replaced unless --sink-recycle-s), and
 every --print-s prints the load average, frames, worst lag and each process's RSS and RssAnon
 (its private heap): driver, encoder, the three sinks by table, the decoders (sum, min, max), and
-Ray's raylet and GCS. At the end: per process, RssAnon at the end of warm-up (--warmup-min) and at
-the end, their ratio (goal: < 1.05) and the slope after warm-up in MiB/min.
+Ray's raylet and GCS. At the end: per process, the median RssAnon of the samples in the 5 minutes
+after warm-up (--warmup-min) and in the last 5 minutes (a sample inside a sink's upkeep is a
+transient peak, so the median is the floor; the peaks are printed beside it), their ratio (goal:
+< 1.05) and the slope after warm-up in MiB/min.
 
     python bench/bench_live_memory.py [--streams 40] [--minutes 60] [--warmup-min 10]
 
@@ -120,19 +122,25 @@ def print_sample(minute: float, snapshot: dict[str, tuple[float, float]], run, l
               f"min {min(anon):.1f} max {max(anon):.1f} MiB", flush=True)
 
 
-def report(series: dict[str, list[tuple[float, float]]], warmup_min: float) -> None:
-    """Per process: RssAnon at the end of warm-up and at the end, ratio, slope after warm-up."""
-    print(f"\nRssAnon MiB      at {warmup_min:g} min (end of warm-up)   at the end   end/warm-up   MiB/min after warm-up")
+def report(series: dict[str, list[tuple[float, float]]], warmup_min: float, window_min: float = 5.0) -> None:
+    """Per process: RssAnon in the first window_min after warm-up and in the last window_min, as
+    medians (the floor: a sample inside a sink's upkeep is a transient peak, not growth) and as
+    peaks (upkeep peaks must not grow either), their ratios (goal: < 1.05), and the slope."""
+    print(f"\nRssAnon MiB, medians (and peaks) of the samples in the {window_min:g} min after warm-up ({warmup_min:g} min) "
+          f"and in the last {window_min:g} min")
+    print(f"  {'process':<22} {'after warm-up':>22} {'at the end':>22} {'end/warm-up':>14} {'peaks':>8} {'MiB/min':>9}")
     for label, points in sorted(series.items()):
         late = np.array([(t, m) for t, m in points if t >= warmup_min])
         if len(late) < 3:
             print(f"  {label:<22} (too few samples after warm-up)")
             continue
-        first = late[late[:, 0] <= late[0, 0] + 1.0, 1].mean()  # the first minute after warm-up
-        last = late[late[:, 0] >= late[-1, 0] - 1.0, 1].mean()  # the last minute
+        first = late[late[:, 0] <= late[0, 0] + window_min, 1]
+        last = late[late[:, 0] >= late[-1, 0] - window_min, 1]
+        ratio, peaks = np.median(last) / np.median(first), last.max() / first.max()
         slope = np.polyfit(late[:, 0], late[:, 1], 1)[0]
-        flag = "" if last / first < 1.05 else "   >= 5%"
-        print(f"  {label:<22} {first:10.1f}              {last:10.1f}   {last / first:10.3f}   {slope:+10.3f}{flag}")
+        flag = "" if ratio < 1.05 else "   >= 5%"
+        print(f"  {label:<22} {np.median(first):10.1f} ({first.max():7.1f}) {np.median(last):12.1f} ({last.max():7.1f}) "
+              f"{ratio:12.3f} {peaks:10.3f} {slope:+9.3f}{flag}")
 
 
 def main() -> None:
