@@ -50,11 +50,12 @@ def cluster():
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
                         ONE_MACHINE_ENV: "0"}  # Ray on 127.0.0.1 only (it takes the outward address for "127.0.0.1" otherwise)
     env.pop("RAY_ADDRESS", None)
-    gcs, dash = free_port(), free_port()
+    gcs, dash, agent = free_port(), free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="svlray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     try:
         run(BIN / "ray", "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+            f"--dashboard-agent-listen-port={agent}",  # not Ray's fixed 52365: another Ray on the machine may hold it
             f"--temp-dir={temp}", "--disable-usage-stats", env=env)
         yield env, f"http://127.0.0.1:{dash}"
     finally:

@@ -69,7 +69,8 @@ def foreign_cluster(tmp: Path, versions_from_elsewhere: bool = False) -> Iterato
     port = free_port()
     code = (FAKE_VERSIONS if versions_from_elsewhere else "") + RAY_CLI
     cmd = [sys.executable, "-c", code, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-           "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(tmp / "ray")]
+           "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(tmp / "ray"),
+           "--dashboard-agent-listen-port", str(free_port())]  # not Ray's fixed 52365, which another Ray may hold
     log = open(tmp / "ray-start.log", "wb")
     proc = subprocess.Popen(cmd, env=base_env(tmp), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     record = tmp / "ray" / "ray_current_cluster"
