@@ -35,32 +35,11 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_live import camera_video  # noqa: E402
-from bench.capacity_cameras import RtspCameras, TsCameras, loop_video  # noqa: E402
+from bench.capacity_cameras import live_cameras, static_video  # noqa: E402
 from bench.procs import rss_parts  # noqa: E402
 from streamvl.config import IndexConfig  # noqa: E402
 from streamvl.types import StreamInfo  # noqa: E402
 from tests.live_servers import FFMPEG  # noqa: E402
-
-
-def still_video(path: Path, seed: int, seconds: float, fps: int, size: tuple[int, int]) -> Path:
-    """A static scene: one shapes-world frame with sensor noise, h264, a keyframe every second."""
-    import av
-    from fractions import Fraction
-
-    from streamvl.lab.synthetic.clips import iter_frames, sample_stream
-
-    still = next(iter(iter_frames(sample_stream(seed, 1.0, width=size[0], height=size[1], fps=float(fps)))))[1]
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"g": str(fps), "preset": "veryfast", "crf": "23"})
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for i in range(int(seconds * fps)):
-            noisy = np.clip(still.astype(np.int16) + rng.normal(0, 2.0, still.shape), 0, 255).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(noisy, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
 
 
 def ray_pids(run) -> dict[str, int]:
@@ -168,14 +147,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="streamvl-livemem-"))
     size = (320, 240)
     moving = [camera_video(work / f"moving{i}.mp4", seed=i, seconds=60.0, fps=25, size=size) for i in range(2)]
-    still = [still_video(work / f"static{i}.mp4", seed=i, seconds=60.0, fps=25, size=size) for i in range(2)]
+    still = [static_video(work / f"static{i}.mp4", seed=i, seconds=60.0, fps=25, size=size) for i in range(2)]
     n_static = int(round(args.streams * args.static_share))
-    if args.cameras == "rtsp":  # GStreamer does not loop: each video is repeated past the run's end
-        times = int(args.minutes + 5) + 1
-        moving = [loop_video(v, v.with_name(f"long-{v.name}"), times) for v in moving]
-        still = [loop_video(v, v.with_name(f"long-{v.name}"), times) for v in still]
-    cameras = (RtspCameras if args.cameras == "rtsp" else TsCameras)(
-        [(still if i < n_static else moving)[i % 2] for i in range(args.streams)], work)
+    cameras = live_cameras(args.cameras, moving, still, args.streams, n_static, 60.0, (args.minutes + 5) * 60, work)
     series: dict[str, list[tuple[float, float]]] = defaultdict(list)
     try:
         cameras.wait_ready(timeout=180.0)

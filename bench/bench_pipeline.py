@@ -28,6 +28,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_live import camera_video  # noqa: E402
+from bench.capacity_cameras import loop_video  # noqa: E402
 from bench.procs import CpuMeter, process_kind  # noqa: E402
 from streamvl import api  # noqa: E402
 from streamvl.config import IndexConfig  # noqa: E402
@@ -54,22 +55,6 @@ def bare_encoder(model, frames: np.ndarray, batch: int) -> float:
     for i in range(0, len(frames), batch):
         model.encode_images(frames[i : i + batch])
     return len(frames) / (time.perf_counter() - start)
-
-
-def loop_video(src: Path, dst: Path, times: int) -> Path:
-    """`src` repeated `times` times into one file by remuxing packets (no re-encode)."""
-    import av
-
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        stream_in = inp.streams.video[0]
-        stream_out = out.add_stream_from_template(stream_in)
-        packets = [p for p in inp.demux(stream_in) if p.dts is not None]
-        span = max(p.pts for p in packets) + packets[1].duration if len(packets) > 1 else 1
-        for k in range(times):
-            for p in packets:
-                p.pts, p.dts, p.stream = p.pts + (span if k else 0), p.dts + (span if k else 0), stream_out
-                out.mux(p)
-    return dst
 
 
 class RssSampler(threading.Thread):

@@ -201,7 +201,7 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
     import ray
 
     from bench.bench_live import camera_video
-    from bench.capacity_cameras import RtspCameras, TsCameras, loop_video, static_video
+    from bench.capacity_cameras import live_cameras, static_video
     from streamvl.config import IndexConfig
     from streamvl.runtime.driver import IndexRun
     from streamvl.storage.schema import FRAMES
@@ -212,12 +212,8 @@ def live_latency(args, tmp: Path, free_cores: float) -> None:
     static = args.streams // 2
     moving = [camera_video(tmp / f"moving{i}.mp4", seed=i, seconds=args.loop_s, fps=25, size=size) for i in range(2)]
     still = [static_video(tmp / f"static{i}.mp4", seed=i, seconds=args.loop_s, fps=25, size=size) for i in range(2)]
-    if args.cameras == "rtsp":  # GStreamer does not loop: each video is the loop repeated past the run's end
-        times = int((args.warmup + args.live_minutes * 60 + 600) // args.loop_s) + 1
-        moving = [loop_video(v, v.with_name(f"long-{v.name}"), times) for v in moving]
-        still = [loop_video(v, v.with_name(f"long-{v.name}"), times) for v in still]
-    cameras = (RtspCameras if args.cameras == "rtsp" else TsCameras)(
-        [(still if i < static else moving)[i % 2] for i in range(args.streams)], tmp)
+    cameras = live_cameras(args.cameras, moving, still, args.streams, static, args.loop_s,
+                           args.warmup + args.live_minutes * 60 + 600, tmp)
     db = str(tmp / "live")
     server = client = run_ = None
     try:

@@ -124,10 +124,23 @@ def loop_video(src: Path, dst: Path, times: int) -> Path:
         stream_in = inp.streams.video[0]
         stream_out = out.add_stream_from_template(stream_in)
         packets = [p for p in inp.demux(stream_in) if p.dts is not None]
-        span = max(p.pts for p in packets) + packets[1].duration
+        span = max(p.pts for p in packets) + packets[1].duration if len(packets) > 1 else 1
         for k in range(times):
             for p in packets:
                 shift = span if k else 0  # the packets are reused: each pass moves them one span on
                 p.pts, p.dts, p.stream = p.pts + shift, p.dts + shift, stream_out
                 out.mux(p)
     return dst
+
+
+def live_cameras(kind: str, moving: list[Path], still: list[Path], n: int, n_static: int, video_s: float,
+                 outlast_s: float, work: Path) -> "RtspCameras | TsCameras":
+    """n cameras, the first n_static showing `still` videos, the rest `moving` (alternating). rtsp:
+    GStreamer does not loop, so each video of video_s seconds is repeated to outlast outlast_s;
+    tcp: ffmpeg loops them itself."""
+    if kind == "rtsp":
+        times = int(outlast_s // video_s) + 1
+        moving = [loop_video(v, v.with_name(f"long-{v.name}"), times) for v in moving]
+        still = [loop_video(v, v.with_name(f"long-{v.name}"), times) for v in still]
+    return (RtspCameras if kind == "rtsp" else TsCameras)(
+        [(still if i < n_static else moving)[i % 2] for i in range(n)], work)
