@@ -1,6 +1,8 @@
 """An int8 image tower for x86: PT2E quantisation (torchao's X86InductorQuantizer) compiled by inductor.
 
-Linear and convolution weights are quantised per channel to int8; activations are quantised per
+Linear and convolution weights are quantised per channel to int8 (the attention projections too:
+models/attention.py splits them out of nn.MultiheadAttention, whose packed input projection export
+leaves as a float matmul the quantiser does not annotate); activations are quantised per
 tensor, either dynamically per call (default: no calibration data needed, robust to frames unlike
 the probe) or statically from a calibration batch. torch.compile (inductor, freezing on, dynamic
 batch) lowers the quantised graph to oneDNN int8 kernels (VNNI / AMX-INT8). Building the tower
@@ -55,7 +57,10 @@ def int8_tower(visual: Any, calibration: "torch.Tensor", dynamic: bool = False,
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
+    from streamvl.models.attention import split_attention
+
     tower = copy.deepcopy(visual).float().eval()
+    split_attention(tower)  # the attention projections as nn.Linear, so the quantiser annotates them (on the copy)
     with _no_mha_fastpath(), torch.no_grad():
         batch = torch.export.Dim("batch", min=1, max=4096)
         graph = torch.export.export(tower, (calibration[:2],), dynamic_shapes=({0: batch},)).module()

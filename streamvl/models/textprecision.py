@@ -1,10 +1,11 @@
 """Text-tower precision for queries: torch's dynamic int8 Linear layers, checked against fp32 at load.
 
-A query embeds one short text, so the text tower's time is its matmuls at batch 1: dynamic int8
-(torch.ao quantize_dynamic on the transformer's Linear layers, i.e. the MLPs; weights int8 per
-tensor, activations quantised per call, VNNI kernels through fbgemm/oneDNN) ran the ViT-B/32 text
-tower x1.9 faster than fp32 at cosine 0.999 on the machine measured (docs/benchmarks.md, "Queries"),
-and stores those weights in a quarter of the memory. bf16 autocast was slower and less exact.
+A query embeds one short text, so the text tower's time is reading its weights for a few tokens:
+dynamic int8 (torch.ao quantize_dynamic on every Linear layer, the attention projections included
+once models/attention.py has split them out of nn.MultiheadAttention; weights int8 per tensor,
+activations quantised per call, VNNI kernels through fbgemm/oneDNN) stores those weights in a
+quarter of the memory and runs the ViT-B/32 text tower about x3 faster than fp32 at probe cosine
+0.998 (the MLPs alone: x1.9; docs/benchmarks.md, "Queries"). bf16 autocast was slower and less exact.
 
 Every int8 tower is checked at load against the fp32 tower it replaces on a fixed probe set of
 texts (`PROBE_TEXTS`): the smallest cosine must be >= MIN_COSINE. `auto` falls back to fp32 (and
@@ -49,21 +50,24 @@ def quantisation_missing() -> str | None:
 
 
 def int8_transformer(transformer: Any) -> Callable[[], None]:
-    """Turn an open_clip text transformer's nn.Linear layers (the MLPs) into dynamic int8, in place;
-    returns the undo (puts the fp32 layers back). In place, not a copy: a copy's freed fp32 weights
-    stay in the process's heap, so the int8 tower would cost memory instead of saving it.
-
-    MultiheadAttention's projections are left fp32 (its in-projection is not a Linear and torch
-    excludes its out-projection from dynamic quantisation). open_clip reads the cast dtype from
-    the first MLP's weight; the `int8_original_dtype` attribute is open_clip's own hook for that."""
+    """Turn an open_clip text transformer's weights into dynamic int8, in place: its self-attention is
+    first split into nn.Linear layers (models/attention.py) so the q/k/v and output projections are
+    quantised with the MLPs; returns the undo (puts the fp32 modules back). In place, not a copy: a
+    copy's freed fp32 weights stay in the process's heap, so the int8 tower would cost memory instead
+    of saving it. open_clip reads the cast dtype from the first MLP's weight; the
+    `int8_original_dtype` attribute is open_clip's own hook for that."""
     import torch
 
+    from streamvl.models.attention import split_attention
+
     fp32 = {name: module for name, module in transformer.named_modules() if type(module) is torch.nn.Linear}
+    unsplit = split_attention(transformer)
 
     def undo() -> None:
         for name, module in fp32.items():
             parent, _, attr = name.rpartition(".")
             setattr(transformer.get_submodule(parent) if parent else transformer, attr, module)
+        unsplit()
 
     try:
         with warnings.catch_warnings():  # torch.ao's eager quantisation warns it is deprecated (still in torch 2.14)

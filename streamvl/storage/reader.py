@@ -27,8 +27,8 @@ from streamvl.storage.schema import (
 REFINE_CANDIDATES = 4
 # IVF partitions every ANN search probes at least (LanceDB's default: 20). Probing is most of an IVF_PQ search's
 # time; at 1M rows (256 partitions) 10 keeps recall@10 at 1.00 on in-distribution queries and halves the
-# search (bench/bench_queries.py, docs/benchmarks.md "Queries"). Only a minimum: a narrow prefilter still
-# probes further partitions until it has k rows.
+# search (bench/bench_queries.py, docs/benchmarks.md "Queries"). Exact without a filter; with a prefilter only
+# a minimum: a narrow prefilter still probes further partitions until it has k rows (see _ann).
 ANN_NPROBES = 10
 
 
@@ -75,8 +75,9 @@ class Reader:
         """Schema metadata of the clips table (else frames): 'streamvl.model', 'streamvl.models.weights', ..."""
         for table in (CLIPS, FRAMES):
             handle = self.conn.open(table)
-            if handle is not None and handle.schema.metadata:
-                return {k.decode(): v.decode() for k, v in handle.schema.metadata.items()}
+            metadata = None if handle is None else handle.schema.metadata  # one read: `.schema` is a round trip
+            if metadata:
+                return {k.decode(): v.decode() for k, v in metadata.items()}
         return {}
 
     # -- clips
@@ -179,7 +180,20 @@ def _one_adapter(handle: Any, adapter: str) -> bool:
 
 def _ann(handle: Any, query: np.ndarray, k: int, columns: list[str], where: str | None,
          candidates: int) -> list[dict[str, Any]]:
-    builder = handle.search(query, vector_column_name=EMBEDDING).distance_type("cosine").minimum_nprobes(ANN_NPROBES)
+    """The ANN search. Unfiltered it probes exactly ANN_NPROBES partitions: left open-ended (LanceDB's
+    minimum_nprobes without a maximum) the same search took ~x1.6 longer at 1M rows with the same
+    results; it is re-run open-ended only when those partitions held fewer than k rows. With a
+    prefilter it probes further partitions until it has k rows."""
+    rows = _ann_once(handle, query, k, columns, where, candidates, exact_probes=not where)
+    if not where and len(rows) < k:
+        rows = _ann_once(handle, query, k, columns, where, candidates, exact_probes=False)
+    return rows
+
+
+def _ann_once(handle: Any, query: np.ndarray, k: int, columns: list[str], where: str | None, candidates: int,
+              exact_probes: bool) -> list[dict[str, Any]]:
+    builder = handle.search(query, vector_column_name=EMBEDDING).distance_type("cosine")
+    builder = builder.nprobes(ANN_NPROBES) if exact_probes else builder.minimum_nprobes(ANN_NPROBES)
     if where:
         builder = builder.where(where, prefilter=True)
     builder = builder.select([*columns, "_distance"]).limit(int(k))

@@ -67,3 +67,16 @@ def test_a_narrow_prefilter_still_fills_k(indexed):
     assert len(got) == 10 and {r["stream_id"] for r in got} == {"s30"}
     want = exact(flat, q, 10, sids == "s30")
     assert {int(r["start"] // 4) + 30 * CLIPS_PER_STREAM for r in got} == want
+
+
+def test_an_unfiltered_search_probes_exactly_the_budget_but_still_fills_k(indexed, monkeypatch):
+    store, flat, _ = indexed
+    calls = []
+    real = reader._ann_once
+    monkeypatch.setattr(reader, "_ann_once", lambda *a, **kw: calls.append(kw["exact_probes"]) or real(*a, **kw))
+    q = unit(flat[0])
+    assert len(store.search_clips(q, 10, adapter="meanpool")) == 10 and calls == [True]  # the budget, once
+    calls.clear()
+    # 3000 rows in ~54 partitions: the 10 probed hold fewer than all of them, so asking for all probes on
+    got = store.search_clips(q, len(flat), adapter="meanpool", candidates=0)
+    assert len(got) == len(flat) and calls == [True, False]

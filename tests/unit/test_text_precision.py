@@ -126,3 +126,15 @@ def test_int8_transformer_undo_restores_the_fp32_tower_bit_for_bit():
     undo()
     assert type(model.model.transformer.resblocks[0].mlp.c_fc) is torch.nn.Linear
     assert torch.equal(model.encode_text(texts), before)
+    assert type(model.model.transformer.resblocks[0].attn) is torch.nn.MultiheadAttention
+
+
+def test_int8_text_tower_quantises_the_attention_projections_too():
+    import torch
+
+    from streamvl.models.textonly import load_text_model
+
+    attn = load_text_model(TINY, "int8").model.transformer.resblocks[0].attn
+    assert type(attn).__name__ == "SplitAttention"
+    assert isinstance(attn.in_proj, torch.ao.nn.quantized.dynamic.Linear)
+    assert isinstance(attn.out_proj, torch.ao.nn.quantized.dynamic.Linear)
