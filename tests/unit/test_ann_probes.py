@@ -21,6 +21,10 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory) -> tuple[Store, np.ndarray, np.ndarray]:
+    return build(tmp_path_factory.mktemp("ann") / "db")
+
+
+def build(path) -> tuple[Store, np.ndarray, np.ndarray]:
     """3000 clips in 60 streams, each a drifting walk around one of 12 topics; IVF_PQ built as upkeep does."""
     rng = np.random.default_rng(0)
     topics = unit(rng.normal(size=(12, D)))
@@ -33,7 +37,7 @@ def indexed(tmp_path_factory) -> tuple[Store, np.ndarray, np.ndarray]:
         "stream_id": sids, "start": starts, "end": starts + 8.0, "adapter": ["meanpool"] * len(sids),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), D), "model": ["m"] * len(sids),
     }, schema=clips_schema(D, meta=META))
-    store = Store(tmp_path_factory.mktemp("ann") / "db")
+    store = Store(path)
     store.upsert(CLIPS, table)
     assert store.maintain(CLIPS, index_min_rows=1)["indexed"] is True
     return store, flat, sids
@@ -80,3 +84,22 @@ def test_an_unfiltered_search_probes_exactly_the_budget_but_still_fills_k(indexe
     # 3000 rows in ~54 partitions: the 10 probed hold fewer than all of them, so asking for all probes on
     got = store.search_clips(q, len(flat), adapter="meanpool", candidates=0)
     assert len(got) == len(flat) and calls == [True, False]
+
+
+def test_the_one_adapter_check_is_kept_per_table_version(tmp_path, monkeypatch):
+    store, flat, _ = build(tmp_path / "db")
+    checks = []
+    real = reader._one_adapter
+    monkeypatch.setattr(reader, "_one_adapter", lambda *a: checks.append(a[1]) or real(*a))
+    q = unit(flat[0])
+    for _ in range(3):
+        assert len(store.search_clips(q, 10, adapter="meanpool")) == 10
+    assert checks == ["meanpool"]  # asked once for this version of the table
+    # another adapter's rows, nearest of all to q: a new version, so the answer is asked again (now False)
+    other = pa.Table.from_pydict({
+        "stream_id": ["x"] * 5, "start": np.arange(5.0), "end": np.arange(5.0) + 8, "adapter": ["other"] * 5,
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(np.tile(q, 5)), D), "model": ["m"] * 5,
+    }, schema=clips_schema(D, meta=META))
+    store.upsert(CLIPS, other)
+    got = store.search_clips(q, 10, adapter="meanpool")
+    assert checks == ["meanpool", "meanpool"] and len(got) == 10 and {r["adapter"] for r in got} == {"meanpool"}
