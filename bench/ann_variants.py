@@ -5,7 +5,7 @@ manifests copied) under <cache>/<table key>/ann/<name>/db with its own vector in
 clips.embedding. Builds are heavy at 1M rows on 2 cores (minutes), so each is done once, one at a
 time, and marked by built.json; `python bench/ann_variants.py NAME...` builds the named ones.
 
-    python bench/ann_variants.py [hnsw_sq ivf_pq_1024 hnsw_pq] [--cache DIR]
+    python bench/ann_variants.py [hnsw_sq ivf_pq_1024 hnsw_pq ivf_pq_256_sv64] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ivf_pq_256": ("IvfPq", {"num_partitions": 256, "num_sub_vectors": 128}),
     "hnsw_sq": ("HnswSq", {"num_partitions": 16, "m": 16, "ef_construction": 150}),
     "ivf_pq_1024": ("IvfPq", {"num_partitions": 1024, "num_sub_vectors": 128}),
+    "ivf_pq_256_sv64": ("IvfPq", {"num_partitions": 256, "num_sub_vectors": 64}),  # half the PQ code to scan
     "hnsw_pq": ("HnswPq", {"num_partitions": 16, "num_sub_vectors": 128, "m": 16, "ef_construction": 150}),
 }
 BASE = "ivf_pq_256"

@@ -34,7 +34,7 @@ from streamvl.storage.store import Store  # noqa: E402
 FETCH = 50  # rows the query path's first fetch asks for (grouping.first_pool(10))
 # (nprobes, refine factor, ef) per index family: IVF_PQ probes x refine; HNSW: probes x ef (x refine for PQ)
 GRIDS = {
-    "IvfPq": [(p, r, None) for p in (5, 10, 20) for r in (None, 2, 4, 10)],
+    "IvfPq": [(p, r, None) for p in (3, 5, 10, 20) for r in (None, 2, 4, 10)],
     "HnswSq": [(p, r, ef) for p in (1, 2, 4) for ef in (60, 120, 240) for r in (None, 2) if ef >= FETCH * (r or 1)],
     "HnswPq": [(p, r, ef) for p in (1, 2, 4) for ef in (60, 120, 240) for r in (None, 2) if ef >= FETCH * (r or 1)],
 }  # Lance's HNSW needs ef >= the rows it returns before the re-rank (limit x refine)

@@ -206,8 +206,9 @@ CONFIGS = ("baseline", "defaults")
 
 
 def apply_config(name: str) -> dict[str, Any]:
-    """In the query process: 'baseline' puts back main's query defaults before this work (fp32 text
-    tower, refine budget 10 x the first fetch); 'defaults' leaves today's code as it is. Returns them."""
+    """In the query process: 'baseline' puts back main's query defaults before issue 43's work (fp32 text
+    tower on the process's torch threads, refine budget 10 x the first fetch, open-ended IVF probing, the
+    one-adapter check and the streams read per search); 'defaults' leaves today's code as it is. Returns them."""
     import streamvl.search.query as query
     from streamvl.models import textonly
     from streamvl.storage import reader
@@ -220,13 +221,20 @@ def apply_config(name: str) -> dict[str, Any]:
         got = self.reader.read(STREAMS, sql_in("stream_id", ids), ["stream_id", "uri"]) if ids else None
         return dict(zip(got["stream_id"].to_pylist(), got["uri"].to_pylist())) if got is not None and got.num_rows else {}
 
+    def open_ended_probes(handle, q, k, columns, where, candidates):  # main's probing: a minimum only
+        return reader._ann_once(handle, q, k, columns, where, candidates, exact_probes=False)
+
     if name == "baseline":
         textonly.load_text_model = functools.partial(textonly.load_text_model, precision="fp32")
+        textonly.TEXT_THREADS = None  # the process's torch threads
         reader.REFINE_CANDIDATES = query.REFINE_CANDIDATES = 10
+        reader._ann = open_ended_probes
+        reader.Reader._only = lambda self, handle, adapter: reader._one_adapter(handle, adapter)  # asked per search
         streams.StreamTables.stream_uris = uris_per_call
     elif name != "defaults":
         raise ValueError(name)
-    return {"refine": reader.REFINE_CANDIDATES, "nprobes": reader.ANN_NPROBES}
+    probes = f">= {reader.ANN_NPROBES}" if name == "baseline" else f"{reader.ANN_NPROBES} (>= with a filter)"
+    return {"refine": reader.REFINE_CANDIDATES, "nprobes": probes}
 
 
 def vm_rss_mib() -> float:
@@ -420,7 +428,7 @@ def print_side_by_side(runs: dict[str, dict[str, Any]], exact: dict[str, list], 
     print(f"query process         model {MODEL} (RANDOM weights: timing only), torch threads {new['threads']}, "
           f"{os.cpu_count()} cores; {len(new['total_ms'])} text queries after {args.warmup} warm-up, one process per column")
     for res in (base, new):
-        print(f"  {res['config']:<10} text tower {res['precision']}; nprobes >= {res['params']['nprobes']}, refine "
+        print(f"  {res['config']:<10} text tower {res['precision']}; nprobes {res['params']['nprobes']}, refine "
               f"{res['params']['refine']} x first fetch; model loaded in {res['load_s']:.1f} s; "
               f"load {' '.join(f'{x:.1f}' for x in res['load'])}")
     print(f"{'':22}{'baseline':>27}   {'defaults':>27}   {'x p50':>6}")

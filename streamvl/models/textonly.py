@@ -7,9 +7,14 @@ for text while freeing its memory (ViT-B/32: 88M parameters, about 350 MB of the
 query process held; docs/benchmarks.md, "Queries"). Cached per process like load_model.
 
 The text tower then runs at `precision` (streamvl.models.textprecision): by default `auto`, dynamic
-int8 Linear layers when they agree with fp32 on a fixed probe set of texts (about x1.9 faster per
+int8 Linear layers when they agree with fp32 on a fixed probe set of texts (about x2.8 faster per
 query and ~75 MB smaller for ViT-B/32), else fp32 with the reason logged. The model's
 `text_precision` says which and why.
+
+encode_text runs on one torch thread (TEXT_THREADS): a query's few tokens gain nothing from a
+second one, and OpenMP's idle threads keep spinning after each op, taking the cores the vector
+search that follows needs (at 1M clips, 2 cores: p50 31.8 -> 26.1 ms, p99 47.0 -> 30.4 ms per
+query; docs/benchmarks.md, "Queries").
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any, Callable, Sequence
 
 from streamvl.errors import ModelLoadError
 from streamvl.models import loading, textprecision
+
+TEXT_THREADS = 1  # torch threads of a query's text encoding (see the module docstring)
 
 
 def _no_image_tower(spec: str) -> Any:
@@ -41,6 +48,7 @@ def load_text_model(spec: str = "default", precision: str = "auto") -> loading.L
     parsed = loading.parse_spec(spec)
     loaded = loading.wrap_model(loading._create(parsed), parsed)
     loaded.model.visual = _no_image_tower(parsed.text)
+    loaded.text_threads = TEXT_THREADS
     loaded.text_precision = textprecision.with_int8_text(loaded, precision)
     return loaded
 

@@ -76,3 +76,21 @@ def test_query_encoders_take_the_text_model_only_when_the_spec_allows_and_no_rer
     assert query._encoder(plugins, "texty", "m@random:0", {}, full_model=True).model == "whole"
     query._encoder(plugins, "texty", "m@random:0", {})  # cached: no second load
     assert loads == [("text", "m@random:0"), ("whole", "m@random:0"), ("whole", "m@random:0")]
+
+
+def test_text_queries_run_on_one_torch_thread_and_leave_the_process_setting_alone():
+    import torch
+
+    from streamvl.models.textonly import TEXT_THREADS, load_text_model
+
+    text = load_text_model(TINY, "fp32")
+    seen = []
+    hook = text.model.transformer.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        text.encode_text(["a red star"])
+        assert seen == [TEXT_THREADS] == [1] and torch.get_num_threads() == 2
+    finally:
+        hook.remove()
+        torch.set_num_threads(before)
