@@ -156,6 +156,11 @@ def ensure_table(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     else:
         info["cached"] = True
     if args.reindex or "index_s" not in info:
+        if args.reindex:  # Store.maintain keeps an existing vector index: drop it first
+            handle = Store(root / "db").table(CLIPS)
+            for index in handle.list_indices():
+                if list(index.columns) == [EMBEDDING]:
+                    handle.drop_index(index.name)
         print("building the ANN index (Store.maintain)", flush=True)
         info |= index_table(root / "db")
     else:  # upkeep as a sink would run it: a no-op unless the store's upkeep gained an index since

@@ -14,7 +14,7 @@ query and ~75 MB smaller for ViT-B/32), else fp32 with the reason logged. The mo
 encode_text runs on one torch thread (TEXT_THREADS): a query's few tokens gain nothing from a
 second one, and OpenMP's idle threads keep spinning after each op, taking the cores the vector
 search that follows needs (at 1M clips, 2 cores: p50 31.8 -> 26.1 ms, p99 47.0 -> 30.4 ms per
-query; docs/benchmarks.md, "Queries").
+query; docs/benchmarks.md, "Issue 43, fourth pass").
 """
 
 from __future__ import annotations

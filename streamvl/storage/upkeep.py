@@ -165,7 +165,9 @@ def _merge_index_deltas(table: str, handle: Any, name: str, deltas: int, older: 
 
 def _build_vector_index(handle: Any, rows: int, index_type: str) -> None:
     dim = table_dim(handle.schema, CLIPS)
-    sub = next((d for d in (dim // 4, dim // 8, dim // 2, 1) if d >= 1 and dim % d == 0), 1)
+    # PQ sub-vectors of 8 dims (64 for 512-d): half the code a probe scans of 4-dim ones, as exact after the
+    # re-rank (recall@10 1.000 either way at 1M rows) and ~x1.4 faster (bench/bench_ann_probes.py, ivf_pq_256_sv64)
+    sub = next((d for d in (dim // 8, dim // 4, dim // 2, 1) if d >= 1 and dim % d == 0), 1)
     partitions = max(1, min(256, int(math.sqrt(rows))))
     options: dict[str, Any] = {"num_partitions": partitions}
     if "PQ" in index_type:
