@@ -140,9 +140,10 @@ def test_stream_that_never_connects_fails_with_a_typed_error():
 def test_stream_of_garbage_bytes_fails_with_a_decode_error():
     server = TcpServer(garbage)
     url = server.url
-    # Each attempt probes 1 MiB of junk; a generous open timeout keeps a slow probe on a busy
-    # machine from being reported as a connection timeout instead.
-    patient = FAST.model_copy(update={"open_timeout_s": 20.0})
+    # Each attempt probes 1 MiB of junk; generous open and read timeouts keep a slow probe (or the
+    # junk server's thread starved for a second) on a busy machine from being reported as a
+    # connection or data timeout instead (CI once saw "timed out waiting for data" here).
+    patient = FAST.model_copy(update={"open_timeout_s": 20.0, "stall_timeout_s": 20.0})
     try:
         with pytest.raises(DecodeError, match="no decodable media") as err:
             read(LiveSource(info(url), SamplingConfig(size=32), patient), 1)
